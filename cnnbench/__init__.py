@@ -1,0 +1,39 @@
+"""cnnbench: define, train, sweep and benchmark convolutional networks from a spec file.
+
+The public API is re-exported here lazily, so `import cnnbench` never imports Keras:
+
+>>> import cnnbench
+>>> spec = cnnbench.load_spec("convolutional_nn")
+>>> record = cnnbench.train_run(spec.with_overrides(epochs=2, dataset="mnist-5k"), "results/demo")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_spec": "cnnbench.spec",
+    "parse_spec": "cnnbench.spec",
+    "Spec": "cnnbench.spec",
+    "SpecError": "cnnbench.errors",
+    "DataError": "cnnbench.errors",
+    "DeviceError": "cnnbench.errors",
+    "CnnbenchError": "cnnbench.errors",
+    "build_model": "cnnbench.model",
+    "summarize": "cnnbench.model",
+    "load_dataset": "cnnbench.data",
+    "RunOptions": "cnnbench.train",
+    "train_run": "cnnbench.train",
+    "load_runs": "cnnbench.results",
+    "load_histories": "cnnbench.results",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'cnnbench' has no attribute {name!r}")

@@ -1,0 +1,215 @@
+"""Devices and Keras backends: pinning a process to the CPU or one GPU, threads, and discovery.
+
+`configure()` must run before Keras is imported, because backends read their settings at import.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from functools import cache
+
+from cnnbench.errors import DeviceError
+
+DEVICES = ("cpu", "gpu", "auto")
+BACKENDS = ("tensorflow", "jax", "torch")
+_BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def keras_imported() -> bool:
+    return "keras" in sys.modules
+
+
+def configure(device: str = "auto", backend: str | None = None, threads: int | None = None) -> None:
+    """Set the environment so that the next Keras import uses `backend`, `device` and `threads`.
+
+    A CPU process hides every GPU; a GPU process sees one (the first, unless CUDA_VISIBLE_DEVICES
+    already narrows it). Raises DeviceError when Keras was imported with other settings.
+    """
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; use cpu, gpu or auto")
+    if backend is not None and backend not in BACKENDS:
+        raise DeviceError(f"unknown Keras backend {backend!r}; use {', '.join(BACKENDS)}")
+    if keras_imported():
+        current = sys.modules["keras"].backend.backend()
+        if backend and backend != current:
+            raise DeviceError(f"Keras is already running on {current}; start a new process for {backend}")
+        return
+    env = os.environ
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+        env["JAX_PLATFORMS"] = "cpu"
+    elif device == "gpu":
+        visible = env.get("CUDA_VISIBLE_DEVICES", "")
+        env["CUDA_VISIBLE_DEVICES"] = visible.split(",")[0] if visible and visible != "-1" else "0"
+        env.pop("JAX_PLATFORMS", None)
+    quiet_logs()
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: allocate as needed, so peak memory means something
+    if threads:
+        for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = str(threads)
+        env["TF_NUM_INTEROP_THREADS"] = "1" if threads == 1 else str(min(threads, 2))
+        if threads == 1:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+
+
+def quiet_logs() -> None:
+    """Silence TensorFlow's C++ start-up chatter (info lines, the CUDA probe on CPU machines)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+_IMPORT_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl|[IW]\d{4} |To enable the following instructions|"
+    r"E\d{4} .*(cuInit|cuda_|cuda drivers))"
+)
+
+
+def import_keras():
+    """Import Keras (and its backend) once, dropping the backend's C++ start-up chatter.
+
+    TensorFlow writes info lines to file descriptor 2 before its logging is set up, ignoring
+    TF_CPP_MIN_LOG_LEVEL; they are captured here and every other line is passed on to stderr.
+    """
+    if keras_imported():
+        return sys.modules["keras"]
+    quiet_logs()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if line.strip() and not _IMPORT_NOISE.match(line):
+                    print(line, file=sys.stderr)
+    return keras
+
+
+def after_import(threads: int | None = None) -> None:
+    """Settings that can only be made once the backend is imported (torch threads)."""
+    import keras
+
+    if threads and keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def backend_installed(backend: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(_BACKEND_MODULE[backend]) is not None
+
+
+@cache
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@cache
+def nvidia_gpus() -> list[str]:
+    """GPU names from `nvidia-smi -L` (no framework import); empty when there is none."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def visible_gpus() -> list[str]:
+    """GPUs the imported Keras backend can use in this process."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            names = nvidia_gpus()
+            return [names[i] if i < len(names) else g.name for i, g in enumerate(gpus)]
+        if backend == "jax":
+            import jax
+
+            return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+        if backend == "torch":
+            import torch
+
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken CUDA install means: no usable GPU
+        return []
+    return []
+
+
+def resolve(device: str) -> tuple[str, str]:
+    """After import: the device actually used ('cpu' or 'gpu') and its model name."""
+    gpus = visible_gpus() if device != "cpu" else []
+    if device == "gpu" and not gpus:
+        import keras
+
+        raise DeviceError(f"--device gpu: no GPU is visible to Keras' {keras.backend.backend()} backend")
+    if gpus:
+        return "gpu", gpus[0]
+    return "cpu", cpu_model()
+
+
+def peak_gpu_memory_mb() -> float | None:
+    """Peak GPU memory of this process as the backend reports it, if it does."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_physical_devices("GPU"):
+                return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        elif backend == "jax":
+            import jax
+
+            gpus = [d for d in jax.devices() if d.platform == "gpu"]
+            if gpus and (stats := gpus[0].memory_stats()):
+                return stats.get("peak_bytes_in_use", 0) / 2**20
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return torch.cuda.max_memory_allocated() / 2**20
+    except Exception:
+        return None
+    return None
+
+
+def peak_host_memory_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is in KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,221 @@
+"""Results on disk: atomic writes, run folders (spec.json, run.json, history.csv) and their loaders.
+
+A run folder is finished when its run.json has a final status; loaders return tidy pandas frames.
+
+>>> runs = load_runs("results/")            # one row per run folder found below results/
+>>> curves = load_histories("results/")     # one row per (run, epoch)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import socket
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
+FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
+HISTORY_COLUMNS = (
+    "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_error",
+    "epoch_time_s", "train_time_s", "val_time_s", "samples_per_s", "learning_rate",
+)  # fmt: skip
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same folder + rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null (a diverged run's loss is often one)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(_finite(json.loads(json.dumps(data, default=_json_default))), indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] | tuple[str, ...] | None = None) -> None:
+    """Write rows atomically; columns default to the union of the rows' keys in first-seen order."""
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def timestamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def new_run_dir(out: str | Path, name: str) -> Path:
+    """A path `out/<name>-<YYYYmmdd-HHMMSS>` (suffixed if taken) that does not exist yet.
+
+    The folder itself is made by `train_run` once the spec and data have passed every check.
+    """
+    base = Path(out) / f"{name}-{timestamp()}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def run_status(run_dir: str | Path) -> str | None:
+    """The status in run_dir/run.json, or None when there is no readable record."""
+    try:
+        return read_json(Path(run_dir) / "run.json").get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    return run_status(run_dir) in FINISHED
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment(threads: int | None = None) -> dict[str, Any]:
+    """Versions and machine facts for a run record (reads no framework state but the backend name)."""
+    from cnnbench import __version__
+    from cnnbench.device import cpu_cores, cpu_model
+
+    backend = sys.modules["keras"].backend.backend() if "keras" in sys.modules else os.environ.get("KERAS_BACKEND", "tensorflow")
+    tf_version = _version("tensorflow") or _version("tensorflow-cpu")
+    return {
+        "cnnbench": __version__,
+        "python": platform.python_version(),
+        "keras": _version("keras"),
+        "tensorflow": tf_version,
+        "jax": _version("jax") if backend == "jax" else None,
+        "torch": _version("torch") if backend == "torch" else None,
+        "numpy": _version("numpy"),
+        "backend": backend,
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "cpu": cpu_model(),
+        "cpu_cores": cpu_cores(),
+        "threads": threads,
+    }
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every run folder (one holding run.json) at or below root, sorted by path."""
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob("run.json"))
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif not isinstance(value, list):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def load_runs(root: str | Path):
+    """One row per run found below root: run.json flattened (`timing.epoch_s_median`, ...) + `run_dir`."""
+    import pandas as pd
+
+    rows = []
+    for run_dir in find_runs(root):
+        try:
+            record = read_json(run_dir / "run.json")
+        except (OSError, ValueError):
+            continue
+        rows.append({"run_dir": str(run_dir), **_flatten(record)})
+    return pd.DataFrame(rows)
+
+
+def load_history(run_dir: str | Path):
+    """The per-epoch table of one run (empty frame with the standard columns if none yet)."""
+    import pandas as pd
+
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    return pd.read_csv(path)
+
+
+def load_histories(root: str | Path):
+    """Tidy per-epoch table of every run below root, tagged with run_dir, name, learning_rate, status."""
+    import pandas as pd
+
+    frames = []
+    for run_dir in find_runs(root):
+        try:
+            record = read_json(run_dir / "run.json")
+        except (OSError, ValueError):
+            continue
+        history = load_history(run_dir)
+        if history.empty:
+            continue
+        history.insert(0, "run_dir", str(run_dir))
+        for key in ("name", "status", "learning_rate", "batch_size"):
+            history[key] = record.get(key)
+        history["dataset"] = (record.get("data") or {}).get("name")
+        history["device"] = record.get("device")
+        frames.append(history)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
