@@ -193,8 +193,17 @@ def load_dataset(
             tr, va = stratified_split(y_train, (n_train, n_val), seed)
             (te,) = stratified_split(y_test, (n_test,), seed) if n_test < len(y_test) else [np.arange(len(y_test))]
             x_train, x_test = _scale(x_train), _scale(x_test)
-            return Dataset(name, x_train[tr], y_train[tr].astype("int64"), x_train[va], y_train[va].astype("int64"),
-                           x_test[te], y_test[te].astype("int64"), source, warnings=notes)
+            return Dataset(
+                name,
+                x_train[tr],
+                y_train[tr].astype("int64"),
+                x_train[va],
+                y_train[va].astype("int64"),
+                x_test[te],
+                y_test[te].astype("int64"),
+                source,
+                warnings=notes,
+            )
     if name == "mnist-5k":
         x, y = embedded_mnist()
         sizes = _split_sizes(name, len(y), train_samples, val_samples, test_samples)

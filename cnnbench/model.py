@@ -87,7 +87,9 @@ def _activation(value: Any) -> str | None:
     try:
         keras.activations.get(value)
     except (ValueError, TypeError):
-        known = [n for n in dir(keras.activations) if not n.startswith("_") and n.islower() and n not in ("get", "serialize", "deserialize")]
+        known = [
+            n for n in dir(keras.activations) if not n.startswith("_") and n.islower() and n not in ("get", "serialize", "deserialize")
+        ]
         return f"unknown activation {value!r}{_did_you_mean(value, known)}"
     return None
 
@@ -222,7 +224,11 @@ def _instantiate(spec: Spec, index: int):
             extra = " (set the top-level input_shape instead)" if arg in ("input_shape", "input_dim", "batch_input_shape") else ""
             raise SpecError(spec.source, f"{where}.{arg}", f"unknown argument for {kind}{hint}{extra}")
         if not _plain_value(value):
-            raise SpecError(spec.source, f"{where}.{arg}", "must be a number, string, boolean, null or a list of them; nested objects (custom objects) are not allowed")
+            raise SpecError(
+                spec.source,
+                f"{where}.{arg}",
+                "must be a number, string, boolean, null or a list of them; nested objects (custom objects) are not allowed",
+            )
         if arg in ARGUMENT_CHECKS and (message := ARGUMENT_CHECKS[arg](value)):
             raise SpecError(spec.source, f"{where}.{arg}", message)
     kwargs.setdefault("name", f"{index:02d}_{kind.lower()}")
@@ -266,7 +272,7 @@ def check_layers(spec: Spec) -> tuple[list, list[tuple], int]:
         params += estimate_params(layer, shape)
         if params > max_params():
             raise SpecError(
-                spec.source, f"layers[{index}]", f"the model would have more than {params:,} parameters, above the limit of {max_params():,}"
+                spec.source, f"layers[{index}]", f"the model would have at least {params:,} parameters, above the limit of {max_params():,}"
             )
         try:
             out = tuple(layer.compute_output_shape(shape))

@@ -84,7 +84,9 @@ def _load_data(*key):
 
 def _check_fit(spec: Spec, model, data) -> None:
     if tuple(spec.input_shape) != data.sample_shape:
-        raise SpecError(spec.source, "input_shape", f"is {list(spec.input_shape)} but {data.name} samples have shape {list(data.sample_shape)}")
+        raise SpecError(
+            spec.source, "input_shape", f"is {list(spec.input_shape)} but {data.name} samples have shape {list(data.sample_shape)}"
+        )
     out = tuple(model.output_shape)
     if len(out) != 2 or out[-1] != data.num_classes:
         last = len(spec.layers) - 1
@@ -126,12 +128,14 @@ def train_run(
     run_dir: str | Path,
     options: RunOptions = RunOptions(),
     on_epoch: Callable[[dict], None] | None = None,
+    on_start: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
     """Train `spec` once, writing spec.json, run.json, history.csv and model.keras into `run_dir`.
 
     Bad specs or data raise (SpecError, DataError, DeviceError) before anything is written. A run
     that diverges, runs out of memory or crashes is recorded with that status and returned; Ctrl-C
-    records `interrupted` and re-raises KeyboardInterrupt. `on_epoch` gets each history row.
+    records `interrupted` and re-raises KeyboardInterrupt. `on_start` gets the initial record once
+    every check has passed; `on_epoch` gets each history row.
     """
     started_wall = time.perf_counter()
     started_at = now_iso()
@@ -171,6 +175,8 @@ def train_run(
     }
     write_json(run_dir / "spec.json", spec.to_dict())
     write_json(run_dir / "run.json", record)
+    if on_start:
+        on_start(dict(record))
 
     timer = EpochTimer(len(data.x_train))
     guard = DivergenceGuard(data.num_classes)
@@ -242,4 +248,3 @@ def _save_model(model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the .keras suffix
     model.save(tmp)
     tmp.replace(path)
-

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny real data, a fast course-network spec, an isolated cache and Keras home."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cnnbench.spec import load_spec
+
+TINY_SPLIT = {"train_samples": 512, "val_samples": 128, "test_samples": 128}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_homes(tmp_path_factory):
+    """Keep tests off the user's caches: a private cnnbench cache and an empty Keras home."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CNNBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
+    mp.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    yield
+    mp.undo()
+
+
+@pytest.fixture
+def course_spec():
+    """The built-in course network (104,250 parameters), unchanged."""
+    return load_spec("convolutional_nn")
+
+
+@pytest.fixture
+def tiny_spec(course_spec):
+    """The course network on 512/128/128 real mnist-5k digits for 2 epochs: trains in about a second."""
+    return course_spec.with_overrides(epochs=2, dataset="mnist-5k", **TINY_SPLIT)
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """Write a spec document (dict → JSON/YAML, or raw text) to a file and return its path."""
+
+    def write(doc, name: str = "net.json") -> Path:
+        path = tmp_path / name
+        if isinstance(doc, str):
+            path.write_text(doc)
+        elif name.endswith(".json"):
+            path.write_text(json.dumps(doc))
+        else:
+            import yaml
+
+            path.write_text(yaml.safe_dump(doc))
+        return path
+
+    return write

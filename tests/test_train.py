@@ -1,0 +1,140 @@
+"""Training through the one door, `train_run`: real learning, the run folder, statuses, atomic files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cnnbench.errors import SpecError
+from cnnbench.results import HISTORY_COLUMNS, atomic_write_text, load_histories, load_runs, read_json
+from cnnbench.train import RunOptions, train_run
+
+RUN_JSON_KEYS = {
+    "status", "error", "learning_rate", "batch_size", "epochs", "seed", "params", "flops_per_sample", "data", "device",
+    "device_name", "backend", "environment", "started_at", "ended_at", "final_val_error", "best_val_error", "best_epoch",
+    "test_error", "timing", "epochs_run", "total_time_s",
+}  # fmt: skip
+
+
+def test_real_training_on_real_digits_learns(course_spec, tmp_path):
+    spec = course_spec.with_overrides(epochs=3, dataset="mnist-5k", train_samples=2000, val_samples=500, test_samples=500)
+    record = train_run(spec, tmp_path / "run", RunOptions(save_model=False))
+    errors = [row["val_error"] for row in csv.DictReader(open(tmp_path / "run" / "history.csv"))]
+    assert record["status"] == "ok"
+    assert float(errors[-1]) < float(errors[0])
+    assert record["final_val_error"] < 0.3 and record["test_error"] < 0.3  # chance is 0.9
+    assert record["data"] == {**record["data"], "name": "mnist-5k", "train_samples": 2000, "val_samples": 500, "test_samples": 500}
+
+
+def test_run_folder_holds_spec_record_history_and_model(tiny_spec, tmp_path):
+    run_dir = tmp_path / "run"
+    record = train_run(tiny_spec, run_dir)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["history.csv", "model.keras", "run.json", "spec.json"]
+    assert read_json(run_dir / "spec.json") == json.loads(json.dumps(tiny_spec.to_dict()))
+    assert read_json(run_dir / "run.json") == json.loads(json.dumps(record))
+    assert RUN_JSON_KEYS <= set(record)
+    assert record["params"] == 104_250 and record["flops_per_sample"] == 1_332_224
+    assert record["environment"]["keras"] and record["environment"]["python"] and record["seed"] == 0
+    timing = record["timing"]
+    assert timing["first_epoch_s"] > 0 and timing["steady_epochs"] == 1 and timing["epoch_s_median"] > 0
+    rows = list(csv.DictReader(open(run_dir / "history.csv")))
+    assert len(rows) == 2 and [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(HISTORY_COLUMNS) <= set(rows[0])
+    assert abs(float(rows[1]["val_error"]) - (1 - float(rows[1]["val_accuracy"]))) < 1e-9
+
+
+def test_results_load_as_tidy_frames(tiny_spec, tmp_path):
+    train_run(tiny_spec, tmp_path / "a", RunOptions(save_model=False))
+    train_run(tiny_spec.with_overrides(learning_rate=0.05), tmp_path / "b", RunOptions(save_model=False))
+    runs, curves = load_runs(tmp_path), load_histories(tmp_path)
+    assert sorted(runs["learning_rate"]) == [0.05, 0.1] and "timing.epoch_s_median" in runs
+    assert len(curves) == 4 and {"run_dir", "epoch", "val_error", "learning_rate", "dataset"} <= set(curves.columns)
+
+
+def test_same_seed_gives_the_same_curve(tiny_spec, tmp_path):
+    a = train_run(tiny_spec, tmp_path / "a", RunOptions(save_model=False))
+    b = train_run(tiny_spec, tmp_path / "b", RunOptions(save_model=False))
+    assert a["final_loss"] == b["final_loss"] and a["final_val_error"] == b["final_val_error"]
+
+
+def test_a_huge_learning_rate_is_recorded_as_diverged(tiny_spec, tmp_path):
+    record = train_run(tiny_spec.with_overrides(learning_rate=500.0, epochs=5), tmp_path / "run")
+    assert record["status"] == "diverged"
+    assert record["epochs_run"] < 5
+    assert "training loss" in record["error"]
+    assert not (tmp_path / "run" / "model.keras").exists()
+    assert read_json(tmp_path / "run" / "run.json")["status"] == "diverged"
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_keeps_finished_epochs(tiny_spec, tmp_path):
+    def interrupt(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tiny_spec.with_overrides(epochs=4), tmp_path / "run", on_epoch=interrupt)
+    record = read_json(tmp_path / "run" / "run.json")
+    assert record["status"] == "interrupted" and record["epochs_run"] == 2
+
+
+def test_a_crash_is_recorded_as_failed_with_its_traceback(tiny_spec, tmp_path):
+    def crash(row):
+        raise RuntimeError("disk on fire")
+
+    record = train_run(tiny_spec, tmp_path / "run", on_epoch=crash)
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: disk on fire"
+    assert "disk on fire" in (tmp_path / "run" / "error.txt").read_text()
+
+
+def test_spec_that_does_not_fit_the_data_fails_before_writing(course_spec, tmp_path):
+    layers = (*course_spec.layers[:-1], {"type": "Dense", "units": 5, "activation": "softmax"})
+    spec = type(course_spec)(**{**course_spec.__dict__, "layers": layers}).with_overrides(dataset="mnist-5k")
+    with pytest.raises(SpecError, match=r"layers\[6\]: the model must end in 10 outputs \(one per class of mnist-5k\)"):
+        train_run(spec, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "run.json"
+    target.write_text('{"status": "ok"}')
+
+    def crash(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(target, '{"status": "runn')
+    assert target.read_text() == '{"status": "ok"}'
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_a_killed_training_process_leaves_only_whole_files(tmp_path):
+    """SIGKILL a `cnnbench train` mid-run: whatever is on disk parses completely."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnnbench", "train", "convolutional_nn", "--epochs", "50", "--data", "mnist-5k", "--out", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    history = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = list(tmp_path.glob("*/history.csv"))
+        if found and len(found[0].read_text().splitlines()) >= 3:
+            history = found[0]
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert history is not None, "training never wrote two epochs"
+    run_dir = history.parent
+    rows = list(csv.DictReader(open(history)))
+    assert rows and all(len(r) == len(rows[0]) and None not in r.values() for r in rows)
+    assert read_json(run_dir / "run.json")["status"] == "running"  # never finished: a sweep would redo it
+    leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+    assert all(name.endswith(".tmp") for name in leftovers)  # at most an abandoned temp file, never a torn real one
