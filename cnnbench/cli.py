@@ -116,7 +116,10 @@ def build(
     typer.echo(f"total parameters: {summary.total_params:,} ({summary.trainable_params:,} trainable)")
     typer.echo(f"forward FLOPs per sample: {summary.flops_per_sample:,} (multiply-add = 2 FLOPs)")
     t = loaded.training
-    typer.echo(f"training: {t.optimizer}, learning rate {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}; data: {loaded.data.dataset}")
+    typer.echo(
+        f"training: {t.optimizer}, learning rate {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}; "
+        f"data: {loaded.data.dataset}"
+    )
 
 
 @app.command()
@@ -174,9 +177,14 @@ def train(
     options = RunOptions(device=device, backend=backend)
     run_dir = new_run_dir(out, loaded.name)
     t = loaded.training
-    err(f"training {loaded.name}: lr {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs -> {run_dir}")
+
+    def started(record: dict) -> None:
+        d = record["data"]
+        err(f"training {loaded.name} on {d['name']} ({d['train_samples']:,} train / {d['val_samples']:,} val), {record['device']}, "
+            f"{record['backend']}: lr {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs -> {run_dir}")  # fmt: skip
+
     try:
-        record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)))
+        record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
     except KeyboardInterrupt:
         err(f"interrupted: finished epochs are kept in {run_dir}")
         raise typer.Exit(130) from None
@@ -192,13 +200,277 @@ def train(
         ["best val error", f"{_fmt(record.get('best_val_error'))} (epoch {record.get('best_epoch')})"],
         ["test error", _fmt(record.get("test_error"))],
         ["first epoch", f"{_fmt(timing.get('first_epoch_s'), '.3f')} s (includes tracing/compilation)"],
-        ["steady epoch", f"{_fmt(timing.get('epoch_s_median'), '.3f')} s median [{_fmt(timing.get('epoch_s_min'), '.3f')}-{_fmt(timing.get('epoch_s_max'), '.3f')}]"],
+        ["steady epoch", f"{_fmt(timing.get('epoch_s_median'), '.3f')} s median "
+                         f"[{_fmt(timing.get('epoch_s_min'), '.3f')}-{_fmt(timing.get('epoch_s_max'), '.3f')}]"],
         ["run folder", str(run_dir)],
     ]  # fmt: skip
     _table(f"{loaded.name}", ["metric", "value"], rows)
     if record["error"]:
         err(f"{record['status']}: {record['error']}")
     if record["status"] in ("failed", "oom"):
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def plot(
+    results: Annotated[Path, typer.Argument(metavar="RESULTS", help="Every run, sweep and bench below it is plotted.")] = Path("results"),
+    formats: Annotated[str, typer.Option("--format", help="Image formats, comma-separated: png, svg, pdf.")] = "png,svg",
+    log_scale: Annotated[bool, typer.Option("--log-scale", help="Log y axis for error and loss curves.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write figures here (same sub-folders) instead of next to the results.")] = None,
+) -> None:
+    """Draw learning curves, error vs learning rate and runtime plots for every run, sweep and bench found."""
+    from cnnbench.plot import parse_formats, plot_results
+
+    for path in plot_results(results, formats=parse_formats(formats), log_scale=log_scale, out=out):
+        typer.echo(str(path))
+
+
+class _BenchProgress:
+    """A rich progress bar over a bench's runs, on stderr, driven by `run_bench`'s events."""
+
+    def __init__(self) -> None:
+        self.progress = self.task = None
+        self.path = ""
+
+    def __call__(self, event) -> None:
+        if event.kind == "begin":
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.path = event.message
+            err(f"bench folder: {self.path}")
+            columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self.progress = Progress(*columns, console=Console(stderr=True))
+            self.task = self.progress.add_task("runs", total=event.total)
+            self.progress.start()
+            return
+        combo = event.combination
+        label = f"{combo.device} {combo.backend} {combo.filters} filters r{event.repeat}"
+        if event.kind == "start":
+            self.progress.update(self.task, description=label)
+        else:
+            self.progress.advance(self.task)
+            if event.status != "ok":
+                self.progress.console.print(f"{label}: {event.status}")
+
+    def stop(self) -> None:
+        if self.progress:
+            self.progress.stop()
+
+
+def _bench_rows(rows: list[dict]) -> list[list]:
+    def num(value, spec: str) -> str:
+        return "-" if value is None or value != value else format(value, spec)
+
+    table = []
+    for r in rows:
+        steady = num(r.get("epoch_s_median"), ".3f")
+        if r.get("epoch_s_median") is not None:
+            steady += f" [{num(r.get('epoch_s_min'), '.3f')}-{num(r.get('epoch_s_max'), '.3f')}]"
+        total = num(r.get("total_s"), ".2f") + (" est." if r.get("estimated") else "")
+        table.append([r["device"], r["backend"], r["filters"], num(r.get("params"), ","), num(r.get("first_epoch_s"), ".3f"), steady,
+                      total, num(r.get("samples_per_s"), ",.0f"), num(r.get("gflops_per_s"), ".1f"), num(r.get("peak_mem_mb"), ",.0f"),
+                      r["status"]])  # fmt: skip
+    return table
+
+
+@app.command()
+@user_errors
+def bench(
+    spec: Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.")] = DEFAULT_SPEC,
+    devices: Annotated[str | None, typer.Option(help="Comma list of cpu, gpu (default: cpu, plus gpu if nvidia-smi lists one).")] = None,
+    filters: Annotated[str, typer.Option(help="Comma list of filter counts, set in every layer that has `filters`.")] = "8,16,32,64",
+    backends: Annotated[
+        str | None, typer.Option(help="Comma list of Keras backends: tensorflow, jax, torch (default: $KERAS_BACKEND or tensorflow).")
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Training runs per combination; their steady epochs are pooled.")] = 1,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    measure_epochs: Annotated[int | None, typer.Option(min=1, help="Train only k epochs and extrapolate to --epochs.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    train_samples: Annotated[int | None, typer.Option(min=1, help="Override data.train_samples.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training process (default: all cores).")] = None,
+    memory_limit_mb: Annotated[int | None, typer.Option(min=1, help="Cap each training process's address space (MB).")] = None,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Kill a run after this many seconds, start-up included.")] = None,
+    out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
+    force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
+) -> None:
+    """Time training per device x Keras backend x filter count, each run in a fresh process."""
+    from cnnbench.bench import BenchOptions, parse_list, run_bench
+    from cnnbench.spec import load_spec
+
+    loaded = load_spec(spec).with_overrides(
+        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, **_data_override(data)
+    )
+    options = BenchOptions(
+        devices=parse_list(devices, "--devices") if devices else None,
+        backends=parse_list(backends, "--backends") if backends else None,
+        filters=parse_list(filters, "--filters", int),
+        repeats=repeats, measure_epochs=measure_epochs, threads=threads,
+        memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force,
+    )  # fmt: skip
+    progress = _BenchProgress()
+    try:
+        result = run_bench(loaded, options, out, on_event=progress)
+    except KeyboardInterrupt:
+        progress.stop()
+        err(f"interrupted: finished runs are kept in {progress.path}; run the same command to resume")
+        raise typer.Exit(130) from None
+    finally:
+        progress.stop()
+    columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
+               "peak MB", "status"]  # fmt: skip
+    t = loaded.training
+    _table(f"{loaded.name}: batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
+    for row in result.rows:
+        if row["status"] in ("oom", "failed"):
+            err(f"{row['device']} {row['backend']} {row['filters']} filters: {row['status']}: {row['error']}")
+    typer.echo(f"results: {result.csv_path}")
+    if any(row["status"] == "failed" for row in result.rows):
+        raise typer.Exit(1)
+
+
+def _sweep_run_line(lr: str, record: dict | None) -> str:
+    record = record or {}
+    status = record.get("status") or "pending"
+    line = f"lr {lr:<10} {status:<11}"
+    if record.get("epochs_run"):
+        best = f"best {_fmt(record.get('best_val_error'))} at epoch {record.get('best_epoch')}"
+        line += f" val error {_fmt(record.get('final_val_error'))} ({best})"
+        line += f"  {record['epochs_run']} epoch{'s' if record['epochs_run'] != 1 else ''}  {_fmt(record.get('total_time_s'), '.1f')} s"
+    if status != "ok" and record.get("error"):
+        line += f"  {record['error']}"
+    return line
+
+
+class _SweepProgress:
+    """A rich progress bar over a sweep's runs (on stderr) and one line per finished run, from `run_sweep`'s events."""
+
+    def __init__(self, total: int, epochs: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.total, self.epochs = total, epochs
+        self.in_flight: dict[str, int] = {}  # learning rate -> epochs finished, for the runs in progress
+        columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+        self.progress = Progress(*columns, console=Console(stderr=True))
+        # The bar counts runs, advanced by epochs within a run, so that the ETA moves during long runs.
+        self.task = self.progress.add_task("starting", total=max(total, 1), runs=f"0/{total} runs")
+        self.done = 0
+        if total:  # a sweep whose runs are all kept shows their lines, no bar
+            self.progress.start()
+
+    def __call__(self, event) -> None:
+        lr = event.run.label
+        if event.kind == "skip":
+            self.print(f"{_sweep_run_line(lr, event.record)}  (kept: finished earlier)")
+            return
+        if event.kind == "start":
+            self.in_flight[lr] = 0
+        elif event.kind == "epoch":
+            self.in_flight[lr] = event.row["epoch"]
+        elif event.kind == "end":
+            self.in_flight.pop(lr, None)
+            self.done = event.done
+            self.print(_sweep_run_line(lr, event.record))
+        running = ", ".join(f"lr {k} ({v}/{self.epochs})" for k, v in self.in_flight.items())
+        completed = self.done + sum(min(v, self.epochs) / self.epochs for v in self.in_flight.values())
+        self.progress.update(self.task, completed=completed, description=running or "", runs=f"{self.done}/{self.total} runs")
+
+    def print(self, line: str) -> None:
+        self.progress.console.print(line, soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _sweep_table(result) -> None:
+    from cnnbench.values import format_value
+
+    best = result.best
+    rows = []
+    for row in result.rows:
+        mark = "<- best" if best is not None and row is best else ""
+        counts = ["-" if row[key] is None else row[key] for key in ("best_epoch", "epochs_run")]
+        rows.append([format_value(row["learning_rate"]), row["status"], _fmt(row["final_val_error"]), _fmt(row["best_val_error"]),
+                     *counts, _fmt(row["total_time_s"], ".1f"), mark])  # fmt: skip
+    spec = result.plan.spec
+    t = spec.training
+    title = f"{spec.name}: {spec.data.dataset}, {t.optimizer}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}"
+    _table(title, ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", ""], rows)
+
+
+@app.command("sweep-lr")
+@user_errors
+def sweep_lr(
+    values: Annotated[
+        str,
+        typer.Option(
+            help="Learning rates, comma-separated; ranges start:stop:step (0.01:0.16:0.02) and start:stop:*factor (1e-4:1e-1:*10).",
+            show_default=False,
+        ),
+    ],
+    spec: Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.")] = DEFAULT_SPEC,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and train nothing.")] = False,
+    parallel: Annotated[int, typer.Option(min=1, help="Trainings at once, each in its own process with cores / N threads.")] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training (default: all cores, shared by --parallel).")] = None,
+    out: Annotated[Path, typer.Option(help="Results folder; the sweep gets a sub-folder named after spec and rates.")] = Path("results"),
+    force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
+    backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+) -> None:
+    """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
+    from cnnbench.results import FINISHED
+    from cnnbench.spec import load_spec
+    from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
+
+    loaded = load_spec(spec).with_overrides(epochs=epochs, batch_size=batch_size, seed=seed, **_data_override(data))
+    plan = plan_sweep(loaded, values, out, force=force)
+    todo = plan.to_train
+    kept = len(plan.runs) - len(todo)
+    if dry_run:
+        state = "exists" if (plan.sweep_dir / "sweep.json").is_file() else "new"
+        typer.echo(f"sweep folder: {plan.sweep_dir} ({state})")
+        for run in plan.runs:
+            if run.skip:
+                action = f"keep (finished: {run.status})"
+            elif run.status:
+                action = f"train again (was {run.status}{', --force' if run.status in FINISHED else ''})"
+            else:
+                action = "train"
+            typer.echo(f"  lr {run.label:<10} {action:<32} {run.run_dir}")
+        typer.echo(f"{len(plan.runs)} runs: {len(todo)} to train, {kept} kept; nothing trained (--dry-run)")
+        return
+
+    t = loaded.training
+    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {t.epochs} epochs, batch {t.batch_size}, data {loaded.data.dataset}")
+    err(f"sweep folder: {plan.sweep_dir}")
+    if kept:
+        err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
+    progress = _SweepProgress(len(todo), t.epochs)
+    try:
+        result = run_sweep(plan, SweepOptions(device=device, backend=backend, parallel=parallel, threads=threads), on_event=progress)
+    except KeyboardInterrupt:
+        progress.stop()
+        err(f"interrupted: finished runs are kept in {plan.sweep_dir}; run the same command to resume")
+        raise typer.Exit(130) from None
+    finally:
+        progress.stop()
+    _sweep_table(result)
+    if result.best:
+        best = result.best
+        lr = format_value(best["learning_rate"])
+        typer.echo(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
+    typer.echo(f"summary: {result.summary_path}")
+    if result.failed:
+        err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
         raise typer.Exit(1)
 
 

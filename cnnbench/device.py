@@ -171,11 +171,14 @@ def visible_gpus() -> list[str]:
 
 def resolve(device: str) -> tuple[str, str]:
     """After import: the device actually used ('cpu' or 'gpu') and its model name."""
-    gpus = visible_gpus() if device != "cpu" else []
-    if device == "gpu" and not gpus:
-        import keras
+    import keras
 
+    gpus = visible_gpus()
+    if device == "gpu" and not gpus:
         raise DeviceError(f"--device gpu: no GPU is visible to Keras' {keras.backend.backend()} backend")
+    if device == "cpu" and gpus:
+        # configure() could not hide the GPUs because Keras was imported first: refuse to mislabel the run.
+        raise DeviceError("--device cpu: Keras was imported before cnnbench could hide the GPUs; start a new process")
     if gpus:
         return "gpu", gpus[0]
     return "cpu", cpu_model()

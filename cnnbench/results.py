@@ -219,3 +219,41 @@ def load_histories(root: str | Path):
         history["device"] = record.get("device")
         frames.append(history)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --- finding sweeps and benches (for `plot`) --------------------------------------------------
+
+
+def find_results(root: str | Path) -> dict[str, list[Path]]:
+    """Plain runs, sweeps and benches at or below root: {"runs": [...], "sweeps": [...], "benches": [...]}.
+
+    A sweep folder holds sweep.json, a bench folder bench.json or bench.csv; the run folders inside
+    them belong to them and are not listed as plain runs. Hidden folders are skipped.
+    """
+    found: dict[str, list[Path]] = {"runs": [], "sweeps": [], "benches": []}
+    for folder, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        names = set(files)
+        if "sweep.json" in names:
+            kind = "sweeps"
+        elif names & {"bench.json", "bench.csv"}:
+            kind = "benches"
+        else:
+            kind = "runs" if "run.json" in names else None
+        if kind:
+            found[kind].append(Path(folder))
+            subdirs[:] = []  # what lies inside a sweep, bench or run belongs to it
+    return found
+
+
+def load_bench(bench_dir: str | Path):
+    """bench.csv as a frame, one row per combination (`estimated` as bool); empty if not written yet."""
+    import pandas as pd
+
+    path = Path(bench_dir) / "bench.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    frame = pd.read_csv(path)
+    if "estimated" in frame:
+        frame["estimated"] = frame["estimated"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+    return frame

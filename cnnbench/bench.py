@@ -1,0 +1,638 @@
+"""Runtime benchmarks: one spec trained per device × Keras backend × filter count, each in a fresh process.
+
+`run_bench` owns the bench folder (bench.json, bench.csv, runs/); `python -m cnnbench.bench` is its child.
+
+>>> result = run_bench(load_spec("convolutional_nn"), BenchOptions(devices=("cpu",), filters=(8, 16)))
+>>> result.csv_path                        # results/bench-convolutional_nn-<hash>/bench.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from cnnbench import device as devices
+from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError
+from cnnbench.results import FINISHED, environment, now_iso, read_json, run_status, write_csv, write_json
+from cnnbench.spec import Spec, parse_spec
+from cnnbench.timing import extrapolate_total
+
+BENCH_DEVICES = ("cpu", "gpu")
+STATUSES = ("ok", "oom", "failed", "unavailable")
+COLUMNS = (
+    "device", "device_name", "backend", "filters", "params", "flops_per_sample", "batch_size", "epochs",
+    "measured_epochs", "first_epoch_s", "epoch_s_median", "epoch_s_min", "epoch_s_max", "total_s",
+    "measured_total_s", "samples_per_s", "gflops_per_s", "peak_mem_mb", "peak_gpu_mem_mb", "estimated",
+    "status", "error", "repeats", "setup_s", "dataset", "train_samples", "threads", "run_dirs",
+)  # fmt: skip
+TRAINING_FLOPS_FACTOR = 3  # forward + backward ≈ 3 × the forward pass
+# Environment variables that pin a child; recorded in its child.json so isolation can be checked.
+PINNING = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
+_OOM_MARKERS = (
+    "memoryerror", "out of memory", "std::bad_alloc", "resource_exhausted", "resourceexhausted",
+    "cannot allocate memory", "failed to map segment", "failed to allocate", "pthread_create",
+)  # fmt: skip
+USER_ERROR_EXIT = 3  # a child's exit code for a CnnbenchError it could not record in run.json
+
+
+# --- options and the grid --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to measure; how each run trains (epochs, batch, data, seed) is in the spec.
+
+    devices: cpu and/or gpu (None: cpu, plus gpu when nvidia-smi lists one). backends: Keras
+    backends (None: KERAS_BACKEND or tensorflow). measure_epochs: train k epochs and extrapolate
+    to the spec's epochs. memory_limit_mb: address-space cap of each training process (RLIMIT_AS).
+    timeout_s: a run still going after this many seconds is killed and recorded as failed.
+    """
+
+    devices: tuple[str, ...] | None = None
+    backends: tuple[str, ...] | None = None
+    filters: tuple[int, ...] = (8, 16, 32, 64)
+    repeats: int = 1
+    measure_epochs: int | None = None
+    threads: int | None = None
+    memory_limit_mb: int | None = None
+    timeout_s: float | None = None
+    force: bool = False
+
+    def resolved(self) -> BenchOptions:
+        """A copy with the default devices and backends filled in and every value checked."""
+        chosen = self.devices or (("cpu", "gpu") if devices.nvidia_gpus() else ("cpu",))
+        backends = self.backends or (os.environ.get("KERAS_BACKEND") or "tensorflow",)
+        for name, values, known in (("--devices", chosen, BENCH_DEVICES), ("--backends", backends, devices.BACKENDS)):
+            unknown = [v for v in values if v not in known]
+            if unknown:
+                raise UsageError(f"{name}: unknown value(s) {', '.join(map(repr, unknown))}; use a comma list of {', '.join(known)}")
+        if not self.filters or any(not isinstance(f, int) or f < 1 for f in self.filters):
+            raise UsageError(f"--filters: must be positive integers, got {list(self.filters)}")
+        counts = {"--repeats": self.repeats, "--measure-epochs": self.measure_epochs, "--threads": self.threads,
+                  "--memory-limit-mb": self.memory_limit_mb}  # fmt: skip
+        for name, value in counts.items():
+            if value is not None and value < 1:
+                raise UsageError(f"{name}: must be at least 1, got {value}")
+        dedupe = lambda values: tuple(dict.fromkeys(values))
+        return replace(self, devices=dedupe(chosen), backends=dedupe(backends), filters=dedupe(self.filters))
+
+
+def parse_list(text: str, option: str, convert: Callable[[str], Any] = str) -> tuple:
+    """A comma list from the command line: `"8, 16,32"` → (8, 16, 32); UsageError naming the option."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UsageError(f"{option}: give a comma-separated list, got {text!r}")
+    try:
+        return tuple(convert(item.lower() if convert is str else item) for item in items)
+    except ValueError:
+        raise UsageError(f"{option}: cannot read {text!r} as a comma-separated list of numbers") from None
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One row of bench.csv."""
+
+    device: str
+    backend: str
+    filters: int
+
+    def run_name(self, repeat: int) -> str:
+        return f"{self.device}-{self.backend}-f{self.filters}-r{repeat}"
+
+
+def combinations(options: BenchOptions) -> list[Combination]:
+    return [Combination(d, b, f) for d in options.devices for b in options.backends for f in options.filters]
+
+
+def bench_dir(out: str | Path, spec: Spec, options: BenchOptions) -> Path:
+    """The bench folder: the same spec and options give the same folder, so a re-run resumes it."""
+    options = options.resolved()
+    key = {**asdict(options), "spec": spec.to_dict()}
+    for volatile in ("force", "timeout_s"):  # they change how a bench runs, not what it measures
+        key.pop(volatile)
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(out) / f"bench-{spec.name}-{digest}"
+
+
+# --- device and backend discovery, without importing a framework in this process ------------
+
+
+def availability(options: BenchOptions) -> dict[tuple[str, str], str | None]:
+    """(device, backend) → None when it can be measured here, else the reason it cannot.
+
+    GPUs are listed by nvidia-smi; where it lists one, a child process asks each backend whether it
+    sees it (TensorFlow without CUDA libraries does not), so this process never imports a framework.
+    """
+    options = options.resolved()
+    gpus = devices.nvidia_gpus() if "gpu" in options.devices else []
+    found: dict[tuple[str, str], str | None] = {}
+    for backend in options.backends:
+        installed = devices.backend_installed(backend)
+        for device in options.devices:
+            if not installed:
+                reason = f"the Keras backend {backend} is not installed (pip install {backend})"
+            elif device == "cpu":
+                reason = None
+            elif not gpus:
+                reason = "no GPU found (nvidia-smi is missing or lists none)"
+            elif not probe_gpus(backend):
+                hint = " (pip install 'tensorflow[and-cuda]')" if backend == "tensorflow" else ""
+                reason = f"nvidia-smi lists {gpus[0]}, but Keras' {backend} backend sees no GPU{hint}"
+            else:
+                reason = None
+            found[(device, backend)] = reason
+    return found
+
+
+def probe_gpus(backend: str) -> list[str]:
+    """The GPUs `backend` sees when a fresh process is pinned to one GPU (empty if none or it fails)."""
+    outcome, _ = _child_task({"task": "probe", "device": "gpu", "backend": backend}, timeout_s=300)
+    return list(outcome.get("gpus") or [])
+
+
+def _child_task(job: dict, timeout_s: float) -> tuple[dict, str]:
+    """Run a short job that leaves no files (probe, models) in a child: its result and log excerpt."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cnnbench-") as tmp:
+        write_json(Path(tmp) / "job.json", job)
+        code, _ = _launch(Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "child.log", timeout_s=timeout_s)
+        outcome = _read(Path(tmp) / "result.json") or {}
+        if code != 0 and not outcome.get("error"):
+            outcome["crash"] = f"exit {code}: {_log_excerpt(Path(tmp) / 'child.log')}"
+        return outcome, outcome.get("crash", "")
+
+
+# --- the parent: planning, launching children, rows ------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchEvent:
+    """Progress for a caller: `begin` (total runs known), then per run `start`, `done` or `skipped`."""
+
+    kind: str
+    index: int = 0
+    total: int = 0
+    combination: Combination | None = None
+    repeat: int = 0
+    status: str | None = None
+    message: str = ""
+
+
+@dataclass
+class BenchResult:
+    path: Path
+    rows: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def csv_path(self) -> Path:
+        return self.path / "bench.csv"
+
+
+def run_bench(
+    spec: Spec,
+    options: BenchOptions = BenchOptions(),
+    out: str | Path = "results",
+    on_event: Callable[[BenchEvent], None] | None = None,
+) -> BenchResult:
+    """Measure every combination, one training process at a time, and write bench.json and bench.csv.
+
+    Absent devices and backends become `unavailable` rows with a warning; DeviceError when nothing
+    asked for is present. Finished runs are kept unless `options.force`. A run that crashes or runs
+    out of memory is recorded and the bench goes on. Ctrl-C stops the running child, writes what is
+    finished and re-raises KeyboardInterrupt.
+    """
+    options = options.resolved()
+    if not any("filters" in layer for layer in spec.layers):
+        raise SpecError(spec.source, "layers", "no layer has a `filters` argument, so --filters would change nothing")
+    emit = on_event or (lambda event: None)
+    path = bench_dir(out, spec, options)
+    reasons = availability(options)
+    if all(reasons.values()):
+        raise DeviceError("nothing to measure: " + "; ".join(sorted({f"{d}/{b}: {r}" for (d, b), r in reasons.items()})))
+    notes: list[str] = []
+    for reason in dict.fromkeys(r for r in reasons.values() if r):
+        pairs = ", ".join(f"{d}/{b}" for (d, b), r in reasons.items() if r == reason)
+        _warn(notes, f"{pairs} rows are unavailable: {reason}")
+    if options.measure_epochs == 1:
+        _warn(notes, "--measure-epochs 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
+
+    previous = _read(path / "bench.json") or {}
+    models = previous.get("models") if not options.force else None
+    if not models or any(str(f) not in models for f in options.filters):
+        models = model_sizes(spec, options.filters, next(b for (_, b), r in reasons.items() if r is None))
+    record = {
+        "spec": spec.to_dict(),
+        "options": asdict(options),
+        "machine": machine(),
+        "versions": versions(),
+        "started_at": now_iso(),
+        "status": "running",
+        "warnings": notes,
+        "models": models,
+    }
+    write_json(path / "bench.json", record)
+
+    grid = combinations(options)
+    todo = [(r, c) for r in range(1, options.repeats + 1) for c in grid if not reasons[(c.device, c.backend)]]
+    emit(BenchEvent("begin", total=len(todo), message=str(path)))
+    status = "aborted"
+    try:
+        # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
+        for index, (repeat, combo) in enumerate(todo, start=1):
+            run_dir = path / "runs" / combo.run_name(repeat)
+            if not options.force and run_status(run_dir) in FINISHED:
+                emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_status(run_dir)))
+                continue
+            emit(BenchEvent("start", index, len(todo), combo, repeat))
+            outcome = _measure(spec, combo, run_dir, options)
+            for note in ((_read(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
+                if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
+                    _warn(notes, note)
+            emit(BenchEvent("done", index, len(todo), combo, repeat, outcome))
+            _write_rows(path, spec, options, reasons, record["models"])
+        status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        rows = _write_rows(path, spec, options, reasons, record["models"])
+        write_json(path / "bench.json", {**record, "status": status, "ended_at": now_iso(), "warnings": notes})
+    return BenchResult(path, rows, notes)
+
+
+def _warn(notes: list[str], message: str) -> None:
+    notes.append(message)
+    warnings.warn(message, stacklevel=3)
+
+
+def machine() -> dict[str, Any]:
+    """The machine a bench ran on: CPU model and cores, GPU models (nvidia-smi), host and platform."""
+    env = environment()
+    return {"cpu": env["cpu"], "cpu_cores": env["cpu_cores"], "gpus": devices.nvidia_gpus(), "platform": env["platform"],
+            "hostname": env["hostname"], "python": env["python"]}  # fmt: skip
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of cnnbench, Keras and every backend (a bench may use several)."""
+    from cnnbench import __version__
+
+    def version(*names: str) -> str | None:
+        for name in names:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    return {"cnnbench": __version__, "keras": version("keras"), "tensorflow": version("tensorflow", "tensorflow-cpu"),
+            "jax": version("jax"), "torch": version("torch"), "numpy": version("numpy")}  # fmt: skip
+
+
+def model_sizes(spec: Spec, filters: Iterable[int], backend: str) -> dict[str, dict[str, int]]:
+    """Parameters and forward FLOPs per sample for each filter count, worked out in a CPU child.
+
+    A child, because building a model here would import Keras into this process (and on a GPU
+    machine TensorFlow would take the GPU's memory away from the runs). Spec errors surface here,
+    before any run starts.
+    """
+    job = {"task": "models", "device": "cpu", "backend": backend, "spec": spec.to_dict(), "source": spec.source, "filters": list(filters)}
+    outcome, crash = _child_task(job, timeout_s=600)
+    if outcome.get("error"):
+        raise _rebuild_error(outcome["error"])
+    if crash:
+        raise CnnbenchError(f"could not build the models in a child process ({crash})")
+    return outcome["models"]
+
+
+def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOptions) -> str:
+    """Train one run in a fresh process; returns its final status, recording it when the child could not."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("run.json", "history.csv", "error.txt", "child.json"):
+        (run_dir / stale).unlink(missing_ok=True)
+    job = {
+        "task": "run", "device": combo.device, "backend": combo.backend, "threads": options.threads,
+        "spec": spec.with_filters(combo.filters).to_dict(), "source": spec.source, "run_dir": str(run_dir),
+        "measure_epochs": options.measure_epochs,
+    }  # fmt: skip
+    write_json(run_dir / "job.json", job)
+    limit = child_memory_limit_mb(combo, options)
+    try:
+        code, timed_out = _launch(run_dir / "job.json", run_dir / "child.json", run_dir / "child.log", limit, options.timeout_s)
+    except KeyboardInterrupt:
+        _record_death(run_dir, combo, "interrupted", "interrupted by the user (Ctrl-C)")
+        raise
+    outcome = _read(run_dir / "child.json") or {}
+    status = run_status(run_dir)
+    if outcome.get("error"):  # raised before training started
+        error = outcome["error"]
+        _record_death(run_dir, combo, "failed", error["message"])
+        if error["type"] in ("SpecError", "DataError"):  # the spec or data is at fault: every row would fail alike
+            raise _rebuild_error(error)
+        return "failed"
+    if status in FINISHED:
+        return status
+    log = _log_excerpt(run_dir / "child.log")
+    if status == "failed":
+        # train_run caught the exception and judged it no OOM; under a cap, a failed allocation may
+        # surface as another error (a thread that cannot start), which the markers recognise.
+        error = read_json(run_dir / "run.json").get("error") or ""
+        if limit and _looks_like_oom(f"{error}\n{log}"):
+            _record_death(run_dir, combo, "oom", error)
+            return "oom"
+        return "failed"
+    status, error = classify_exit(code, log, limit, timed_out, options.timeout_s)
+    _record_death(run_dir, combo, status, error)
+    return status
+
+
+def child_memory_limit_mb(combo: Combination, options: BenchOptions) -> int | None:
+    """The address-space cap of the process measuring `combo` (the same for all; tests narrow it)."""
+    return options.memory_limit_mb
+
+
+def _looks_like_oom(text: str) -> bool:
+    lowered = text.lower()
+    return any(marker in lowered for marker in _OOM_MARKERS)
+
+
+def classify_exit(
+    code: int, log: str, memory_limit_mb: int | None, timed_out: bool = False, timeout_s: float | None = None
+) -> tuple[str, str]:
+    """Status and error text of a child that ended without recording a final status.
+
+    Out of memory: the log names a failed allocation, the kernel's OOM killer sent SIGKILL, or the
+    child died of a signal under an address-space cap (TensorFlow aborts when it cannot start a thread).
+
+    >>> classify_exit(1, "MemoryError", None)
+    ('oom', 'exited with code 1: MemoryError')
+    """
+    if timed_out:
+        return "failed", f"timed out after {timeout_s:g} s and was killed"
+    how = f"killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+    capped = f" under a {memory_limit_mb} MB memory limit" if memory_limit_mb else ""
+    detail = f"{how}{capped}" + (f": {log}" if log else "")
+    if _looks_like_oom(log) or code == -signal.SIGKILL or (code < 0 and memory_limit_mb):
+        return "oom", detail
+    return "failed", detail
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _record_death(run_dir: Path, combo: Combination, status: str, error: str) -> None:
+    """Give run.json the final status of a run whose child could not record it.
+
+    Any run.json there is this child's (stale ones are removed before a launch): what it says
+    about the device and data is kept.
+    """
+    record = _read(run_dir / "run.json") or {}
+    if status == "interrupted" and record.get("status") in FINISHED:
+        return
+    base = {"device": combo.device, "backend": combo.backend, "filters": combo.filters}
+    write_json(run_dir / "run.json", {**base, **record, "status": status, "error": error, "ended_at": now_iso()})
+
+
+def _log_excerpt(log_path: Path, limit: int = 400) -> str:
+    """The line of a child's log that explains its end: a memory error if any, else the last line."""
+    try:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line and not line.startswith(("@", "***", "File ", "Traceback"))]
+    memory = [line for line in lines if _looks_like_oom(line)]
+    return (memory or lines or [""])[-1][:limit]
+
+
+def _rebuild_error(error: dict) -> CnnbenchError:
+    if error["type"] == "SpecError":
+        return SpecError(error["source"], error["path"], error["detail"])
+    kinds = {"DataError": DataError, "DeviceError": DeviceError, "UsageError": UsageError}
+    return kinds.get(error["type"], CnnbenchError)(error["message"])
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _launch(job: Path, result: Path, log: Path, memory_limit_mb: int | None = None, timeout_s: float | None = None) -> tuple[int, bool]:
+    """Run `python -m cnnbench.bench job result` to its end: (exit code, timed out).
+
+    The child gets its own session, so Ctrl-C reaches only this process, which then stops the child.
+    """
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # peak GPU memory then means what a run used
+    limit = None
+    if memory_limit_mb:
+
+        def limit() -> None:
+            import resource
+
+            size = memory_limit_mb * 2**20
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    command = [sys.executable, "-m", "cnnbench.bench", str(job), str(result)]
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True, preexec_fn=limit)  # fmt: skip
+        try:
+            return proc.wait(timeout=timeout_s), False
+        except subprocess.TimeoutExpired:
+            _stop(proc, signal.SIGKILL)
+            return proc.wait(), True
+        except BaseException:  # Ctrl-C: let train_run record `interrupted`, then make sure the child is gone
+            _stop(proc, signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _stop(proc, signal.SIGKILL)
+                proc.wait()
+            raise
+
+
+def _stop(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the child's whole session: its own helpers die with it
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+def _history_times(run_dir: Path) -> tuple[list[float], list[float]]:
+    """Epoch times and training samples/s of one run, in epoch order."""
+    try:
+        with open(run_dir / "history.csv", encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return [], []
+    return [float(r["epoch_time_s"]) for r in rows], [float(r["samples_per_s"]) for r in rows]
+
+
+def summarize_repeats(epochs: int, repeats: Sequence[tuple[list[float], list[float]]]) -> dict[str, Any]:
+    """Timing figures of one row from the (epoch times, samples/s) of each repeat that trained.
+
+    The first epoch (tracing, compilation) is kept apart; median/min/max are over the steady epochs
+    of all repeats. When fewer than `epochs` epochs were trained, total_s is the estimate
+    first + (epochs − 1) × steady median and `estimated` is True; measured_total_s is always measured.
+
+    >>> summarize_repeats(10, [([1.0, 0.5, 0.5], [100.0, 200.0, 200.0])])["total_s"]
+    5.5
+    """
+    repeats = [(times, rates) for times, rates in repeats if times]
+    if not repeats:
+        return {}
+    steady = [t for times, _ in repeats for t in times[1:]]
+    steady_rates = [r for _, rates in repeats for r in rates[1:]] or [r for _, rates in repeats for r in rates]
+    first = statistics.median(times[0] for times, _ in repeats)
+    median = statistics.median(steady) if steady else None
+    measured_epochs = min(len(times) for times, _ in repeats)
+    measured_total = statistics.median(sum(times) for times, _ in repeats)
+    estimated = measured_epochs < epochs
+    return {
+        "measured_epochs": measured_epochs,
+        "first_epoch_s": first,
+        "epoch_s_median": median,
+        "epoch_s_min": min(steady) if steady else None,
+        "epoch_s_max": max(steady) if steady else None,
+        "total_s": extrapolate_total(first, median, epochs) if estimated else measured_total,
+        "measured_total_s": measured_total,
+        "samples_per_s": statistics.median(steady_rates),
+        "estimated": estimated,
+        "repeats": len(repeats),
+    }
+
+
+def bench_row(
+    combo: Combination,
+    run_dirs: Sequence[Path],
+    spec: Spec,
+    model: dict[str, int] | None,
+    unavailable: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any] | None:
+    """The bench.csv row of one combination from its run folders (None while none has a record)."""
+    model = model or {}
+    row: dict[str, Any] = {
+        "device": combo.device, "backend": combo.backend, "filters": combo.filters,
+        "params": model.get("params"), "flops_per_sample": model.get("flops_per_sample"),
+        "batch_size": spec.training.batch_size, "epochs": spec.training.epochs, "estimated": False, "threads": threads,
+    }  # fmt: skip
+    if unavailable:
+        gpus = devices.nvidia_gpus() if combo.device == "gpu" else [devices.cpu_model()]
+        return {**row, "device_name": gpus[0] if gpus else "", "status": "unavailable", "error": unavailable, "repeats": 0}
+    records = [(d, _read(d / "run.json")) for d in run_dirs]
+    records = [(d, r) for d, r in records if r and r.get("status") not in (None, "running", "interrupted")]  # not results yet
+    if not records:
+        return None
+    timed = [_history_times(d) for d, r in records if r["status"] in ("ok", "diverged")]
+    row.update(summarize_repeats(spec.training.epochs, timed))
+    statuses = [r["status"] for _, r in records]
+    row["status"] = "oom" if "oom" in statuses else "failed" if any(s not in ("ok", "diverged") for s in statuses) else "ok"
+    errors = [
+        f"{d.name}: {'diverged (timing kept): ' if r['status'] == 'diverged' else ''}{r['error']}" for d, r in records if r.get("error")
+    ]
+    row["error"] = " | ".join(errors) or None
+    if row.get("samples_per_s") and row["flops_per_sample"]:
+        row["gflops_per_s"] = TRAINING_FLOPS_FACTOR * row["flops_per_sample"] * row["samples_per_s"] / 1e9
+    first = next((r for _, r in records if r.get("device_name")), records[0][1])
+    data = first.get("data") or {}
+    peaks = [r.get("peak_host_mem_mb") for _, r in records]
+    gpu_peaks = [p for _, r in records if (p := r.get("peak_gpu_mem_mb")) is not None]
+    setups = [s for _, r in records if (s := (r.get("timing") or {}).get("setup_s")) is not None]
+    row.update(
+        device_name=first.get("device_name") or "",
+        peak_mem_mb=max((p for p in peaks if p is not None), default=None),
+        peak_gpu_mem_mb=max(gpu_peaks, default=None),
+        setup_s=statistics.median(setups) if setups else None,
+        dataset=data.get("name"),
+        train_samples=data.get("train_samples"),
+        run_dirs=";".join(str(Path("runs") / d.name) for d, _ in records),
+    )  # fmt: skip
+    return row
+
+
+def _write_rows(path: Path, spec: Spec, options: BenchOptions, reasons: dict, models: dict) -> list[dict[str, Any]]:
+    rows = []
+    for combo in combinations(options):
+        run_dirs = [path / "runs" / combo.run_name(r) for r in range(1, options.repeats + 1)]
+        row = bench_row(combo, run_dirs, spec, models.get(str(combo.filters)), reasons[(combo.device, combo.backend)], options.threads)
+        if row is not None:
+            rows.append(row)
+    write_csv(path / "bench.csv", rows, COLUMNS)
+    return rows
+
+
+# --- the child: `python -m cnnbench.bench job.json result.json` -------------------------------
+
+
+def _child_run(job: dict) -> dict:
+    from cnnbench.train import RunOptions, train_run
+
+    spec = parse_spec(job["spec"], job["source"])
+    options = RunOptions(device=job["device"], backend=job["backend"], threads=job.get("threads"),
+                         measure_epochs=job.get("measure_epochs"), save_model=False)  # fmt: skip
+    return {"status": train_run(spec, job["run_dir"], options)["status"]}
+
+
+def _child_models(job: dict) -> dict:
+    from cnnbench.model import summarize
+
+    spec = parse_spec(job["spec"], job["source"])
+    models = {}
+    for filters in job["filters"]:
+        summary = summarize(spec.with_filters(filters))
+        models[str(filters)] = {"params": summary.total_params, "flops_per_sample": summary.flops_per_sample}
+    return {"models": models}
+
+
+def _child_probe(job: dict) -> dict:
+    devices.import_keras()
+    return {"gpus": devices.visible_gpus()}
+
+
+def child_main(job_path: str, result_path: str) -> int:
+    """Pin this fresh process to the job's device and backend before Keras is imported, then do the job."""
+    job = read_json(job_path)
+    devices.configure(job["device"], job["backend"], job.get("threads"))
+    result: dict[str, Any] = {"task": job["task"], "pid": os.getpid(), "pinning": {k: os.environ.get(k) for k in PINNING}}
+    write_json(result_path, result)  # written first, so a child that dies still shows how it was pinned
+    tasks = {"run": _child_run, "models": _child_models, "probe": _child_probe}
+    try:
+        result.update(tasks[job["task"]](job))
+        code = 0
+    except CnnbenchError as exc:
+        result["error"] = {"type": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, SpecError):
+            result["error"].update(source=exc.source, path=exc.path, detail=exc.message)
+        code = USER_ERROR_EXIT
+    write_json(result_path, result)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(*sys.argv[1:3]))
