@@ -26,6 +26,13 @@ _EXPORTS = {
     "train_run": "cnnbench.train",
     "load_runs": "cnnbench.results",
     "load_histories": "cnnbench.results",
+    "plan_sweep": "cnnbench.sweep",
+    "run_sweep": "cnnbench.sweep",
+    "SweepOptions": "cnnbench.sweep",
+    "parse_values": "cnnbench.values",
+    "run_bench": "cnnbench.bench",
+    "BenchOptions": "cnnbench.bench",
+    "plot_results": "cnnbench.plot",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -19,15 +19,15 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError
-from cnnbench.results import FINISHED, environment, now_iso, read_json, run_status, write_csv, write_json
+from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
 from cnnbench.spec import Spec, parse_spec
 from cnnbench.timing import extrapolate_total
+from cnnbench.train import looks_like_oom
 
 BENCH_DEVICES = ("cpu", "gpu")
 STATUSES = ("ok", "oom", "failed", "unavailable")
@@ -40,10 +40,6 @@ COLUMNS = (
 TRAINING_FLOPS_FACTOR = 3  # forward + backward ≈ 3 × the forward pass
 # Environment variables that pin a child; recorded in its child.json so isolation can be checked.
 PINNING = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
-_OOM_MARKERS = (
-    "memoryerror", "out of memory", "std::bad_alloc", "resource_exhausted", "resourceexhausted",
-    "cannot allocate memory", "failed to map segment", "failed to allocate", "pthread_create",
-)  # fmt: skip
 USER_ERROR_EXIT = 3  # a child's exit code for a CnnbenchError it could not record in run.json
 
 
@@ -169,7 +165,7 @@ def _child_task(job: dict, timeout_s: float) -> tuple[dict, str]:
     with tempfile.TemporaryDirectory(prefix="cnnbench-") as tmp:
         write_json(Path(tmp) / "job.json", job)
         code, _ = _launch(Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "child.log", timeout_s=timeout_s)
-        outcome = _read(Path(tmp) / "result.json") or {}
+        outcome = read_record(Path(tmp) / "result.json") or {}
         if code != 0 and not outcome.get("error"):
             outcome["crash"] = f"exit {code}: {_log_excerpt(Path(tmp) / 'child.log')}"
         return outcome, outcome.get("crash", "")
@@ -230,7 +226,7 @@ def run_bench(
     if options.measure_epochs == 1:
         _warn(notes, "--measure-epochs 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
 
-    previous = _read(path / "bench.json") or {}
+    previous = read_record(path / "bench.json") or {}
     models = previous.get("models") if not options.force else None
     if not models or any(str(f) not in models for f in options.filters):
         models = model_sizes(spec, options.filters, next(b for (_, b), r in reasons.items() if r is None))
@@ -259,7 +255,7 @@ def run_bench(
                 continue
             emit(BenchEvent("start", index, len(todo), combo, repeat))
             outcome = _measure(spec, combo, run_dir, options)
-            for note in ((_read(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
+            for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
                 if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
                     _warn(notes, note)
             emit(BenchEvent("done", index, len(todo), combo, repeat, outcome))
@@ -290,16 +286,8 @@ def versions() -> dict[str, str | None]:
     """Installed versions of cnnbench, Keras and every backend (a bench may use several)."""
     from cnnbench import __version__
 
-    def version(*names: str) -> str | None:
-        for name in names:
-            try:
-                return metadata.version(name)
-            except metadata.PackageNotFoundError:
-                continue
-        return None
-
-    return {"cnnbench": __version__, "keras": version("keras"), "tensorflow": version("tensorflow", "tensorflow-cpu"),
-            "jax": version("jax"), "torch": version("torch"), "numpy": version("numpy")}  # fmt: skip
+    return {"cnnbench": __version__, "keras": package_version("keras"), "tensorflow": package_version("tensorflow", "tensorflow-cpu"),
+            "jax": package_version("jax"), "torch": package_version("torch"), "numpy": package_version("numpy")}  # fmt: skip
 
 
 def model_sizes(spec: Spec, filters: Iterable[int], backend: str) -> dict[str, dict[str, int]]:
@@ -335,7 +323,7 @@ def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOption
     except KeyboardInterrupt:
         _record_death(run_dir, combo, "interrupted", "interrupted by the user (Ctrl-C)")
         raise
-    outcome = _read(run_dir / "child.json") or {}
+    outcome = read_record(run_dir / "child.json") or {}
     status = run_status(run_dir)
     if outcome.get("error"):  # raised before training started
         error = outcome["error"]
@@ -349,8 +337,8 @@ def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOption
     if status == "failed":
         # train_run caught the exception and judged it no OOM; under a cap, a failed allocation may
         # surface as another error (a thread that cannot start), which the markers recognise.
-        error = read_json(run_dir / "run.json").get("error") or ""
-        if limit and _looks_like_oom(f"{error}\n{log}"):
+        error = (read_record(run_dir / "run.json") or {}).get("error") or ""
+        if limit and looks_like_oom(f"{error}\n{log}"):
             _record_death(run_dir, combo, "oom", error)
             return "oom"
         return "failed"
@@ -362,11 +350,6 @@ def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOption
 def child_memory_limit_mb(combo: Combination, options: BenchOptions) -> int | None:
     """The address-space cap of the process measuring `combo` (the same for all; tests narrow it)."""
     return options.memory_limit_mb
-
-
-def _looks_like_oom(text: str) -> bool:
-    lowered = text.lower()
-    return any(marker in lowered for marker in _OOM_MARKERS)
 
 
 def classify_exit(
@@ -385,7 +368,7 @@ def classify_exit(
     how = f"killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
     capped = f" under a {memory_limit_mb} MB memory limit" if memory_limit_mb else ""
     detail = f"{how}{capped}" + (f": {log}" if log else "")
-    if _looks_like_oom(log) or code == -signal.SIGKILL or (code < 0 and memory_limit_mb):
+    if looks_like_oom(log) or code == -signal.SIGKILL or (code < 0 and memory_limit_mb):
         return "oom", detail
     return "failed", detail
 
@@ -403,7 +386,7 @@ def _record_death(run_dir: Path, combo: Combination, status: str, error: str) ->
     Any run.json there is this child's (stale ones are removed before a launch): what it says
     about the device and data is kept.
     """
-    record = _read(run_dir / "run.json") or {}
+    record = read_record(run_dir / "run.json") or {}
     if status == "interrupted" and record.get("status") in FINISHED:
         return
     base = {"device": combo.device, "backend": combo.backend, "filters": combo.filters}
@@ -417,7 +400,7 @@ def _log_excerpt(log_path: Path, limit: int = 400) -> str:
     except OSError:
         return ""
     lines = [line for line in lines if line and not line.startswith(("@", "***", "File ", "Traceback"))]
-    memory = [line for line in lines if _looks_like_oom(line)]
+    memory = [line for line in lines if looks_like_oom(line)]
     return (memory or lines or [""])[-1][:limit]
 
 
@@ -426,14 +409,6 @@ def _rebuild_error(error: dict) -> CnnbenchError:
         return SpecError(error["source"], error["path"], error["detail"])
     kinds = {"DataError": DataError, "DeviceError": DeviceError, "UsageError": UsageError}
     return kinds.get(error["type"], CnnbenchError)(error["message"])
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _launch(job: Path, result: Path, log: Path, memory_limit_mb: int | None = None, timeout_s: float | None = None) -> tuple[int, bool]:
@@ -545,7 +520,7 @@ def bench_row(
     if unavailable:
         gpus = devices.nvidia_gpus() if combo.device == "gpu" else [devices.cpu_model()]
         return {**row, "device_name": gpus[0] if gpus else "", "status": "unavailable", "error": unavailable, "repeats": 0}
-    records = [(d, _read(d / "run.json")) for d in run_dirs]
+    records = [(d, read_record(d / "run.json")) for d in run_dirs]
     records = [(d, r) for d, r in records if r and r.get("status") not in (None, "running", "interrupted")]  # not results yet
     if not records:
         return None

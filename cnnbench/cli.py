@@ -9,6 +9,7 @@ import functools
 import json
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -226,6 +227,19 @@ def plot(
         typer.echo(str(path))
 
 
+@contextmanager
+def _resumable(progress, folder):
+    """Stop the progress bar however the work ends; on Ctrl-C say where the kept runs are, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        progress.stop()
+        err(f"interrupted: finished runs are kept in {folder()}; run the same command to resume")
+        raise typer.Exit(130) from None
+    finally:
+        progress.stop()
+
+
 class _BenchProgress:
     """A rich progress bar over a bench's runs, on stderr, driven by `run_bench`'s events."""
 
@@ -312,14 +326,8 @@ def bench(
         memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force,
     )  # fmt: skip
     progress = _BenchProgress()
-    try:
+    with _resumable(progress, lambda: progress.path):
         result = run_bench(loaded, options, out, on_event=progress)
-    except KeyboardInterrupt:
-        progress.stop()
-        err(f"interrupted: finished runs are kept in {progress.path}; run the same command to resume")
-        raise typer.Exit(130) from None
-    finally:
-        progress.stop()
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
                "peak MB", "status"]  # fmt: skip
     t = loaded.training
@@ -455,14 +463,8 @@ def sweep_lr(
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
     progress = _SweepProgress(len(todo), t.epochs)
-    try:
+    with _resumable(progress, lambda: plan.sweep_dir):
         result = run_sweep(plan, SweepOptions(device=device, backend=backend, parallel=parallel, threads=threads), on_event=progress)
-    except KeyboardInterrupt:
-        progress.stop()
-        err(f"interrupted: finished runs are kept in {plan.sweep_dir}; run the same command to resume")
-        raise typer.Exit(130) from None
-    finally:
-        progress.stop()
     _sweep_table(result)
     if result.best:
         best = result.best

@@ -113,23 +113,32 @@ def new_run_dir(out: str | Path, name: str) -> Path:
     return path
 
 
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object file (run.json, sweep.json, ...), or None when it is missing, torn or not an object."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def run_status(run_dir: str | Path) -> str | None:
     """The status in run_dir/run.json, or None when there is no readable record."""
-    try:
-        return read_json(Path(run_dir) / "run.json").get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return (read_record(Path(run_dir) / "run.json") or {}).get("status")
 
 
 def is_finished(run_dir: str | Path) -> bool:
     return run_status(run_dir) in FINISHED
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
+def package_version(*names: str) -> str | None:
+    """The installed version of the first of `names` that is installed (None if none is)."""
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def environment(threads: int | None = None) -> dict[str, Any]:
@@ -138,15 +147,14 @@ def environment(threads: int | None = None) -> dict[str, Any]:
     from cnnbench.device import cpu_cores, cpu_model
 
     backend = sys.modules["keras"].backend.backend() if "keras" in sys.modules else os.environ.get("KERAS_BACKEND", "tensorflow")
-    tf_version = _version("tensorflow") or _version("tensorflow-cpu")
     return {
         "cnnbench": __version__,
         "python": platform.python_version(),
-        "keras": _version("keras"),
-        "tensorflow": tf_version,
-        "jax": _version("jax") if backend == "jax" else None,
-        "torch": _version("torch") if backend == "torch" else None,
-        "numpy": _version("numpy"),
+        "keras": package_version("keras"),
+        "tensorflow": package_version("tensorflow", "tensorflow-cpu"),
+        "jax": package_version("jax") if backend == "jax" else None,
+        "torch": package_version("torch") if backend == "torch" else None,
+        "numpy": package_version("numpy"),
         "backend": backend,
         "platform": platform.platform(),
         "hostname": socket.gethostname(),

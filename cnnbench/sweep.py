@@ -29,7 +29,7 @@ from typing import Any
 from cnnbench import __version__
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError
-from cnnbench.results import FINISHED, now_iso, read_json, write_csv, write_json
+from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions, load_data_for, train_run
 from cnnbench.values import check_values, format_value, parse_values
@@ -170,16 +170,8 @@ def plan_sweep(spec: Spec, values: str | Sequence[float], out: str | Path = "res
 # --- records and the summary -----------------------------------------------------------------
 
 
-def _read_dict(path: Path) -> dict[str, Any] | None:
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _record(run_dir: Path) -> dict[str, Any] | None:
-    return _read_dict(run_dir / "run.json")
+    return read_record(run_dir / "run.json")
 
 
 def summary_rows(plan: SweepPlan) -> list[dict[str, Any]]:
@@ -208,7 +200,7 @@ def _write_summary(plan: SweepPlan) -> list[dict[str, Any]]:
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     path = plan.sweep_dir / "sweep.json"
-    previous = _read_dict(path) or {}
+    previous = read_record(path) or {}
     options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads}
     index = {
         "kind": "lr-sweep",

@@ -37,12 +37,21 @@ class RunOptions:
     save_model: bool = True
 
 
-_OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "oom", "std::bad_alloc", "failed to allocate")
+# How TensorFlow, JAX, torch, the C++ runtime and the OS word a failed allocation (lower case).
+_OOM_MARKERS = (
+    "memoryerror", "out of memory", "oom when allocating", "std::bad_alloc", "resource_exhausted", "resourceexhausted",
+    "cannot allocate memory", "failed to map segment", "failed to allocate", "pthread_create",
+)  # fmt: skip
+
+
+def looks_like_oom(text: str) -> bool:
+    """True when an error message or log line reads as an out-of-memory failure."""
+    lowered = text.lower()
+    return any(marker in lowered for marker in _OOM_MARKERS)
 
 
 def is_oom(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return isinstance(exc, MemoryError) or any(marker in text for marker in _OOM_MARKERS)
+    return isinstance(exc, MemoryError) or looks_like_oom(f"{type(exc).__name__} {exc}")
 
 
 def make_optimizer(spec: Spec):

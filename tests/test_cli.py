@@ -26,8 +26,15 @@ def test_help_does_not_import_tensorflow_or_keras():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for command in ("build", "train", "schema", "list"):
+    for command in ("build", "train", "schema", "list", "sweep-lr", "bench", "plot"):
         assert command in result.stdout
+
+
+def test_public_api_is_reexported_lazily():
+    import cnnbench
+
+    for name in cnnbench.__all__:
+        assert getattr(cnnbench, name) is not None
 
 
 def test_python_dash_m_and_version():
