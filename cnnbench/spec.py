@@ -168,7 +168,7 @@ class Spec:
             for key, value in new.items():
                 message = _field_check(cls, key)(value)
                 if message:
-                    raise SpecError(source, f"--{key.replace('_', '-')}", message)
+                    raise SpecError(source, _OPTION_NAMES.get(key, f"--{key.replace('_', '-')}"), message)
         return dataclasses.replace(
             self,
             training=dataclasses.replace(self.training, **training),
@@ -179,6 +179,9 @@ class Spec:
         """A copy with every layer that has a `filters` argument set to `filters` (for `bench`)."""
         layers = tuple({**layer, "filters": filters} if "filters" in layer else dict(layer) for layer in self.layers)
         return dataclasses.replace(self, layers=layers)
+
+
+_OPTION_NAMES = {"dataset": "--data", "path": "--data"}  # the command-line option that sets each key
 
 
 def _names(cls) -> set[str]:

@@ -154,11 +154,11 @@ def train_run(
 
     from cnnbench.callbacks import DivergenceGuard, EpochTimer, HistoryWriter
 
+    device_kind, device_name = devices.resolve(options.device)  # DeviceError before anything is written
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("history.csv", "model.keras", "error.txt"):
         (run_dir / stale).unlink(missing_ok=True)
-    device_kind, device_name = devices.resolve(options.device)
     epochs = spec.training.epochs
     fit_epochs = min(options.measure_epochs, epochs) if options.measure_epochs else epochs
     record: dict[str, Any] = {

@@ -104,3 +104,18 @@ def test_ci_runs_the_readmes_test_command():
     root = Path(__file__).resolve().parents[1]
     ci_lines = [line for line in (root / ".ci" / "run").read_text().splitlines() if "pytest" in line]
     assert ci_lines and ci_lines[0] in (root / "README.md").read_text()
+
+
+def test_unknown_dataset_names_the_option():
+    result = runner.invoke(app, ["train", "convolutional_nn", "--data", "mnist5k"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: option: --data: must be one of mnist, mnist-5k, synthetic, got 'mnist5k' (did you mean 'mnist-5k'?)"
+    )
+
+
+def test_absent_gpu_is_one_line_and_writes_nothing(tmp_path):
+    result = run_cli("train", "convolutional_nn", "--device", "gpu", "--data", "mnist-5k", "--epochs", "1", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --device gpu: no GPU is visible to Keras' tensorflow backend"
+    assert not (tmp_path / "r").exists()
