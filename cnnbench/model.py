@@ -268,7 +268,7 @@ def check_layers(spec: Spec) -> tuple[list, list[tuple], int]:
         source = "input_shape" if index == 0 else f"layers[{index - 1}] ({spec.layers[index - 1]['type']})"
         if problem := _rank_problem(layer, shape):
             path = "input_shape" if index == 0 else f"layers[{index}]"
-            raise SpecError(spec.source, path, f"{kind} {problem}, but {source} gives shape {_fmt(shape)}")
+            raise SpecError(spec.source, path, f"{kind} {problem}, but {source} gives shape {format_shape(shape)}")
         params += estimate_params(layer, shape)
         if params > max_params():
             raise SpecError(
@@ -278,16 +278,19 @@ def check_layers(spec: Spec) -> tuple[list, list[tuple], int]:
             out = tuple(layer.compute_output_shape(shape))
         except Exception as exc:  # Keras raises many types here; all mean "cannot follow"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SpecError(spec.source, f"layers[{index}]", f"{kind} cannot follow {source} with shape {_fmt(shape)}: {first}") from None
+            message = f"{kind} cannot follow {source} with shape {format_shape(shape)}: {first}"
+            raise SpecError(spec.source, f"layers[{index}]", message) from None
         if any(d is not None and d <= 0 for d in out[1:]):
-            raise SpecError(spec.source, f"layers[{index}]", f"{kind} turns shape {_fmt(shape)} into {_fmt(out)}: the input is too small")
+            message = f"{kind} turns shape {format_shape(shape)} into {format_shape(out)}: the input is too small"
+            raise SpecError(spec.source, f"layers[{index}]", message)
         layers.append(layer)
         shapes.append(out)
         shape = out
     return layers, shapes, params
 
 
-def _fmt(shape: tuple) -> str:
+def format_shape(shape: tuple) -> str:
+    """(None, 28, 28, 16) as Keras prints it."""
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 

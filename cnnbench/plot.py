@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.errors import UsageError
-from cnnbench.results import find_results, find_runs, load_bench, load_history, read_json
+from cnnbench.results import find_results, find_runs, load_bench, load_history, read_record
 
 FORMATS = ("png", "svg", "pdf")
 DEFAULT_FORMATS = ("png", "svg")
@@ -267,11 +267,7 @@ def _plain_log_ticks(axis, formatter: Callable[[float, Any], str] = _plain) -> N
 
 
 def _run_record(run_dir: Path) -> dict[str, Any]:
-    try:
-        record = read_json(run_dir / "run.json")
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    return read_record(run_dir / "run.json") or {}
 
 
 def _run_caption(records: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> list[str]:
@@ -734,11 +730,7 @@ def plot_bench(bench_dir: str | Path, out_dir: str | Path | None = None, formats
     ok = _ok_rows(bench)
     if ok.empty:
         return []
-    try:
-        info = read_json(bench_dir / "bench.json")
-    except (OSError, ValueError):
-        info = {}
-    info = info if isinstance(info, dict) else {}
+    info = read_record(bench_dir / "bench.json") or {}
     written = []
     for device in sorted(ok["device"].unique()):
         written += _save(_runtime_vs_params(ok, bench, device, bench_dir, info), out_dir, f"runtime_vs_params_{device}", formats)

@@ -189,9 +189,7 @@ def load_runs(root: str | Path):
 
     rows = []
     for run_dir in find_runs(root):
-        try:
-            record = read_json(run_dir / "run.json")
-        except (OSError, ValueError):
+        if (record := read_record(run_dir / "run.json")) is None:
             continue
         rows.append({"run_dir": str(run_dir), **_flatten(record)})
     return pd.DataFrame(rows)
@@ -213,9 +211,7 @@ def load_histories(root: str | Path):
 
     frames = []
     for run_dir in find_runs(root):
-        try:
-            record = read_json(run_dir / "run.json")
-        except (OSError, ValueError):
+        if (record := read_record(run_dir / "run.json")) is None:
             continue
         history = load_history(run_dir)
         if history.empty:
