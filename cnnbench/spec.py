@@ -22,6 +22,7 @@ from typing import Any
 from cnnbench.errors import SpecError
 
 DATASETS = ("mnist", "mnist-5k", "synthetic")
+ENGINES = ("auto", "fit", "fused")
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 
 
@@ -99,6 +100,12 @@ class Training:
         positive_int,
         "Training steps fused into one call of the compiled function (Keras `steps_per_execution`); "
         "results are identical, per-step overhead shrinks. Ignored on the torch backend.",
+    )
+    engine: str = _meta(
+        "auto",
+        one_of(*ENGINES),
+        "Training engine: fit (Keras model.fit), fused (one compiled program per epoch, JAX backend only) or auto "
+        "(fused for JAX on a GPU, fit everywhere else).",
     )
 
 
