@@ -225,15 +225,27 @@ def plot(
 
 @contextmanager
 def _resumable(progress, folder):
-    """Stop the progress bar however the work ends; on Ctrl-C say where the kept runs are, exit 130."""
+    """Stop the progress bar however the work ends; on Ctrl-C (exit 130) or SIGTERM (exit 143) say where the kept runs are."""
+    from cnnbench.executor import Terminated, sigterm_as_interrupt
+
     try:
-        yield
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt as exc:
         progress.stop()
-        err(f"interrupted: finished runs are kept in {folder()}; run the same command to resume")
-        raise typer.Exit(130) from None
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        err(f"{how}: finished runs are kept in {folder()}; run the same command to resume")
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     finally:
         progress.stop()
+
+
+RayOption = Annotated[bool, typer.Option("--ray", help="Run on a private local Ray instance (pip install 'cnnbench[ray]').")]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Run on this Ray cluster: HOST:PORT, auto or ray://... (default: $RAY_ADDRESS).")
+]
+CpusPerRunOption = Annotated[float | None, typer.Option("--cpus-per-run", help="Ray: CPUs (threads) reserved per run.")]
+GpusPerRunOption = Annotated[float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run; fractions share a GPU (0.25: 4 runs).")]
 
 
 class _BenchProgress:
@@ -306,9 +318,14 @@ def bench(
     timeout: Annotated[float | None, typer.Option(min=1, help="Kill a run after this many seconds, start-up included.")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
+    ray: RayOption = False,
+    address: AddressOption = None,
+    cpus_per_run: CpusPerRunOption = None,
+    gpus_per_run: GpusPerRunOption = None,
 ) -> None:
     """Time training per device x Keras backend x filter count, each run in a fresh process."""
     from cnnbench.bench import BenchOptions, parse_list, run_bench
+    from cnnbench.executor import ray_config
     from cnnbench.spec import load_spec
 
     loaded = load_spec(spec).with_overrides(
@@ -320,6 +337,7 @@ def bench(
         filters=parse_list(filters, "--filters", int),
         repeats=repeats, measure_epochs=measure_epochs, threads=threads,
         memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force,
+        ray=ray_config(ray, address, cpus_per_run, gpus_per_run),
     )  # fmt: skip
     progress = _BenchProgress()
     with _resumable(progress, lambda: progress.path):
@@ -429,12 +447,18 @@ def sweep_lr(
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
     device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    ray: RayOption = False,
+    address: AddressOption = None,
+    cpus_per_run: CpusPerRunOption = None,
+    gpus_per_run: GpusPerRunOption = None,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
+    from cnnbench.executor import ray_config
     from cnnbench.results import FINISHED
     from cnnbench.spec import load_spec
     from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
 
+    on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
     loaded = load_spec(spec).with_overrides(epochs=epochs, batch_size=batch_size, seed=seed, **_data_override(data))
     plan = plan_sweep(loaded, values, out, force=force)
     todo = plan.to_train
@@ -460,7 +484,8 @@ def sweep_lr(
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
     progress = _SweepProgress(len(todo), t.epochs)
     with _resumable(progress, lambda: plan.sweep_dir):
-        result = run_sweep(plan, SweepOptions(device=device, backend=backend, parallel=parallel, threads=threads), on_event=progress)
+        options = SweepOptions(device=device, backend=backend, parallel=parallel, threads=threads, ray=on_ray)
+        result = run_sweep(plan, options, on_event=progress)
     _sweep_table(result)
     if result.best:
         best = result.best
