@@ -37,7 +37,8 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
         os.close(fd)
         raise UsageError(f"{folder} is in use by {_owner(path)}; wait for it to end or stop it, then run the command again") from None
     try:
-        owner = {"pid": os.getpid(), "what": what, "command": " ".join(sys.argv)[:200], "since": now_iso()}
+        program = "cnnbench" if Path(sys.argv[0]).parent.name == "cnnbench" or Path(sys.argv[0]).name == "cnnbench" else sys.argv[0]
+        owner = {"pid": os.getpid(), "what": what, "command": " ".join([program, *sys.argv[1:]])[:200], "since": now_iso()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(owner).encode(), 0)
         yield folder
