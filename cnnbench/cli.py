@@ -386,6 +386,9 @@ class _SweepProgress:
             self.progress.start()
 
     def __call__(self, event) -> None:
+        if event.kind == "info":
+            self.print(event.message)
+            return
         lr = event.run.label
         if event.kind == "skip":
             self.print(f"{_sweep_run_line(lr, event.record)}  (kept: finished earlier)")

@@ -511,14 +511,356 @@ class LocalExecutor:
         pass
 
 
+# --- Ray ---------------------------------------------------------------------------------------
+
+_RAY_POLL_S = 0.5  # how often the driver collects progress (per-epoch rows) from busy actors
+_RAY_CONNECT_TIMEOUT_S = 5.0
+
+
+def _import_ray(private: bool = False):
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports usage by default; only if the user said so
+    if private:  # read when Ray is imported: a private instance then binds 127.0.0.1 only (measured in design/scale-out.md)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("Ray is not installed: pip install 'cnnbench[ray]'") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """An unreachable HOST:PORT is one line within seconds, not a Ray traceback after a long retry loop."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or address.startswith("ray://"):
+        return  # auto, or a Ray Client address: Ray itself says what is wrong
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UsageError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+class RaySession:
+    """A connection to Ray for one sweep or bench: a private local instance, or a cluster it joins.
+
+    Closing shuts down what it started (the private instance, with every process of it) and only
+    disconnects from a cluster; never `ray stop`.
+    """
+
+    def __init__(self, config: RayConfig) -> None:
+        self.config = config
+        self.ray = ray = _import_ray(private=config.address == "local")
+        self.owned = False
+        if ray.is_initialized():  # a caller (a test, a notebook) connected already: use that, leave it running
+            self.connected_here = False
+        elif config.address == "local":
+            ray.init(address="local", num_cpus=devices.cpu_cores(), include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1", configure_logging=False)  # fmt: skip
+            self.owned = self.connected_here = True
+        else:
+            _check_reachable(config.address)
+            try:
+                ray.init(address=config.address, log_to_driver=False, configure_logging=False)
+            except Exception as exc:  # ConnectionError, AuthenticationError, ...: one line
+                message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                raise UsageError(f"cannot connect to the Ray cluster at {config.address}: {message}") from None
+            self.connected_here = True
+        resources = ray.cluster_resources()
+        self.cpus, self.gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        self.node_cpus = min((float(n["Resources"].get("CPU", 0)) for n in nodes), default=self.cpus)
+        where = "a private local Ray instance" if config.address == "local" else f"the Ray cluster at {config.address}"
+        self.description = (f"executing on {where} (from {config.source}): {len(nodes)} node{'s' if len(nodes) != 1 else ''}, "
+                            f"{self.cpus:g} CPUs, {self.gpus:g} GPUs")  # fmt: skip
+
+    def close(self) -> None:
+        if self.connected_here:
+            self.ray.shutdown()  # the private instance ends; a cluster is only left
+
+
+def _collect_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_shipped(run_dir: Path, files: dict[str, bytes]) -> None:
+    """Write a run's files that came back from another machine: each atomically, run.json last, stale ones removed."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("history.csv", "model.keras", "error.txt"):
+        if stale not in files:
+            (run_dir / stale).unlink(missing_ok=True)
+    for name in sorted(files, key=lambda n: n == "run.json"):
+        target = run_dir / name
+        if target.resolve().parent != run_dir.resolve():
+            continue  # only the run's own flat files
+        tmp = target.with_name(f".{name}.shipped.tmp")
+        tmp.write_bytes(files[name])
+        os.replace(tmp, target)
+
+
+class RayWorker:
+    """A Ray actor: today's local worker on a node (configure, import Keras and take the data once, then tasks).
+
+    It trains into node-local temporary folders and returns each run's files; progress waits in a
+    list that the driver polls. `stop()` (another thread: the actor is threaded) interrupts the run
+    in progress the way Ctrl-C does, so train_run records `interrupted`.
+    """
+
+    def __init__(self, options: RunOptions, dataset_key: tuple | None, dataset: Any) -> None:
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        devices.configure(options.device, options.backend, options.threads)
+        devices.import_keras()
+        quiet_retracing()
+        if dataset_key is not None:
+            from cnnbench import train
+
+            train._DATA_CACHE[dataset_key] = dataset  # the driver's arrays: no node loads (or falls back to) its own
+        self.options = options
+        self.events: list[tuple] = []
+        self.lock = threading.Lock()
+        self.thread: int | None = None
+        self.executed = 0
+
+    def info(self) -> dict[str, Any]:
+        import socket
+
+        from cnnbench import __version__
+        from cnnbench.results import package_version
+
+        return {"pid": os.getpid(), "hostname": socket.gethostname(), "cnnbench": __version__, "keras": package_version("keras")}
+
+    def poll(self) -> list[tuple]:
+        with self.lock:
+            events, self.events = self.events, []
+        return events
+
+    def stop(self) -> None:
+        import ctypes
+
+        if self.thread is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread), ctypes.py_object(KeyboardInterrupt))
+
+    def train(self, task: Task) -> tuple[list[tuple[dict | None, dict[str, bytes]]], list[tuple], str | None]:
+        """([(record, files)] per lane, progress not yet polled, error): records of interrupted runs included."""
+        import shutil
+        import tempfile
+
+        def emit(kind: str, lane: int, payload: Any) -> None:
+            with self.lock:
+                self.events.append((kind, lane, payload))
+
+        if self.executed:
+            release_previous_run()
+        tmp = Path(tempfile.mkdtemp(prefix="cnnbench-ray-"))
+        local = Task(task.key, tuple((spec, tmp / f"run-{lane}") for lane, (spec, _) in enumerate(task.runs)), task.function)
+        error = None
+        self.thread = threading.get_ident()
+        try:
+            execute_task(local, self.options, emit)
+        except KeyboardInterrupt:
+            error = "interrupted"
+        except Exception as exc:  # a bad spec or dataset: the driver stops the sweep
+            error = describe_error(exc)
+        finally:
+            self.thread = None
+            self.executed += 1
+        try:
+            results = []
+            for _, run_dir in local.runs:
+                files = _collect_files(run_dir) if run_dir.is_dir() else {}
+                record = None
+                if "run.json" in files:
+                    import json
+
+                    record = json.loads(files["run.json"])
+                results.append((record, files))
+            return results, self.poll(), error
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RayExecutor:
+    """Runs on Ray: a pool of RayWorker actors (one per run at a time), the driver alone writing the results tree.
+
+    A worker or node that dies has its task re-queued `retries` times, then "died"; Ctrl-C stops the
+    runs in flight, writes their `interrupted` records and re-raises KeyboardInterrupt.
+    """
+
+    def __init__(self, config: RayConfig, parallel: int, options: RunOptions, warm: Spec | None = None) -> None:
+        self.config, self.parallel, self.options, self.warm = config, parallel, options, warm
+        self.description = "Ray"
+        self.on_info: Callable[[str], None] = lambda message: None
+
+    def close(self) -> None:
+        pass
+
+    def _resources(self, session: RaySession, tasks: int) -> tuple[int, float, float, RunOptions]:
+        """(actors, CPUs and GPUs per actor, the actors' run options)."""
+        gpus = self.config.gpus_per_run if self.config.gpus_per_run is not None else (1.0 if self.options.device == "gpu" else 0.0)
+        if gpus and not session.gpus:
+            from cnnbench.errors import DeviceError
+
+            raise DeviceError(f"the Ray cluster has no GPU ({session.description.split(': ', 1)[-1]}); GPU runs would wait forever")
+        parallel = self.parallel
+        if self.config.cpus_per_run is not None:
+            cpus = self.config.cpus_per_run
+        elif self.options.threads:
+            cpus = float(self.options.threads)
+        else:  # default: the cluster's CPUs shared out among the runs at once, at least 1 each
+            cpus = max(1.0, float(int(session.cpus // max(parallel, 1)))) if parallel > 1 else max(1.0, float(int(session.node_cpus)))
+        if cpus > session.node_cpus:
+            raise UsageError(f"--cpus-per-run {cpus:g} is more than any node of the cluster has ({session.node_cpus:g} CPUs)")
+        if parallel <= 1:  # on Ray, --parallel 1 (the default) means as many runs at once as the cluster fits
+            parallel = max(1, int(session.cpus // cpus))
+            if gpus:
+                parallel = min(parallel, max(1, int(session.gpus // gpus)))
+        threads = self.options.threads or max(1, int(cpus))
+        from dataclasses import replace
+
+        return max(1, min(parallel, tasks)), cpus, gpus, replace(self.options, threads=threads)
+
+    def _dataset(self, ray) -> tuple[tuple | None, Any]:
+        """The driver's dataset, resolved once and put in the object store (synthetic data is made on the node)."""
+        spec = self.warm
+        if spec is None or spec.data.dataset == "synthetic":
+            return None, None
+        from cnnbench import train
+
+        data = train.load_data_for(spec, 10)
+        key = next(k for k, v in train._DATA_CACHE.items() if v is data)
+        return key, ray.put(data)
+
+    def run(self, tasks: Sequence[Task], on_event: Callable[[Event], None]) -> None:
+        session = RaySession(self.config)
+        ray = session.ray
+        actors: list[Any] = []
+        try:
+            self.on_info(session.description)
+            size, cpus, gpus, options = self._resources(session, len(tasks))
+            key, data = self._dataset(ray)
+            worker = ray.remote(RayWorker).options(num_cpus=cpus, num_gpus=gpus, max_concurrency=2)
+            self.on_info(f"{size} Ray worker{'s' if size != 1 else ''}, {cpus:g} CPUs and {gpus:g} GPUs each")
+
+            def start_actor():
+                actor = worker.remote(options, key, data)
+                actors.append(actor)
+                return actor
+
+            pool = [start_actor() for _ in range(size)]
+            self._check_versions(ray, pool)
+            self._loop(ray, pool, start_actor, tasks, on_event)
+        finally:
+            for actor in actors:
+                try:
+                    ray.kill(actor)
+                except Exception:  # already gone with its node
+                    pass
+            session.close()
+
+    def _check_versions(self, ray, pool: list) -> None:
+        from cnnbench import __version__
+
+        try:
+            infos = ray.get([actor.info.remote() for actor in pool], timeout=_START_TIMEOUT_S)
+        except Exception as exc:  # the constructor failed (a device or backend missing on a node)
+            cause = getattr(exc, "cause", None) or exc
+            raise CnnbenchError(f"a Ray worker could not start: {str(cause).strip().splitlines()[-1][:300]}") from None
+        for info in infos:
+            if info["cnnbench"] != __version__:
+                node = f"node {info['hostname']} runs cnnbench {info['cnnbench']}"
+                raise UsageError(f"{node}, this driver {__version__}: install the same version on every node")
+
+    def _loop(self, ray, pool: list, start_actor, tasks: Sequence[Task], on_event: Callable[[Event], None]) -> None:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        by_key = {task.key: task for task in tasks}
+        waiting = deque(tasks)
+        attempts: dict[int, int] = {}
+        busy: dict[Any, tuple[Any, Task]] = {}  # train ref -> (actor, task)
+        free = list(pool)
+
+        def relay(task: Task, events: list[tuple]) -> None:
+            for kind, lane, payload in events:
+                spec, run_dir = task.runs[lane]
+                if kind == "start":  # the driver's copy says `running`, as a local run's would
+                    from cnnbench.results import write_json
+
+                    Path(run_dir).mkdir(parents=True, exist_ok=True)
+                    write_json(Path(run_dir) / "run.json", payload)
+                on_event(Event(kind, task.key, lane, payload))
+
+        def land(task: Task, results: list) -> None:
+            for lane, (record, files) in enumerate(results):
+                if files:
+                    write_shipped(Path(task.runs[lane][1]), files)
+                on_event(Event("end", task.key, lane, record))
+
+        try:
+            while waiting or busy:
+                while waiting and free:
+                    actor, task = free.pop(), waiting.popleft()
+                    busy[actor.train.remote(task)] = (actor, task)
+                ready, _ = ray.wait(list(busy), num_returns=len(busy), timeout=_RAY_POLL_S)
+                for ref in [r for r in busy if r not in ready]:
+                    actor, task = busy[ref]
+                    try:
+                        relay(task, ray.get(actor.poll.remote(), timeout=10))
+                    except (RayActorError, ray.exceptions.GetTimeoutError):
+                        pass  # the train ref will say what happened
+                for ref in ready:
+                    actor, task = busy.pop(ref)
+                    try:
+                        results, events, error = ray.get(ref)
+                    except RayTaskError as exc:
+                        raise CnnbenchError(f"a Ray worker failed: {str(exc).strip().splitlines()[-1][:300]}") from None
+                    except RayActorError as exc:  # the worker process or its node died
+                        reason = _death_reason(exc)
+                        attempts[task.key] = attempts.get(task.key, 0) + 1
+                        if attempts[task.key] <= self.config.retries:
+                            waiting.appendleft(task)
+                        else:
+                            for lane in range(len(by_key[task.key].runs)):
+                                on_event(Event("died", task.key, lane, f"{reason} (tried {attempts[task.key]} times)"))
+                        free.append(start_actor())
+                        continue
+                    relay(task, events)
+                    if isinstance(error, tuple):
+                        land(task, results)
+                        raise_fatal(error, "a Ray worker")
+                    land(task, results)
+                    if error == "interrupted":
+                        raise KeyboardInterrupt
+                    free.append(actor)
+        except BaseException:  # Ctrl-C, SIGTERM or an error every run would hit: stop the runs in flight, keep their records
+            for actor, _ in busy.values():
+                try:
+                    actor.stop.remote()
+                except Exception:
+                    pass
+            deadline = time.monotonic() + _INTERRUPT_WAIT_S
+            for ref, (_, task) in busy.items():
+                try:
+                    results, events, _ = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
+                    relay(task, events)
+                    land(task, results)
+                except BaseException:  # the driver marks what did not come back `interrupted`
+                    pass
+            raise
+
+
+def _death_reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "node" in text.lower() and ("died" in text.lower() or "dead" in text.lower()):
+        return "its Ray node died"
+    return "its Ray worker process died"
+
+
 def make_executor(parallel: int, options: RunOptions, warm: Spec | None = None, tasks: int = 2, ray: Any = None):
     """The executor for `parallel` runs at once: Ray when `ray` (a RayConfig) is given, else local.
 
     One remaining task gains nothing from a worker process but its start-up cost.
     """
     if ray is not None:
-        from cnnbench.ray_executor import RayExecutor
-
         return RayExecutor(ray, parallel, options, warm)
     if parallel > 1 and tasks > 1:
         return LocalExecutor(parallel, options, warm)

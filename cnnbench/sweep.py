@@ -93,16 +93,17 @@ class SweepEvent:
     """Progress of a sweep, for `run_sweep(on_event=...)`.
 
     kind: "skip" (a finished run is kept; record is its run.json), "start" (record: the initial
-    record), "epoch" (row: a history row), "end" (record: the final record). done and total count
+    record), "epoch" (row: a history row), "end" (record: the final record), "info" (message). done and total count
     the runs this sweep trains (kept runs excluded), done including this one for "end".
     """
 
     kind: str
-    run: PlannedRun
+    run: PlannedRun | None  # None for "info"
     done: int
     total: int
     record: dict[str, Any] | None = None
     row: dict[str, Any] | None = None
+    message: str = ""  # "info": where the runs execute (e.g. which Ray cluster, its CPUs and GPUs)
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,8 @@ _quiet_retracing, _release_previous_run = quiet_retracing, release_previous_run
 
 def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
     """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
+    if not todo:
+        return
     parallel = min(options.parallel, len(todo)) or 1
     threads = options.threads
     if options.ray is None and parallel > 1 and threads is None:
@@ -275,6 +278,8 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
     run_options = RunOptions(device=options.device, backend=options.backend, threads=threads)
     executor = make_executor(parallel, run_options, plan.spec, len(todo), options.ray)
     tasks = [Task(index, ((plan.spec_for(run), run.run_dir),)) for index, run in enumerate(todo)]
+    if hasattr(executor, "on_info"):
+        executor.on_info = lambda message: emit(SweepEvent("info", None, 0, len(todo), message=message))
     total, done = len(todo), 0
 
     def on_event(event: Event) -> None:
