@@ -23,7 +23,7 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError
-from cnnbench.executor import RayConfig, interrupt_reason, run_fresh
+from cnnbench.executor import RayConfig, RayLauncher, interrupt_reason, ray_launcher, run_fresh
 from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
 from cnnbench.spec import Spec, parse_spec
@@ -178,7 +178,7 @@ def _child_task(job: dict, timeout_s: float) -> tuple[dict, str]:
 
 @dataclass(frozen=True)
 class BenchEvent:
-    """Progress for a caller: `begin` (total runs known), then per run `start`, `done` or `skipped`."""
+    """Progress for a caller: `info` (where runs execute), `begin` (total runs known), then per run `start`, `done` or `skipped`."""
 
     kind: str
     index: int = 0
@@ -232,7 +232,9 @@ def run_bench(
     models = previous.get("models") if not options.force else None
     if not models or any(str(f) not in models for f in options.filters):  # spec errors surface here, before any folder
         models = model_sizes(spec, options.filters, next(b for (_, b), r in reasons.items() if r is None))
-    with folder_lock(path, "bench"):
+    with folder_lock(path, "bench"), ray_launcher(options.ray) as launcher:
+        if launcher is not None:
+            emit(BenchEvent("info", message=launcher.session.description))
         record = {
             "spec": spec.to_dict(),
             "options": asdict(options),
@@ -257,7 +259,7 @@ def run_bench(
                     emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_status(run_dir)))
                     continue
                 emit(BenchEvent("start", index, len(todo), combo, repeat))
-                outcome = _measure(spec, combo, run_dir, options)
+                outcome = _measure(spec, combo, run_dir, options, launcher)
                 for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
                     if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
                         _warn(notes, note)
@@ -309,7 +311,7 @@ def model_sizes(spec: Spec, filters: Iterable[int], backend: str) -> dict[str, d
     return outcome["models"]
 
 
-def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOptions) -> str:
+def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOptions, launcher: RayLauncher | None = None) -> str:
     """Train one run in a fresh process; returns its final status, recording it when the child could not."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("run.json", "history.csv", "error.txt", "child.json"):
@@ -322,7 +324,10 @@ def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOption
     write_json(run_dir / "job.json", job)
     limit = child_memory_limit_mb(combo, options)
     try:
-        code, timed_out = _launch(run_dir / "job.json", run_dir / "child.json", run_dir / "child.log", limit, options.timeout_s)
+        if launcher is not None:  # on Ray: the same child on a node the cluster picks, its files shipped back
+            code, timed_out = launcher.launch(_launch, job, run_dir, limit, options.timeout_s)
+        else:
+            code, timed_out = _launch(run_dir / "job.json", run_dir / "child.json", run_dir / "child.log", limit, options.timeout_s)
     except KeyboardInterrupt as exc:
         _record_death(run_dir, combo, "interrupted", interrupt_reason(exc))
         raise

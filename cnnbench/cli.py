@@ -256,6 +256,9 @@ class _BenchProgress:
         self.path = ""
 
     def __call__(self, event) -> None:
+        if event.kind == "info":
+            err(event.message)
+            return
         if event.kind == "begin":
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

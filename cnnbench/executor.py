@@ -848,6 +848,67 @@ class RayExecutor:
             raise
 
 
+def _fresh_on_node(launch: Callable[..., tuple[int, bool]], job: dict, memory_limit_mb: int | None, timeout_s: float | None):
+    """A Ray task: `launch` (bench's fresh, pinned child) on this node, in a temporary folder; returns its files."""
+    import shutil
+    import tempfile
+
+    from cnnbench.results import write_json
+
+    tmp = Path(tempfile.mkdtemp(prefix="cnnbench-ray-"))
+    try:
+        write_json(tmp / "job.json", {**job, "run_dir": str(tmp / "run")})
+        code, timed_out = launch(tmp / "job.json", tmp / "child.json", tmp / "child.log", memory_limit_mb, timeout_s)
+        files = _collect_files(tmp / "run") if (tmp / "run").is_dir() else {}
+        extras = {name: (tmp / name).read_bytes() for name in ("child.json", "child.log") if (tmp / name).is_file()}
+        return code, timed_out, files, extras
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RayLauncher:
+    """Fresh processes on Ray, one at a time: Ray picks a node with the resources (and pins its GPU), the child
+    is the same pinned child as locally, and the files come back to the driver's run folder."""
+
+    def __init__(self, config: RayConfig) -> None:
+        self.config = config
+        self.session = RaySession(config)
+
+    def launch(self, launch: Callable[..., tuple[int, bool]], job: dict, run_dir: Path, memory_limit_mb: int | None,
+               timeout_s: float | None) -> tuple[int, bool]:  # fmt: skip
+        ray = self.session.ray
+        gpus = self.config.gpus_per_run if self.config.gpus_per_run is not None else (1.0 if job["device"] == "gpu" else 0.0)
+        # Every CPU of a node unless told otherwise: nothing else runs beside a timed run.
+        cpus = self.config.cpus_per_run or float(job.get("threads") or self.session.node_cpus)
+        remote = ray.remote(_fresh_on_node).options(num_cpus=cpus, num_gpus=gpus, max_retries=self.config.retries)
+        ref = remote.remote(launch, job, memory_limit_mb, timeout_s)
+        try:
+            code, timed_out, files, extras = ray.get(ref)
+        except KeyboardInterrupt:
+            ray.cancel(ref)  # KeyboardInterrupt in the task: it interrupts its child, which records that
+            raise
+        except ray.exceptions.RayError as exc:
+            raise CnnbenchError(f"a Ray bench task failed: {str(exc).strip().splitlines()[-1][:300]}") from None
+        write_shipped(run_dir, {**files, **extras})
+        return code, timed_out
+
+    def close(self) -> None:
+        self.session.close()
+
+
+@contextmanager
+def ray_launcher(config: RayConfig | None) -> Iterator[RayLauncher | None]:
+    """A RayLauncher for the block when `config` asks for Ray (its session closed after), else None."""
+    if config is None:
+        yield None
+        return
+    launcher = RayLauncher(config)
+    try:
+        yield launcher
+    finally:
+        launcher.close()
+
+
 def _death_reason(exc: BaseException) -> str:
     text = str(exc)
     if "node" in text.lower() and ("died" in text.lower() or "dead" in text.lower()):
