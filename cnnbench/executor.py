@@ -910,10 +910,13 @@ def ray_launcher(config: RayConfig | None) -> Iterator[RayLauncher | None]:
 
 
 def _death_reason(exc: BaseException) -> str:
-    text = str(exc)
-    if "node" in text.lower() and ("died" in text.lower() or "dead" in text.lower()):
-        return "its Ray node died"
-    return "its Ray worker process died"
+    """Ray's own words for a lost actor (worker process killed, node gone), cut to one line."""
+    text = " ".join(str(exc).split())
+    for marker in ("Worker exit detail: ", "The actor died because ", "The actor is dead because "):
+        if marker in text:
+            text = text[text.index(marker) + len(marker):]
+            break
+    return f"its Ray worker or node died ({text.split('. ')[0][:160]})"
 
 
 def make_executor(parallel: int, options: RunOptions, warm: Spec | None = None, tasks: int = 2, ray: Any = None):
