@@ -778,6 +778,12 @@ class RayExecutor:
         attempts: dict[int, int] = {}
         busy: dict[Any, tuple[Any, Task]] = {}  # train ref -> (actor, task)
         free = list(pool)
+        starting: dict[Any, Any] = {}  # info ref -> a replacement actor; it takes tasks only once it is up
+        since = time.monotonic()
+
+        def replace_actor() -> None:
+            actor = start_actor()
+            starting[actor.info.remote()] = actor
 
         def relay(task: Task, events: list[tuple]) -> None:
             for kind, lane, payload in events:
@@ -800,6 +806,23 @@ class RayExecutor:
                 while waiting and free:
                     actor, task = free.pop(), waiting.popleft()
                     busy[actor.train.remote(task)] = (actor, task)
+                    since = time.monotonic()
+                if starting:
+                    up, _ = ray.wait(list(starting), num_returns=len(starting), timeout=0)
+                    for ref in up:
+                        actor = starting.pop(ref)
+                        try:
+                            ray.get(ref)
+                            free.append(actor)
+                        except ray.exceptions.RayError:
+                            pass  # it could not start (its node went away): busy or starting actors carry on
+                if not busy:
+                    if time.monotonic() - since > _START_TIMEOUT_S:
+                        raise CnnbenchError(f"no Ray worker could start within {_START_TIMEOUT_S:.0f} s (the cluster lacks the resources?)")
+                    if not starting:
+                        replace_actor()
+                    time.sleep(_RAY_POLL_S)
+                    continue
                 ready, _ = ray.wait(list(busy), num_returns=len(busy), timeout=_RAY_POLL_S)
                 for ref in [r for r in busy if r not in ready]:
                     actor, task = busy[ref]
@@ -821,7 +844,8 @@ class RayExecutor:
                         else:
                             for lane in range(len(by_key[task.key].runs)):
                                 on_event(Event("died", task.key, lane, f"{reason} (tried {attempts[task.key]} times)"))
-                        free.append(start_actor())
+                        if waiting and not free:  # a worker that is up takes the run, or a new one when it is up
+                            replace_actor()
                         continue
                     relay(task, events)
                     if isinstance(error, tuple):
