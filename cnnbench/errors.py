@@ -33,3 +33,7 @@ class DeviceError(CnnbenchError):
 
 class UsageError(CnnbenchError):
     """A command-line value (e.g. a `--values` list) is malformed."""
+
+
+class OutputError(CnnbenchError):
+    """Results cannot be written where they were asked for (a file in the way, read-only, a full disk)."""
