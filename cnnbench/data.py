@@ -156,8 +156,12 @@ def _split_sizes(name: str, available: int | None, train: int | None, val: int |
     d_train, d_val, d_test = SPLITS[name]
     sizes = (train or d_train, val or d_val, test or d_test)
     if available is not None and sum(sizes) > available:
-        raise DataError(f"{name}: asked for {sizes[0]} + {sizes[1]} + {sizes[2]} samples, but it has {available}")
+        raise DataError(f"{name}: asked for {sizes[0]} + {sizes[1]} + {sizes[2]} samples, but it has {available}; {SPLIT_HINT}")
     return sizes
+
+
+# Where split sizes are set, for errors about a dataset smaller than the splits (a 5k-sample .npz given to --data).
+SPLIT_HINT = "set smaller splits with --train-samples/--val-samples/--test-samples (spec: data.train_samples, ...)"
 
 
 def load_dataset(
@@ -190,7 +194,10 @@ def load_dataset(
         else:
             n_train, n_val, n_test = _split_sizes(name, len(y_train) + len(y_test), train_samples, val_samples, test_samples)
             if n_train + n_val > len(y_train) or n_test > len(y_test):
-                raise DataError(f"mnist: at most {len(y_train)} train+validation and {len(y_test)} test samples")
+                raise DataError(
+                    f"mnist{f' ({path})' if path else ''}: asked for {n_train} + {n_val} train+validation and {n_test} test samples, "
+                    f"but it has {len(y_train)} and {len(y_test)}; {SPLIT_HINT}"
+                )
             tr, va = stratified_split(y_train, (n_train, n_val), seed)
             (te,) = stratified_split(y_test, (n_test,), seed) if n_test < len(y_test) else [np.arange(len(y_test))]
             x_train, x_test = _scale(x_train), _scale(x_test)
