@@ -152,7 +152,7 @@ def read_checkpoint(path: Path) -> CheckpointState | None:
             return CheckpointState(
                 int(f["epoch"]), [f[n] for n in names if n.startswith("w")], [f[n] for n in names if n.startswith("o")]
             )
-    except (OSError, KeyError, ValueError) as exc:
+    except Exception as exc:  # torn or foreign: BadZipFile, EOFError, KeyError, ValueError ...
         raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
 
 
