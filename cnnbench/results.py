@@ -113,7 +113,7 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] |
 _NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows file systems
 
 
-def _shown(path: Path, limit: int = 80) -> str:
+def _shown(path: Path, limit: int = 200) -> str:
     text = str(path)
     return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]} ({len(text)} characters)"
 
