@@ -413,7 +413,7 @@ def _error_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip()
     if getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in text.lower():
         where = getattr(exc, "filename", None)
-        return f"no space left on device{f' (writing {Path(where).name})' if where else ''}: {type(exc).__name__}"
+        return f"no space left on device{f' while writing {Path(where).name}' if where else ''}"
     line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".strip().rstrip(":")
     return line if len(line) <= limit else line[:limit] + "…"
 

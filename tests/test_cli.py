@@ -293,3 +293,20 @@ def test_sweep_marks_runs_that_never_learned_and_a_best_rate_at_the_edge(tiny_sp
     assert "note: lr 0.001 is the smallest rate of the grid (0.001..0.05): the optimum may lie outside the grid" in result.stdout
     (summary,) = Path(tmp_path / "r").glob("*/summary.csv")
     assert "learned" in summary.read_text().splitlines()[0]
+
+
+def test_a_sweep_onto_a_full_disk_records_each_run_failed_and_ends_cleanly(tiny_spec, tmp_path, small_disk):
+    """600 kB free: each run's second checkpoint (2 x 420 kB while it is replaced) does not fit."""
+    import csv
+
+    spec_path = tmp_path / "net.json"
+    spec_path.write_text(json.dumps(tiny_spec.to_dict()))
+    stat = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - 600_000))
+    result = runner.invoke(app, ["sweep-lr", str(spec_path), "--values", "0.01,0.1", "--out", str(small_disk / "r")])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "2 run(s) failed" in result.stderr
+    (summary,) = (small_disk / "r").glob("*/summary.csv")
+    rows = list(csv.DictReader(open(summary)))
+    assert [(r["status"], r["error"]) for r in rows] == [("failed", "no space left on device while writing checkpoint.npz")] * 2
+    assert [p.name for p in small_disk.rglob(".*")] == []  # no temporary file left behind
