@@ -33,7 +33,7 @@ INITIALIZERS = (
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal", "orthogonal",
     "random_normal", "random_uniform", "truncated_normal", "variance_scaling", "zeros", "ones",
 )  # fmt: skip
-REGULARIZERS = ("l1", "l2", "l1_l2")
+REGULARIZERS = ("l1", "l2")
 CONSTRAINTS = ("max_norm", "min_max_norm", "non_neg", "unit_norm")
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "ftrl", "lion", "adafactor")
@@ -322,7 +322,8 @@ def _catalog() -> dict[str, LayerType]:
     rate = number(0, 1, exclusive_max=True)
     layers: list[LayerType] = []
     for rank in (1, 2, 3):
-        layers += [_conv(rank, kind) for kind in ("conv", "transpose", "separable", "depthwise") if not (kind == "depthwise" and rank == 3)]
+        kinds = ("conv", "transpose", "separable", "depthwise") if rank < 3 else ("conv", "transpose")  # Keras has no 3D separable
+        layers += [_conv(rank, kind) for kind in kinds]
     dense = {"units": integer(1), "activation": ACTIVATION, "use_bias": boolean(), **_regularized("kernel", "bias"),
              "activity_regularizer": REGULARIZER}  # fmt: skip
     layers.append(LayerType("Dense", dense, ("units",), sizing="dense", group="core"))
