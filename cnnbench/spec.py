@@ -298,12 +298,13 @@ def read_spec_file(path: Path, source: str) -> str:
         raise SpecError(source, "", "no such file") from None
     except OSError as exc:
         raise SpecError(source, "", f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd).st_mode
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
         if stat.S_ISDIR(mode):
             raise SpecError(source, "", "is a folder, not a spec file")
-        if not stat.S_ISREG(mode):
-            raise SpecError(source, "", "is not a regular file (a pipe, device or socket); a spec must be a file")
+        raise SpecError(source, "", "is not a regular file (a pipe, device or socket); a spec must be a file")
+    with os.fdopen(fd, "rb") as handle:
         try:
             data = handle.read(MAX_SPEC_BYTES + 1)
         except OSError as exc:
@@ -325,7 +326,9 @@ class _Refused(Exception):
 
 
 # YAML 1.2 core-schema scalars (what JSON means), plus the YAML 1.1 forms that would mean something else.
-_YAML12 = {
+_YAML12 = {  # the YAML 1.1 forms come first: they would otherwise read as YAML 1.2 numbers
+    "tag:cnnbench:yaml11": (r"^(?:[-+]?0[0-9_]+|[-+]?0b[01_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|[-+]?[0-9][0-9_]*_[0-9_]*)$",
+                            list("-+0123456789")),  # fmt: skip
     "tag:yaml.org,2002:null": (r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
     "tag:yaml.org,2002:bool": (r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
     "tag:yaml.org,2002:int": (r"^(?:[-+]?(?:0|[1-9][0-9]*)|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
@@ -333,8 +336,6 @@ _YAML12 = {
         r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$",
         list("-+0123456789."),
     ),
-    "tag:cnnbench:yaml11": (r"^(?:[-+]?0[0-9_]+|[-+]?0b[01_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|[-+]?[0-9][0-9_]*_[0-9_]*)$",
-                            list("-+0123456789")),  # fmt: skip
 }
 
 
@@ -453,7 +454,7 @@ def _json_constant(name: str):
 
 
 _JSON_STRUCTURE = re.compile(r'[\[\]{}"]')
-_JSON_STRING_REST = re.compile(r'(?:[^"\\]|\\.)*"', re.S)  # one alternative per character: no backtracking blow-up
+_JSON_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # "unrolled": linear time, no regex stack per character
 
 
 def _json_depth_problem(text: str) -> tuple[int, str] | None:
