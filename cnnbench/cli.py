@@ -27,6 +27,9 @@ app = typer.Typer(
 )
 
 SpecArg = Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.", show_default=False)]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Never download: full MNIST falls back to mnist-5k unless cached (CNNBENCH_OFFLINE=1).")
+]
 DEFAULT_SPEC = "convolutional_nn"
 
 
@@ -67,6 +70,14 @@ def main_options(
     from cnnbench.device import quiet_logs
 
     quiet_logs()
+
+
+def _go_offline(offline: bool) -> None:
+    """--offline: set CNNBENCH_OFFLINE=1 here, so that worker and bench child processes inherit it."""
+    if offline:
+        import os
+
+        os.environ["CNNBENCH_OFFLINE"] = "1"
 
 
 def _data_override(data: str | None) -> dict:
@@ -162,8 +173,10 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the run gets a sub-folder.")] = Path("results"),
+    offline: OfflineOpt = False,
 ) -> None:
     """Train a spec with model.fit, recording learning curves and timings in a run folder."""
+    _go_offline(offline)
     from cnnbench.results import new_run_dir
     from cnnbench.spec import load_spec
     from cnnbench.train import RunOptions, train_run
@@ -306,8 +319,10 @@ def bench(
     timeout: Annotated[float | None, typer.Option(min=1, help="Kill a run after this many seconds, start-up included.")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
+    offline: OfflineOpt = False,
 ) -> None:
     """Time training per device x Keras backend x filter count, each run in a fresh process."""
+    _go_offline(offline)
     from cnnbench.bench import BenchOptions, parse_list, run_bench
     from cnnbench.spec import load_spec
 
@@ -429,8 +444,10 @@ def sweep_lr(
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
     device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    offline: OfflineOpt = False,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
+    _go_offline(offline)
     from cnnbench.results import FINISHED
     from cnnbench.spec import load_spec
     from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep

@@ -261,3 +261,28 @@ def test_offline_makes_no_network_attempt(counting_proxy, monkeypatch):
     with pytest.warns(UserWarning, match=r"downloads are off \(CNNBENCH_OFFLINE=1 / --offline\); falling back"):
         assert load_dataset("mnist", train_samples=400, val_samples=100, test_samples=100).name == "mnist-5k"
     assert counting_proxy == []
+
+
+def test_train_on_unavailable_mnist_says_so_on_stderr_only_and_offline_tries_nothing(counting_proxy, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnbench.cli import app
+    from cnnbench.data import download_marker
+    from cnnbench.results import load_runs
+
+    monkeypatch.setattr("cnnbench.train._DATA_CACHE", {})  # each command loads its data afresh, as a new process would
+    runner = CliRunner()
+    args = ["train", "convolutional_nn", "--data", "mnist", "--epochs", "1", "--out", str(tmp_path / "out")]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert len(counting_proxy) >= 1
+    assert "Downloading" not in first.stdout and "not retrying the download until" in first.stderr
+    assert "mnist-5k" in first.stdout  # the summary names the data actually used
+
+    download_marker().unlink()
+    tried = len(counting_proxy)
+    monkeypatch.setattr("cnnbench.train._DATA_CACHE", {})
+    second = runner.invoke(app, [*args, "--offline"])
+    assert second.exit_code == 0, second.output
+    assert len(counting_proxy) == tried and "downloads are off" in second.stderr
+    assert sorted(load_runs(tmp_path / "out")["data.name"]) == ["mnist-5k", "mnist-5k"]
