@@ -89,7 +89,7 @@ def _data_override(data: str | None) -> dict:
     return {"dataset": data}
 
 
-def _table(title: str, columns: list[str], rows: list[list], stream=None) -> None:
+def _table(title: str, columns: list[str], rows: list[list], stream=None, width: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -98,7 +98,7 @@ def _table(title: str, columns: list[str], rows: list[list], stream=None) -> Non
         table.add_column(column, justify="left" if i == 0 or column in ("type", "status", "metric") else "right")
     for row in rows:
         table.add_row(*(str(v) for v in row))
-    Console(file=stream or sys.stdout, width=max(100, len(columns) * 14)).print(table)
+    Console(file=stream or sys.stdout, width=width or max(100, len(columns) * 14)).print(table)
 
 
 @app.command()
@@ -487,6 +487,52 @@ def sweep_lr(
     if result.failed:
         err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
         raise typer.Exit(1)
+
+
+def _when(iso: str | None) -> str:
+    """2026-11-25T13:39:35+00:00 -> 2026-11-25 13:39 (as recorded, in the recording machine's time zone)."""
+    return iso[:16].replace("T", " ") if iso else "-"
+
+
+@app.command("ls")
+@user_errors
+def ls(
+    results: Annotated[Path, typer.Argument(metavar="[RESULTS]", help="The folder to list (every run, sweep and bench below it).")] = Path(
+        "results"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+) -> None:
+    """List runs, sweeps and benches: kind, name, dataset actually used, epochs, status, best error, when."""
+    import csv
+
+    from cnnbench.errors import UsageError
+    from cnnbench.results import LIST_COLUMNS, list_results
+
+    if not results.is_dir():
+        raise UsageError(f"{results}: no such folder")
+    rows = list_results(results)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(LIST_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    if not rows:
+        err(f"nothing below {results}: no run, sweep or bench folder")
+        return
+
+    def name(row: dict) -> str:
+        path = Path(row["path"])
+        return str(path.relative_to(results)) if path != results and path.is_relative_to(results) else path.name
+
+    table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], r["status"],
+              _fmt(r["best_val_error"]), r["runs"], _when(r["started_at"])] for r in rows]  # fmt: skip
+    columns = ["kind", "name", "dataset", "epochs", "status", "best val error", "runs", "started"]
+    width = max(120, max(len(t[1]) for t in table) + 100)  # long sweep names stay on one line
+    _table(f"{results}: {len(rows)} item{'s' if len(rows) != 1 else ''}", columns, table, width=width)
 
 
 def main() -> None:
