@@ -342,7 +342,8 @@ def bench(
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
                "peak MB", "status"]  # fmt: skip
     t = loaded.training
-    _table(f"{loaded.name}: batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
+    used = ", ".join(sorted({row["dataset"] for row in result.rows if row.get("dataset")})) or loaded.data.dataset  # as recorded
+    _table(f"{loaded.name}: {used}, batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
     for row in result.rows:
         if row["status"] in ("oom", "failed"):
             err(f"{row['device']} {row['backend']} {row['filters']} filters: {row['status']}: {row['error']}")
@@ -418,8 +419,15 @@ def _sweep_table(result) -> None:
                      *counts, _fmt(row["total_time_s"], ".1f"), mark])  # fmt: skip
     spec = result.plan.spec
     t = spec.training
-    title = f"{spec.name}: {spec.data.dataset}, {t.optimizer}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}"
-    _table(title, ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", ""], rows)
+    used = sorted({row["dataset"] for row in result.rows if row.get("dataset")})  # from the records: mnist may have fallen back
+    dataset = ", ".join(used) if used else f"{spec.data.dataset} (no run has recorded its data)"
+    columns = ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", ""]
+    if len(used) > 1:  # kept runs from another day may have had other data: say which is which
+        columns.insert(2, "dataset")
+        for row, values in zip(result.rows, rows, strict=True):
+            values.insert(2, row.get("dataset") or "-")
+    title = f"{spec.name}: {dataset}, {t.optimizer}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}"
+    _table(title, columns, rows)
 
 
 @app.command("sweep-lr")
@@ -471,7 +479,10 @@ def sweep_lr(
         return
 
     t = loaded.training
-    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {t.epochs} epochs, batch {t.batch_size}, data {loaded.data.dataset}")
+    from cnnbench.data import expected_dataset
+
+    data_name = expected_dataset(loaded.data.dataset, loaded.data.path)
+    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {t.epochs} epochs, batch {t.batch_size}, data {data_name}")
     err(f"sweep folder: {plan.sweep_dir}")
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")

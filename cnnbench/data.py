@@ -272,6 +272,23 @@ def _not_retrying(failed_at: float) -> str:
     return f"not retrying the download until {_clock(failed_at + _retry_after_s())}; use --data mnist-5k or --offline"
 
 
+def expected_dataset(name: str, path: str | None = None) -> str:
+    """The dataset `load_dataset(name, path=path)` will use, told without loading or downloading anything.
+
+    Only `mnist` without a path can turn out otherwise: it falls back to mnist-5k when full MNIST is
+    not cached and cannot be downloaded (offline, or a download failed recently).
+    """
+    if name != "mnist" or path:
+        return name
+    if (Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz").is_file():
+        return "mnist"
+    if offline():
+        return "mnist-5k (full MNIST is not cached and downloads are off)"
+    if _recent_failure() is not None:
+        return "mnist-5k (full MNIST is not cached and its download failed recently)"
+    return "mnist (to be downloaded; mnist-5k if that fails)"
+
+
 class _Unavailable(DataError):
     """Full MNIST cannot be had; `hint` says what to do (the fallback message ends with it)."""
 
