@@ -95,7 +95,7 @@ def _table(title: str, columns: list[str], rows: list[list], stream=None, width:
 
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 or column in ("type", "status", "metric") else "right")
+        table.add_column(column, justify="left" if i == 0 or column in ("type", "status", "metric", "name", "dataset") else "right")
     for row in rows:
         table.add_row(*(str(v) for v in row))
     Console(file=stream or sys.stdout, width=width or max(100, len(columns) * 14)).print(table)
