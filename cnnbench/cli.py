@@ -46,6 +46,9 @@ def _flags_take_no_value() -> None:
 _flags_take_no_value()
 
 SpecArg = Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.", show_default=False)]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Never download: full MNIST falls back to mnist-5k unless cached (CNNBENCH_OFFLINE=1).")
+]
 DEFAULT_SPEC = "convolutional_nn"
 
 
@@ -130,6 +133,14 @@ def main_options(
     quiet_logs()
 
 
+def _go_offline(offline: bool) -> None:
+    """--offline: set CNNBENCH_OFFLINE=1 here, so that worker and bench child processes inherit it."""
+    if offline:
+        import os
+
+        os.environ["CNNBENCH_OFFLINE"] = "1"
+
+
 def _data_override(data: str | None) -> dict:
     """`--data` takes a dataset name or a path to a local mnist.npz."""
     if data is None:
@@ -139,19 +150,19 @@ def _data_override(data: str | None) -> dict:
     return {"dataset": data}
 
 
-def _table(title: str, columns: list[str], rows: list[list], stream=None) -> None:
+def _table(title: str, columns: list[str], rows: list[list], stream=None, width: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 or column in ("type", "status", "metric") else "right")
+        table.add_column(column, justify="left" if i == 0 or column in ("type", "status", "metric", "name", "dataset") else "right")
     for row in rows:
         table.add_row(*(str(v) for v in row))
     if "stdout" in _BROKEN and stream is None:
         return
     try:
-        Console(file=stream or sys.stdout, width=max(100, len(columns) * 14)).print(table)
+        Console(file=stream or sys.stdout, width=width or max(100, len(columns) * 14)).print(table)
     except OSError as exc:
         if not _broken_pipe(exc):
             raise
@@ -279,8 +290,10 @@ def train(
         Path | None,
         typer.Option(metavar="RUN_DIR", help="Continue an interrupted run from its last finished epoch (model and optimizer state)."),
     ] = None,
+    offline: OfflineOpt = False,
 ) -> None:
     """Train a spec with model.fit, recording learning curves and timings in a run folder."""
+    _go_offline(offline)
     from cnnbench.results import FINISHED, new_run_dir
     from cnnbench.spec import load_spec
     from cnnbench.train import RunOptions, train_run
@@ -452,10 +465,12 @@ def bench(
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
+    offline: OfflineOpt = False,
 ) -> None:
     """Time training per device x Keras backend x filter count, each run in a fresh process."""
-    from cnnbench import device as devices
+    _go_offline(offline)
     from cnnbench.bench import BenchOptions, parse_list, run_bench
+    from cnnbench.device import check_threads
     from cnnbench.results import check_out_dir
     from cnnbench.spec import load_spec
 
@@ -464,7 +479,7 @@ def bench(
         test_samples=test_samples, **_data_override(data),
     )  # fmt: skip
     check_out_dir(out)
-    devices.check_threads(threads)  # a missing backend becomes an `unavailable` row, as bench always did
+    check_threads(threads)  # a missing backend becomes an `unavailable` row, as bench always did
     options = BenchOptions(
         devices=parse_list(devices, "--devices") if devices else None,
         backends=parse_list(backends, "--backends") if backends else None,
@@ -478,7 +493,8 @@ def bench(
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
                "peak MB", "status"]  # fmt: skip
     t = loaded.training
-    _table(f"{loaded.name}: batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
+    used = ", ".join(sorted({row["dataset"] for row in result.rows if row.get("dataset")})) or loaded.data.dataset  # as recorded
+    _table(f"{loaded.name}: {used}, batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
     for row in result.rows:
         if row["status"] in ("oom", "failed"):
             err(f"{row['device']} {row['backend']} {row['filters']} filters: {row['status']}: {row['error']}")
@@ -564,8 +580,15 @@ def _sweep_table(result) -> None:
                      *counts, _fmt(row["total_time_s"], ".1f"), mark])  # fmt: skip
     spec = result.plan.spec
     t = spec.training
-    title = f"{spec.name}: {spec.data.dataset}, {t.optimizer}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}"
-    _table(title, ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", ""], rows)
+    used = sorted({row["dataset"] for row in result.rows if row.get("dataset")})  # from the records: mnist may have fallen back
+    dataset = ", ".join(used) if used else f"{spec.data.dataset} (no run has recorded its data)"
+    columns = ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", ""]
+    if len(used) > 1:  # kept runs from another day may have had other data: say which is which
+        columns.insert(2, "dataset")
+        for row, values in zip(result.rows, rows, strict=True):
+            values.insert(2, row.get("dataset") or "-")
+    title = f"{spec.name}: {dataset}, {t.optimizer}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}"
+    _table(title, columns, rows)
 
 
 @app.command("sweep-lr")
@@ -593,8 +616,10 @@ def sweep_lr(
     train_samples: TrainSamplesOpt = None,
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
+    offline: OfflineOpt = False,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
+    _go_offline(offline)
     from cnnbench.results import FINISHED
     from cnnbench.spec import load_spec
     from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
@@ -622,7 +647,10 @@ def sweep_lr(
         return
 
     t = loaded.training
-    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {t.epochs} epochs, batch {t.batch_size}, data {loaded.data.dataset}")
+    from cnnbench.data import expected_dataset
+
+    data_name = expected_dataset(loaded.data.dataset, loaded.data.path)
+    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {t.epochs} epochs, batch {t.batch_size}, data {data_name}")
     err(f"sweep folder: {plan.sweep_dir}")
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
@@ -646,6 +674,52 @@ def sweep_lr(
     if result.failed:
         err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
         raise typer.Exit(1)
+
+
+def _when(iso: str | None) -> str:
+    """2026-11-25T13:39:35+00:00 -> 2026-11-25 13:39 (as recorded, in the recording machine's time zone)."""
+    return iso[:16].replace("T", " ") if iso else "-"
+
+
+@app.command("ls")
+@user_errors
+def ls(
+    results: Annotated[Path, typer.Argument(metavar="[RESULTS]", help="The folder to list (every run, sweep and bench below it).")] = Path(
+        "results"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+) -> None:
+    """List runs, sweeps and benches: kind, name, dataset actually used, epochs, status, best error, when."""
+    import csv
+
+    from cnnbench.errors import UsageError
+    from cnnbench.results import LIST_COLUMNS, list_results
+
+    if not results.is_dir():
+        raise UsageError(f"{results}: no such folder")
+    rows = list_results(results)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(LIST_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    if not rows:
+        err(f"nothing below {results}: no run, sweep or bench folder")
+        return
+
+    def name(row: dict) -> str:
+        path = Path(row["path"])
+        return str(path.relative_to(results)) if path != results and path.is_relative_to(results) else path.name
+
+    table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], r["status"],
+              _fmt(r["best_val_error"]), r["runs"], _when(r["started_at"])] for r in rows]  # fmt: skip
+    columns = ["kind", "name", "dataset", "epochs", "status", "best val error", "runs", "started"]
+    width = max(120, max(len(t[1]) for t in table) + 100)  # long sweep names stay on one line
+    _table(f"{results}: {len(rows)} item{'s' if len(rows) != 1 else ''}", columns, table, width=width)
 
 
 def main() -> None:

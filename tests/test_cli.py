@@ -275,7 +275,10 @@ def test_train_resume_refuses_spec_options_and_non_run_folders(tmp_path):
     assert with_spec.stderr.strip() == "error: --resume continues a run as it was specified; drop SPEC 'convolutional_nn', --epochs"
     empty = runner.invoke(app, ["train", "--resume", str(tmp_path)])
     assert empty.exit_code == 2
-    assert empty.stderr.strip() == f"error: --resume {tmp_path}: no readable run.json (not a run folder, or its record is damaged)"
+    assert empty.stderr.strip() == f"error: --resume {tmp_path}: no run.json (not a run folder)"
+    (tmp_path / "run.json").write_text('{"status": "runn')
+    torn = runner.invoke(app, ["train", "--resume", str(tmp_path)])
+    assert torn.stderr.strip() == f"error: --resume {tmp_path}: its run.json cannot be trusted (not valid JSON (torn or edited))"
 
 
 # --- sweeps: never-learned runs, the edge of the grid -----------------------------------------
