@@ -348,6 +348,9 @@ def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOption
         if error["type"] in ("SpecError", "DataError"):  # the spec or data is at fault: every row would fail alike
             raise _rebuild_error(error)
         return "failed"
+    if status == "oom" and limit:  # train_run recorded it; say which cap made the allocation fail
+        record = read_record(run_dir / "run.json") or {}
+        _record_death(run_dir, combo, "oom", f"{record.get('error') or 'out of memory'} (under a {limit} MB memory limit)")
     if status in FINISHED:
         return status
     log = _log_excerpt(run_dir / "child.log")

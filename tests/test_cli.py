@@ -93,7 +93,7 @@ def test_bad_spec_through_a_real_subprocess(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr.strip()
-        == f"error: {path}: layers[0].type: unknown layer type 'Conv2d' (did you mean 'Conv2D'?); any class in keras.layers works"
+        == f"error: {path}: layers[0].type: unknown layer type 'Conv2d' (did you mean 'Conv2D'?); the allowed types are listed in docs/spec.md"
     )
     assert not (tmp_path / "results").exists()
 
@@ -117,5 +117,8 @@ def test_unknown_dataset_names_the_option():
 def test_absent_gpu_is_one_line_and_writes_nothing(tmp_path):
     result = run_cli("train", "convolutional_nn", "--device", "gpu", "--data", "mnist-5k", "--epochs", "1", "--out", str(tmp_path / "r"))
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: --device gpu: no GPU is visible to Keras' tensorflow backend"
+    assert result.stderr.strip() == (
+        "error: --device gpu: no GPU is visible to Keras' tensorflow backend (nvidia-smi lists none; for an NVIDIA GPU: "
+        "pip install 'tensorflow[and-cuda]', or JAX with CUDA: pip install 'jax[cuda12]' and --backend jax)"
+    )
     assert not (tmp_path / "r").exists()
