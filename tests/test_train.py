@@ -182,8 +182,8 @@ def test_steps_per_execution_beyond_an_epoch_is_clamped_and_trains(tiny_spec, tm
 def test_synthetic_data_too_large_to_allocate_is_recorded_oom(write_spec, tmp_path):
     from cnnbench.spec import load_spec
 
-    doc = {"name": "huge", "input_shape": [30000, 30000, 3], "data": {"dataset": "synthetic"}, "training": {"epochs": 1},
-           "layers": [{"type": "Conv2D", "filters": 2, "kernel_size": 3}, {"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 10}]}  # fmt: skip
+    layers = [{"type": "Conv2D", "filters": 2, "kernel_size": 3}, {"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 10}]
+    doc = {"name": "huge", "input_shape": [30000, 30000, 3], "data": {"dataset": "synthetic"}, "training": {"epochs": 1}, "layers": layers}
     record = train_run(load_spec(str(write_spec(doc))), tmp_path / "run")
     assert record["status"] == "oom" and "GiB" in record["error"] and "free memory" in record["error"]
     assert read_json(tmp_path / "run" / "run.json")["status"] == "oom"
