@@ -285,3 +285,18 @@ def test_a_sweep_started_under_the_old_name_still_resumes(tiny_spec, tmp_path):
 
 def test_pandas_is_what_the_loaders_return(results):
     assert isinstance(load_runs(results), pd.DataFrame)
+
+
+# --- honest labels --------------------------------------------------------------------------------
+
+
+def test_the_sweep_table_names_the_data_the_runs_used_not_the_spec(tmp_path, fake_training, monkeypatch):
+    monkeypatch.setenv("CNNBENCH_OFFLINE", "1")
+    result = runner.invoke(app, ["sweep-lr", "--values", "0.01,0.1", "--epochs", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "data mnist-5k (full MNIST is not cached and downloads are off)" in result.stderr
+    title = result.stdout.splitlines()[0]
+    assert title.startswith("convolutional_nn: mnist-5k, sgd, batch 64, 2 epochs, seed 0")
+    assert "mnist," not in result.stdout
+    (summary,) = tmp_path.glob("*/summary.csv")
+    assert [row["dataset"] for row in csv.DictReader(summary.open())] == ["mnist-5k", "mnist-5k"]
