@@ -28,6 +28,7 @@ from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Us
 from cnnbench.results import (
     FINISHED,
     environment,
+    inspect_record,
     now_iso,
     package_version,
     read_json,
@@ -239,7 +240,11 @@ def run_bench(
     if options.measure_epochs == 1:
         _warn(notes, "--measure-epochs 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
 
-    previous = read_record(path / "bench.json") or {}
+    previous, problem = inspect_record(path / "bench.json")
+    if problem:
+        _warn(notes, f"{path / 'bench.json'}: {problem}; writing a new one (the old one is kept as bench.json.corrupt)")
+        set_aside(path / "bench.json")
+    previous = previous or {}
     models = previous.get("models") if not options.force else None
     if not models or any(str(f) not in models for f in options.filters):
         models = model_sizes(spec, options.filters, next(b for (_, b), r in reasons.items() if r is None))

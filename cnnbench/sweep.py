@@ -29,7 +29,7 @@ from typing import Any
 from cnnbench import __version__
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError
-from cnnbench.results import CORRUPT, FINISHED, now_iso, read_record, record_status, set_aside, write_csv, write_json
+from cnnbench.results import CORRUPT, FINISHED, inspect_record, now_iso, read_record, record_status, set_aside, write_csv, write_json
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions, load_data_for, train_run
 from cnnbench.values import check_values, format_value, parse_values
@@ -219,7 +219,9 @@ def _write_summary(plan: SweepPlan) -> list[dict[str, Any]]:
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     path = plan.sweep_dir / "sweep.json"
-    previous = read_record(path) or {}
+    previous, problem = inspect_record(path)
+    if problem:
+        set_aside(path)  # rewritten below; the untrusted one is kept beside it
     options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads}
     index = {
         "kind": "lr-sweep",
@@ -231,7 +233,7 @@ def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
         "spec": plan.spec.to_dict(),  # training.learning_rate is the spec's own; each run replaces it
         "options": {**options_doc, "force": plan.force},
         "cnnbench": __version__,
-        "created_at": previous.get("created_at") or now_iso(),
+        "created_at": (previous or {}).get("created_at") or now_iso(),
         "updated_at": now_iso(),
     }
     write_json(path, index)

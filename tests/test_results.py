@@ -300,3 +300,12 @@ def test_the_sweep_table_names_the_data_the_runs_used_not_the_spec(tmp_path, fak
     assert "mnist," not in result.stdout
     (summary,) = tmp_path.glob("*/summary.csv")
     assert [row["dataset"] for row in csv.DictReader(summary.open())] == ["mnist-5k", "mnist-5k"]
+
+
+def test_a_folder_where_sweep_json_should_be_is_kept_aside(tiny_spec, tmp_path, fake_training):
+    plan = plan_sweep(tiny_spec, "0.01", tmp_path)
+    (plan.sweep_dir / "sweep.json").mkdir(parents=True)
+    (plan.sweep_dir / "sweep.json" / "mine.txt").write_text("mine")
+    run_sweep(plan)
+    assert read_json(plan.sweep_dir / "sweep.json")["kind"] == "lr-sweep"
+    assert (plan.sweep_dir / "sweep.json.corrupt" / "mine.txt").read_text() == "mine"
