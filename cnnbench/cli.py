@@ -5,6 +5,7 @@ No training logic lives here, and nothing heavy is imported at module level, so 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -22,9 +23,27 @@ app = typer.Typer(
     name="cnnbench",
     help="Define, train, sweep and benchmark convolutional networks from a JSON/YAML spec.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; loaded only when asked for
     pretty_exceptions_enable=False,
 )
+
+
+def _flags_take_no_value() -> None:
+    """Typer 0.29 labels every boolean flag `<bool>` in --help as if it took a value (`--json <bool>`); a flag takes none."""
+    from typer.core import TyperOption
+
+    labelled = TyperOption.display_type_rich
+    if getattr(labelled, "_cnnbench", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else labelled(self, ctx)
+
+    display_type_rich._cnnbench = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
 
 SpecArg = Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.", show_default=False)]
 OfflineOpt = Annotated[
@@ -33,8 +52,49 @@ OfflineOpt = Annotated[
 DEFAULT_SPEC = "convolutional_nn"
 
 
+_BROKEN: set[str] = set()  # streams whose reader went away (`cnnbench train ... | head`)
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
+
+
+def _emit(message: str, stream: str) -> None:
+    """Print one line; once a stream's reader has gone, stop printing there. Output must never stop training."""
+    if stream in _BROKEN:
+        return
+    try:
+        typer.echo(message, err=stream == "stderr")
+    except OSError as exc:
+        if not _broken_pipe(exc):
+            raise
+        _BROKEN.add(stream)
+
+
 def err(message: str) -> None:
-    typer.echo(message, err=True)
+    _emit(message, "stderr")
+
+
+def out(message: str) -> None:
+    _emit(message, "stdout")
+
+
+def _output_may_fail(method):
+    """For printing callbacks that training calls (progress bars): a closed pipe turns them off, it never reaches the run."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if "stderr" in _BROKEN:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            if not _broken_pipe(exc):
+                raise
+            _BROKEN.add("stderr")
+            return None
+
+    return wrapper
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -98,7 +158,14 @@ def _table(title: str, columns: list[str], rows: list[list], stream=None, width:
         table.add_column(column, justify="left" if i == 0 or column in ("type", "status", "metric", "name", "dataset") else "right")
     for row in rows:
         table.add_row(*(str(v) for v in row))
-    Console(file=stream or sys.stdout, width=width or max(100, len(columns) * 14)).print(table)
+    if "stdout" in _BROKEN and stream is None:
+        return
+    try:
+        Console(file=stream or sys.stdout, width=width or max(100, len(columns) * 14)).print(table)
+    except OSError as exc:
+        if not _broken_pipe(exc):
+            raise
+        _BROKEN.add("stdout")
 
 
 @app.command()
@@ -161,10 +228,51 @@ def _fmt(value, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="CPU threads per training process (default: all cores; at most 4 per core).")]
+TrainSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.train_samples (training split size).")]
+ValSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.val_samples (validation split size).")]
+TestSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.test_samples (test split size).")]
+
+
+def _check_run_options(out_dir: Path | None, threads: int | None = None, backend: str | None = None) -> None:
+    """What can be refused before any work: an unwritable --out, absurd --threads, a backend that is not installed."""
+    from cnnbench import device as devices
+    from cnnbench.results import check_out_dir
+
+    if out_dir is not None:
+        check_out_dir(out_dir)
+    devices.check_threads(threads)
+    devices.check_backend(backend)
+
+
+def _never_learned(record: dict) -> str | None:
+    """The warning for a run that ended no better than chance (run.json `learned: false`), else None."""
+    if record.get("learned") is not False:
+        return None
+    from cnnbench.values import format_value
+
+    return (f"lr {format_value(record['learning_rate'])} never learned: best val error {_fmt(record.get('best_val_error'), '.3f')} "
+            f"≈ chance {_fmt(record.get('chance_error'), '.3f')}")  # fmt: skip
+
+
+def _resume_target(run_dir: Path, spec: str | None, overrides: dict) -> tuple:
+    """The spec and record of the run to resume; UsageError for a SPEC or spec options given beside --resume."""
+    from cnnbench.errors import UsageError
+    from cnnbench.train import load_run
+
+    given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
+    if spec is not None or given:
+        what = ", ".join(([f"SPEC {spec[:40]!r}"] if spec is not None else []) + given)
+        raise UsageError(f"--resume continues a run as it was specified; drop {what}")
+    return load_run(run_dir)
+
+
 @app.command()
 @user_errors
 def train(
-    spec: SpecArg,
+    spec: Annotated[
+        str | None, typer.Argument(help=f"A spec file (.json/.yaml) or a built-in spec name [default: {DEFAULT_SPEC}].", show_default=False)
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Override training.learning_rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
@@ -173,51 +281,81 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the run gets a sub-folder.")] = Path("results"),
+    threads: ThreadsOpt = None,
+    train_samples: TrainSamplesOpt = None,
+    val_samples: ValSamplesOpt = None,
+    test_samples: TestSamplesOpt = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(metavar="RUN_DIR", help="Continue an interrupted run from its last finished epoch (model and optimizer state)."),
+    ] = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Train a spec with model.fit, recording learning curves and timings in a run folder."""
     _go_offline(offline)
-    from cnnbench.results import new_run_dir
+    from cnnbench.results import FINISHED, new_run_dir
     from cnnbench.spec import load_spec
     from cnnbench.train import RunOptions, train_run
 
-    loaded = load_spec(spec).with_overrides(
-        epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, **_data_override(data)
-    )
-    options = RunOptions(device=device, backend=backend)
-    run_dir = new_run_dir(out, loaded.name)
+    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
+                 "train_samples": train_samples, "val_samples": val_samples, "test_samples": test_samples}  # fmt: skip
+    if resume is not None:
+        loaded, previous = _resume_target(resume, spec, {**overrides, "data": data})
+        run_dir = resume
+        if previous.get("status") in FINISHED:
+            out(f"{run_dir}: already finished ({previous['status']}, {previous.get('epochs_run')}/{previous.get('epochs')} epochs); "
+                "nothing to resume")  # fmt: skip
+            return
+        backend = backend or previous.get("backend")
+        _check_run_options(None, threads, backend)
+    else:
+        loaded = load_spec(spec or DEFAULT_SPEC).with_overrides(**overrides, **_data_override(data))
+        _check_run_options(out, threads, backend)
+        run_dir = new_run_dir(out, loaded.name)
+    options = RunOptions(device=device, backend=backend, threads=threads, resume=resume is not None)
     t = loaded.training
 
     def started(record: dict) -> None:
         d = record["data"]
-        err(f"training {loaded.name} on {d['name']} ({d['train_samples']:,} train / {d['val_samples']:,} val), {record['device']}, "
+        done = record["resumed"][-1]["from_epoch"] if record.get("resumed") else 0
+        verb = f"resuming after epoch {done}/{t.epochs}:" if resume is not None else "training"
+        err(f"{verb} {loaded.name} on {d['name']} ({d['train_samples']:,} train / {d['val_samples']:,} val), {record['device']}, "
             f"{record['backend']}: lr {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs -> {run_dir}")  # fmt: skip
 
     try:
         record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
     except KeyboardInterrupt:
-        err(f"interrupted: finished epochs are kept in {run_dir}")
+        err(f"interrupted: finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}")
         raise typer.Exit(130) from None
     timing = record["timing"]
-    data_info = record["data"]
+    data_info = record.get("data") or {}
+    warning = _never_learned(record)
+    learned = {True: "yes", False: f"NO (no better than chance {_fmt(record.get('chance_error'), '.3f')})", None: "-"}
     rows = [
         ["status", record["status"]],
-        ["data", f"{data_info['name']} ({data_info['train_samples']:,}/{data_info['val_samples']:,}/{data_info['test_samples']:,})"],
-        ["device", f"{record['device']} ({record['device_name']}), {record['backend']}"],
-        ["parameters", f"{record['params']:,}"],
+        ["data", f"{data_info.get('name')} ({data_info.get('train_samples', 0):,}/{data_info.get('val_samples', 0):,}/"
+                 f"{data_info.get('test_samples', 0):,})"],
+        ["device", f"{record.get('device')} ({record.get('device_name')}), {record.get('backend')}"],
+        ["parameters", f"{record.get('params') or 0:,}"],
         ["epochs run", record["epochs_run"]],
         ["final val error", _fmt(record.get("final_val_error"))],
         ["best val error", f"{_fmt(record.get('best_val_error'))} (epoch {record.get('best_epoch')})"],
+        ["learned", learned[record.get("learned")]],
         ["test error", _fmt(record.get("test_error"))],
         ["first epoch", f"{_fmt(timing.get('first_epoch_s'), '.3f')} s (includes tracing/compilation)"],
         ["steady epoch", f"{_fmt(timing.get('epoch_s_median'), '.3f')} s median "
                          f"[{_fmt(timing.get('epoch_s_min'), '.3f')}-{_fmt(timing.get('epoch_s_max'), '.3f')}]"],
+        ["total", f"{_fmt(record.get('total_time_s'), '.2f')} s (+ {_fmt(timing.get('startup_s'), '.2f')} s start-up: Keras import, data)"],
         ["run folder", str(run_dir)],
     ]  # fmt: skip
     _table(f"{loaded.name}", ["metric", "value"], rows)
+    if warning:
+        err(f"warning: {warning}")
     if record["error"]:
         err(f"{record['status']}: {record['error']}")
     if record["status"] in ("failed", "oom"):
+        if record["status"] == "failed":
+            err(f"continue with: cnnbench train --resume {run_dir}")
         raise typer.Exit(1)
 
 
@@ -231,7 +369,10 @@ def plot(
 ) -> None:
     """Draw learning curves, error vs learning rate and runtime plots for every run, sweep and bench found."""
     from cnnbench.plot import parse_formats, plot_results
+    from cnnbench.results import check_out_dir
 
+    if out is not None:
+        check_out_dir(out)
     for path in plot_results(results, formats=parse_formats(formats), log_scale=log_scale, out=out):
         typer.echo(str(path))
 
@@ -256,6 +397,7 @@ class _BenchProgress:
         self.progress = self.task = None
         self.path = ""
 
+    @_output_may_fail
     def __call__(self, event) -> None:
         if event.kind == "begin":
             from rich.console import Console
@@ -277,6 +419,7 @@ class _BenchProgress:
             if event.status != "ok":
                 self.progress.console.print(f"{label}: {event.status}")
 
+    @_output_may_fail
     def stop(self) -> None:
         if self.progress:
             self.progress.stop()
@@ -314,21 +457,28 @@ def bench(
     train_samples: Annotated[int | None, typer.Option(min=1, help="Override data.train_samples.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training process (default: all cores).")] = None,
+    threads: ThreadsOpt = None,
     memory_limit_mb: Annotated[int | None, typer.Option(min=1, help="Cap each training process's address space (MB).")] = None,
     timeout: Annotated[float | None, typer.Option(min=1, help="Kill a run after this many seconds, start-up included.")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
+    val_samples: ValSamplesOpt = None,
+    test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Time training per device x Keras backend x filter count, each run in a fresh process."""
     _go_offline(offline)
+    from cnnbench import device as devices
     from cnnbench.bench import BenchOptions, parse_list, run_bench
+    from cnnbench.results import check_out_dir
     from cnnbench.spec import load_spec
 
     loaded = load_spec(spec).with_overrides(
-        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, **_data_override(data)
-    )
+        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, val_samples=val_samples,
+        test_samples=test_samples, **_data_override(data),
+    )  # fmt: skip
+    check_out_dir(out)
+    devices.check_threads(threads)  # a missing backend becomes an `unavailable` row, as bench always did
     options = BenchOptions(
         devices=parse_list(devices, "--devices") if devices else None,
         backends=parse_list(backends, "--backends") if backends else None,
@@ -362,6 +512,8 @@ def _sweep_run_line(lr: str, record: dict | None) -> str:
         line += f"  {record['epochs_run']} epoch{'s' if record['epochs_run'] != 1 else ''}  {_fmt(record.get('total_time_s'), '.1f')} s"
     if status != "ok" and record.get("error"):
         line += f"  {record['error']}"
+    if record.get("learned") is False:
+        line += f"  NEVER LEARNED (chance {_fmt(record.get('chance_error'), '.3f')})"
     return line
 
 
@@ -383,6 +535,7 @@ class _SweepProgress:
         if total:  # a sweep whose runs are all kept shows their lines, no bar
             self.progress.start()
 
+    @_output_may_fail
     def __call__(self, event) -> None:
         lr = event.run.label
         if event.kind == "skip":
@@ -403,8 +556,15 @@ class _SweepProgress:
     def print(self, line: str) -> None:
         self.progress.console.print(line, soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
 
+    @_output_may_fail
     def stop(self) -> None:
         self.progress.stop()
+
+
+def _record_of(result, row: dict) -> dict:
+    from cnnbench.results import read_record
+
+    return read_record(result.plan.sweep_dir / row["run_dir"] / "run.json") or {}
 
 
 def _sweep_table(result) -> None:
@@ -413,7 +573,7 @@ def _sweep_table(result) -> None:
     best = result.best
     rows = []
     for row in result.rows:
-        mark = "<- best" if best is not None and row is best else ""
+        mark = "<- best" if best is not None and row is best else ("never learned" if row.get("learned") is False else "")
         counts = ["-" if row[key] is None else row[key] for key in ("best_epoch", "epochs_run")]
         rows.append([format_value(row["learning_rate"]), row["status"], _fmt(row["final_val_error"]), _fmt(row["best_val_error"]),
                      *counts, _fmt(row["total_time_s"], ".1f"), mark])  # fmt: skip
@@ -452,6 +612,9 @@ def sweep_lr(
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
     device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    train_samples: TrainSamplesOpt = None,
+    val_samples: ValSamplesOpt = None,
+    test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
@@ -460,7 +623,11 @@ def sweep_lr(
     from cnnbench.spec import load_spec
     from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
 
-    loaded = load_spec(spec).with_overrides(epochs=epochs, batch_size=batch_size, seed=seed, **_data_override(data))
+    loaded = load_spec(spec).with_overrides(
+        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, val_samples=val_samples,
+        test_samples=test_samples, **_data_override(data),
+    )  # fmt: skip
+    _check_run_options(out, threads, backend)
     plan = plan_sweep(loaded, values, out, force=force)
     todo = plan.to_train
     kept = len(plan.runs) - len(todo)
@@ -490,11 +657,19 @@ def sweep_lr(
     with _resumable(progress, lambda: plan.sweep_dir):
         result = run_sweep(plan, SweepOptions(device=device, backend=backend, parallel=parallel, threads=threads), on_event=progress)
     _sweep_table(result)
+    for row in result.never_learned:
+        err(f"warning: {_never_learned({**_record_of(result, row), **row})}")
     if result.best:
         best = result.best
         lr = format_value(best["learning_rate"])
-        typer.echo(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
-    typer.echo(f"summary: {result.summary_path}")
+        out(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
+        if result.best_at_edge:
+            lo, hi = format_value(min(result.plan.values)), format_value(max(result.plan.values))
+            side = "smallest" if best["learning_rate"] == min(result.plan.values) else "largest"
+            out(f"note: lr {lr} is the {side} rate of the grid ({lo}..{hi}): the optimum may lie outside the grid")
+    elif any(row["status"] == "ok" for row in result.rows):
+        out("best: none (no rate learned anything: every finished run stayed at chance level)")
+    out(f"summary: {result.summary_path}")
     if result.failed:
         err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
         raise typer.Exit(1)

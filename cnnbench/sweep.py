@@ -42,6 +42,7 @@ __all__ = [
 SUMMARY_COLUMNS = (
     "learning_rate", "status", "final_val_error", "best_val_error", "best_epoch", "epochs_run", "total_time_s",
     "final_loss", "test_error", "epoch_s_median", "device", "backend", "error", "run_dir", "dataset",
+    "learned",
 )  # fmt: skip
 PENDING = "pending"  # summary status of a planned run that has no run.json yet
 
@@ -125,9 +126,30 @@ class SweepResult:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        """The ok run with the lowest best_val_error (None when no run is ok)."""
-        ok = [row for row in self.rows if row["status"] == "ok" and row["best_val_error"] is not None]
-        return min(ok, key=lambda row: (row["best_val_error"], row["learning_rate"])) if ok else None
+        """The best learning rate's row: None when no run is `ok` and learned (`learned` not false).
+
+        Ties are broken explicitly, in this order: the lowest best_val_error, then the lowest
+        final_val_error (the run that stayed good), then the smaller learning rate (the safer one).
+        """
+        ok = [row for row in self.rows if row["status"] == "ok" and row["best_val_error"] is not None and row.get("learned") is not False]
+
+        def rank(row: dict[str, Any]) -> tuple:
+            final = row.get("final_val_error")
+            return row["best_val_error"], final if final is not None else float("inf"), row["learning_rate"]
+
+        return min(ok, key=rank) if ok else None
+
+    @property
+    def best_at_edge(self) -> bool:
+        """True when the best rate is the smallest or largest of the grid (of 2+ rates): the optimum may lie outside."""
+        best = self.best
+        values = self.plan.values
+        return best is not None and len(values) > 1 and best["learning_rate"] in (min(values), max(values))
+
+    @property
+    def never_learned(self) -> list[dict[str, Any]]:
+        """Rows of runs that ended no better than chance (`learned` false in run.json)."""
+        return [row for row in self.rows if row.get("learned") is False]
 
 
 # --- planning --------------------------------------------------------------------------------
@@ -288,7 +310,10 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
         if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
             shutil.rmtree(plan.sweep_dir)  # a typo in --data or the spec leaves no empty sweep behind
         else:
-            _write_summary(plan)  # on Ctrl-C too: the summary always matches the run folders
+            try:
+                _write_summary(plan)  # on Ctrl-C too: the summary always matches the run folders
+            except OSError:
+                pass  # a full disk: the error being raised says more than this one would
         raise
     return SweepResult(plan, _write_summary(plan), plan.sweep_dir / "summary.csv")
 
