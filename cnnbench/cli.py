@@ -469,7 +469,7 @@ def bench(
     """Time training per device x Keras backend x filter count, each run in a fresh process."""
     _go_offline(offline)
     from cnnbench.bench import BenchOptions, parse_list, run_bench
-    from cnnbench.device import check_threads  # not `devices`: that is the --devices option here
+    from cnnbench.device import check_threads
     from cnnbench.results import check_out_dir
     from cnnbench.spec import load_spec
 
