@@ -75,7 +75,8 @@ def err(message: str) -> None:
     _emit(message, "stderr")
 
 
-def out(message: str) -> None:
+def say(message: str) -> None:
+    """Print a result line on stdout."""
     _emit(message, "stdout")
 
 
@@ -303,7 +304,7 @@ def train(
         loaded, previous = _resume_target(resume, spec, {**overrides, "data": data})
         run_dir = resume
         if previous.get("status") in FINISHED:
-            out(f"{run_dir}: already finished ({previous['status']}, {previous.get('epochs_run')}/{previous.get('epochs')} epochs); "
+            say(f"{run_dir}: already finished ({previous['status']}, {previous.get('epochs_run')}/{previous.get('epochs')} epochs); "
                 "nothing to resume")  # fmt: skip
             return
         backend = backend or previous.get("backend")
@@ -662,14 +663,14 @@ def sweep_lr(
     if result.best:
         best = result.best
         lr = format_value(best["learning_rate"])
-        out(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
+        say(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
         if result.best_at_edge:
             lo, hi = format_value(min(result.plan.values)), format_value(max(result.plan.values))
             side = "smallest" if best["learning_rate"] == min(result.plan.values) else "largest"
-            out(f"note: lr {lr} is the {side} rate of the grid ({lo}..{hi}): the optimum may lie outside the grid")
+            say(f"note: lr {lr} is the {side} rate of the grid ({lo}..{hi}): the optimum may lie outside the grid")
     elif any(row["status"] == "ok" for row in result.rows):
-        out("best: none (no rate learned anything: every finished run stayed at chance level)")
-    out(f"summary: {result.summary_path}")
+        say("best: none (no rate learned anything: every finished run stayed at chance level)")
+    say(f"summary: {result.summary_path}")
     if result.failed:
         err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
         raise typer.Exit(1)
