@@ -28,8 +28,9 @@ from typing import Any
 
 from cnnbench import __version__
 from cnnbench import device as devices
+from cnnbench import results
 from cnnbench.errors import CnnbenchError, UsageError
-from cnnbench.results import CORRUPT, FINISHED, inspect_record, now_iso, read_record, record_status, set_aside, write_csv, write_json
+from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions, load_data_for, train_run
 from cnnbench.values import check_values, format_value, parse_values
@@ -199,7 +200,7 @@ def plan_sweep(spec: Spec, values: str | Sequence[float], out: str | Path = "res
     runs = []
     for rate in rates:
         run_dir = sweep_dir / f"lr-{format_value(rate)}"
-        status, problem = record_status(run_dir)
+        status, problem = results.record_status(run_dir)
         if problem:
             note = f"{run_dir / 'run.json'}: {problem}; this run will be trained again (the record is kept as run.json.corrupt)"
             warnings.warn(note, stacklevel=2)
@@ -241,9 +242,9 @@ def _write_summary(plan: SweepPlan) -> list[dict[str, Any]]:
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     path = plan.sweep_dir / "sweep.json"
-    previous, problem = inspect_record(path)
+    previous, problem = results.inspect_record(path)
     if problem:
-        set_aside(path)  # rewritten below; the untrusted one is kept beside it
+        results.set_aside(path)  # rewritten below; the untrusted one is kept beside it
     options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads}
     index = {
         "kind": "lr-sweep",
@@ -293,8 +294,8 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     new_folder = not plan.sweep_dir.exists()
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     for run in plan.runs:
-        if run.status == CORRUPT:
-            set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
+        if run.status == results.CORRUPT:
+            results.set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
     _write_index(plan, options)
     for run in plan.runs:
         if run.skip:
