@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench import __version__
+from cnnbench import __version__, results
 from cnnbench import device as devices
-from cnnbench import results
 from cnnbench.errors import CnnbenchError, UsageError
 from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
@@ -242,9 +241,9 @@ def _write_summary(plan: SweepPlan) -> list[dict[str, Any]]:
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     path = plan.sweep_dir / "sweep.json"
-    previous, problem = results.inspect_record(path)
-    if problem:
-        results.set_aside(path)  # rewritten below; the untrusted one is kept beside it
+    if results.inspect_record(path)[1]:
+        results.set_aside(path)  # an untrusted sweep.json is kept beside the new one
+    previous = read_record(path) or {}
     options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads}
     index = {
         "kind": "lr-sweep",
@@ -256,7 +255,7 @@ def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
         "spec": plan.spec.to_dict(),  # training.learning_rate is the spec's own; each run replaces it
         "options": {**options_doc, "force": plan.force},
         "cnnbench": __version__,
-        "created_at": (previous or {}).get("created_at") or now_iso(),
+        "created_at": previous.get("created_at") or now_iso(),
         "updated_at": now_iso(),
     }
     write_json(path, index)
