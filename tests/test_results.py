@@ -131,6 +131,19 @@ def test_a_sweep_with_pending_and_failed_runs_counts_them(results):
     assert (row["status"], row["runs"], row["best_val_error"]) == ("1 failed, 1 ok, 1 pending", 3, 0.05)
 
 
+def test_ls_marks_runs_that_never_learned(results):
+    run = results / "convolutional_nn-20261120-090000" / "run.json"
+    records.write_json(run, {**read_json(run), "learned": False})
+    sweep_run = results / "convolutional_nn-lr-sweep-0.01..0.1-n2-e3-s0-aaaaaa" / "lr-0.01" / "run.json"
+    records.write_json(sweep_run, {**read_json(sweep_run), "learned": False})
+    rows = {r["name"]: r for r in list_results(results)}
+    assert rows["convolutional_nn-20261120-090000"]["not_learned"] == 1
+    assert rows["convolutional_nn-lr-sweep-0.01..0.1-n2-e3-s0-aaaaaa"]["not_learned"] == 1
+    lines = runner.invoke(app, ["ls", str(results)]).stdout.splitlines()
+    assert "ok (never learned)" in next(line for line in lines if "convolutional_nn-20261120-090000" in line)
+    assert "ok (1 never learned)" in next(line for line in lines if "e3-s0-aaaaaa" in line)
+
+
 def test_cnnbench_ls_prints_a_table_json_and_csv(results):
     table = runner.invoke(app, ["ls", str(results)])
     assert table.exit_code == 0, table.output
