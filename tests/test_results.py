@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -304,10 +305,11 @@ def test_pandas_is_what_the_loaders_return(results):
 
 
 def test_the_sweep_table_names_the_data_the_runs_used_not_the_spec(tmp_path, fake_training, monkeypatch):
-    monkeypatch.setenv("CNNBENCH_OFFLINE", "1")
-    result = runner.invoke(app, ["sweep-lr", "--values", "0.01,0.1", "--epochs", "2", "--out", str(tmp_path)])
+    monkeypatch.setenv("CNNBENCH_OFFLINE", "0")  # restored after the test; --offline sets it to 1 for the workers
+    result = runner.invoke(app, ["sweep-lr", "--values", "0.01,0.1", "--epochs", "2", "--out", str(tmp_path), "--offline"])
     assert result.exit_code == 0, result.output
     assert "data mnist-5k (full MNIST is not cached and downloads are off)" in result.stderr
+    assert os.environ["CNNBENCH_OFFLINE"] == "1"
     title = result.stdout.splitlines()[0]
     assert title.startswith("convolutional_nn: mnist-5k, sgd, batch 64, 2 epochs, seed 0")
     assert "mnist," not in result.stdout
