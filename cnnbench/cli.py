@@ -76,6 +76,7 @@ def err(message: str) -> None:
 
 
 def say(message: str) -> None:
+    """Print a result line on stdout."""
     _emit(message, "stdout")
 
 
@@ -714,7 +715,11 @@ def ls(
         path = Path(row["path"])
         return str(path.relative_to(results)) if path != results and path.is_relative_to(results) else path.name
 
-    table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], r["status"],
+    def status(row: dict) -> str:
+        never = row["not_learned"]
+        return row["status"] + ("" if not never else " (never learned)" if row["runs"] == 1 else f" ({never} never learned)")
+
+    table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], status(r),
               _fmt(r["best_val_error"]), r["runs"], _when(r["started_at"])] for r in rows]  # fmt: skip
     columns = ["kind", "name", "dataset", "epochs", "status", "best val error", "runs", "started"]
     width = max(120, max(len(t[1]) for t in table) + 100)  # long sweep names stay on one line

@@ -26,7 +26,7 @@ def test_help_does_not_import_tensorflow_or_keras():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for command in ("build", "train", "schema", "list", "sweep-lr", "bench", "plot"):
+    for command in ("build", "train", "schema", "list", "sweep-lr", "bench", "plot", "ls"):
         assert command in result.stdout
 
 
