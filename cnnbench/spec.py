@@ -24,6 +24,7 @@ from cnnbench.catalog import (
     LAYERS,
     MAX_INT,
     OPTIMIZERS,
+    SHARED_ARGS,
     Arg,
     check_layer,
     check_optimizer,
@@ -558,6 +559,7 @@ def json_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "cnnbench spec",
+        "$defs": {name: arg.schema for name, arg in SHARED_ARGS.items()},
         "type": "object",
         "additionalProperties": False,
         "required": list(REQUIRED),
