@@ -89,3 +89,7 @@ def _repr_chunks(value: object, depth: int):
         yield repr(value)
     else:
         yield f"<{type(value).__name__}>"
+
+
+class OutputError(CnnbenchError):
+    """Results cannot be written where they were asked for (a file in the way, read-only, a full disk)."""
