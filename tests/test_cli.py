@@ -93,7 +93,8 @@ def test_bad_spec_through_a_real_subprocess(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr.strip()
-        == f"error: {path}: layers[0].type: unknown layer type 'Conv2d' (did you mean 'Conv2D'?); the allowed types are listed in docs/spec.md"
+        == f"error: {path}: layers[0].type: unknown layer type 'Conv2d' (did you mean 'Conv2D'?); "
+        "the allowed types are listed in docs/spec.md"
     )
     assert not (tmp_path / "results").exists()
 
