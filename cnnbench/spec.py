@@ -59,16 +59,7 @@ def text(max_chars: int, non_empty: bool = True) -> Arg:
             return None
         return f"must be a {'non-empty ' if non_empty else ''}string of at most {max_chars:,} characters, got {brief(value)}"
 
-    return Arg(check, {"type": "string", "maxLength": max_chars, **({"minLength": 1} if non_empty else {})})
-
-
-def one_of(*choices: str):
-    """A check function: the value must be one of `choices` (kept for callers of the old API)."""
-    return enum(*choices).check
-
-
-def positive_int(value: Any) -> str | None:
-    return integer(1).check(value)
+    return Arg(check, {"type": "string", "maxLength": max_chars, **({"pattern": r"\S"} if non_empty else {})})
 
 
 _did_you_mean = did_you_mean  # the old private name, still imported by train.py
@@ -410,6 +401,12 @@ def _yaml_loader():
         except ValueError:
             raise _Refused(f"{brief(value)} is not a number", node.start_mark) from None
 
+    def construct_str(loader, node):
+        value = loader.construct_scalar(node)
+        if any("\ud800" <= c <= "\udfff" for c in value):  # "\ud83d\ude00" escapes: PyYAML keeps the halves, JSON joins them
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+
     def construct_yaml11(loader, node):
         value = loader.construct_scalar(node)
         raise _Refused(
@@ -425,7 +422,7 @@ def _yaml_loader():
         "tag:yaml.org,2002:bool": yaml.SafeLoader.construct_yaml_bool,
         "tag:yaml.org,2002:int": construct_int,
         "tag:yaml.org,2002:float": construct_float,
-        "tag:yaml.org,2002:str": yaml.SafeLoader.construct_yaml_str,
+        "tag:yaml.org,2002:str": construct_str,
         "tag:yaml.org,2002:seq": yaml.SafeLoader.construct_yaml_seq,
         "tag:yaml.org,2002:map": yaml.SafeLoader.construct_yaml_map,
         "tag:cnnbench:yaml11": construct_yaml11,
@@ -532,9 +529,6 @@ def load_spec(ref: str | Path) -> Spec:
         return parse_spec(parse_text(entry.read_text(encoding="utf-8"), source, suffix), source, default_name=source)
     hint = did_you_mean(source, builtins)
     raise SpecError(source, "", f"no such file, and not a built-in spec{hint}; built-in: {', '.join(builtins)}")
-
-
-SCHEMA_ID = "https://cnnbench.invalid/spec.schema.json"
 
 
 def json_schema() -> dict[str, Any]:

@@ -11,11 +11,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cnnbench.cli import app
 from cnnbench.errors import SpecError, brief
-from cnnbench.spec import load_spec
+from cnnbench.spec import load_spec, parse_text
 
 COURSE_YAML = "input_shape: [28, 28, 1]\nlayers:\n  - {type: Flatten}\n  - {type: Dense, units: 10}\n"
 
@@ -190,3 +192,17 @@ def test_seed_and_steps_per_execution_bounds(tmp_path, course_spec):
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: option: --seed: must be an integer from 0 to 4,294,967,295, got 4294967296"
     assert not (tmp_path / "r").exists()
+
+
+_numbers = st.integers(-(10**12), 10**12) | st.floats(allow_nan=False, allow_infinity=False)
+_scalars = st.none() | st.booleans() | _numbers | st.text(max_size=12)
+_documents = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                          max_leaves=20)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(_documents)
+def test_json_text_means_the_same_read_as_yaml(doc):
+    """JSON is YAML 1.2: the same text read by cnnbench's YAML loader gives the same data as its JSON reader."""
+    text = json.dumps({"doc": doc})
+    assert parse_text(text, "x.yaml", ".yaml") == parse_text(text, "x.json", ".json")
