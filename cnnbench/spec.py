@@ -541,7 +541,7 @@ def json_schema() -> dict[str, Any]:
         props = {
             f.name: {**f.metadata["arg"].schema, "description": f.metadata["help"], "default": f.default} for f in dataclasses.fields(cls)
         }
-        return {"type": "object", "additionalProperties": False, "properties": props, "description": cls.__doc__}
+        return {"type": ["object", "null"], "additionalProperties": False, "properties": props, "description": cls.__doc__}
 
     rules = [{"if": {"properties": {"type": {"const": n}}, "required": ["type"]}, "then": layer_schema(e)} for n, e in LAYERS.items()]
     layer = {

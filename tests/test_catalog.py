@@ -315,6 +315,9 @@ SCHEMA_CASES = [
     ("BatchNormalization", _set("layers.1", {"type": "BatchNormalization"}), True),
     ("name with a slash", _set("name", "a/b"), False),
     ("missing input_shape", _set("input_shape", _DELETE), False),
+    ("training: null", _set("training", None), True),
+    ("training.engine fused", _set("training.engine", "fused"), True),
+    ("data.path blank", _set("data.path", "  "), False),
 ]
 
 
