@@ -352,6 +352,12 @@ def _yaml_loader():
             if self._nodes > MAX_NODES:
                 raise _Refused(f"the document holds more than {MAX_NODES:,} values once YAML aliases are expanded", mark)
 
+        def fetch_flow_collection_start(self, TokenClass):
+            # The scanner looks up to 1,024 characters ahead for keys; refusing deep [[[[ here keeps that lookahead short.
+            if self.flow_level >= MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep", self.get_mark())
+            super().fetch_flow_collection_start(TokenClass)
+
         def compose_node(self, parent, index):
             event = self.peek_event()
             if isinstance(event, yaml.AliasEvent):

@@ -36,7 +36,8 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 
 def refused(path: Path, *args: str, budget_s: float = 5.0) -> str:
     """`cnnbench build PATH`: exit 2, one line, no traceback, within `budget_s` and 50 MB; returns the message."""
-    import cnnbench.model  # noqa: F401 - imported before measuring: the memory of importing Keras is not the spec's
+    import cnnbench.model  # noqa: F401 - imported before measuring: importing Keras is not the spec's cost
+    import cnnbench.train  # noqa: F401
     tracemalloc.start()
     started = time.perf_counter()
     try:
@@ -83,7 +84,15 @@ def test_a_small_alias_is_fine(tmp_path):
 def test_deep_nesting_is_one_line(tmp_path, suffix):
     path = tmp_path / f"deep{suffix}"
     path.write_text('{"input_shape": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    assert refused(path) == "line 1: nested more than 32 levels deep"
+    assert refused(path, budget_s=2.0) == "line 1: nested more than 32 levels deep"
+
+
+def test_deep_yaml_block_nesting_is_one_line(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("layers:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 1000)))
+    assert refused(path, budget_s=2.0) == "line 32: nested more than 32 levels deep"
+    path.write_text("layers:\n" + "- " * 100_000 + "x\n")
+    assert refused(path, budget_s=2.0) == "line 2: nested more than 32 levels deep"
 
 
 def test_deep_nesting_inside_a_string_is_just_text(tmp_path):
