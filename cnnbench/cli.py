@@ -468,8 +468,8 @@ def bench(
 ) -> None:
     """Time training per device x Keras backend x filter count, each run in a fresh process."""
     _go_offline(offline)
-    from cnnbench import device as devices
     from cnnbench.bench import BenchOptions, parse_list, run_bench
+    from cnnbench.device import check_threads
     from cnnbench.results import check_out_dir
     from cnnbench.spec import load_spec
 
@@ -478,7 +478,7 @@ def bench(
         test_samples=test_samples, **_data_override(data),
     )  # fmt: skip
     check_out_dir(out)
-    devices.check_threads(threads)  # a missing backend becomes an `unavailable` row, as bench always did
+    check_threads(threads)  # a missing backend becomes an `unavailable` row, as bench always did
     options = BenchOptions(
         devices=parse_list(devices, "--devices") if devices else None,
         backends=parse_list(backends, "--backends") if backends else None,
