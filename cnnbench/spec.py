@@ -70,6 +70,7 @@ def _meta(default: Any, arg: Arg, help: str) -> Any:
 
 
 MAX_SEED = 2**32 - 1  # NumPy, TensorFlow and JAX all take a 32-bit seed
+MAX_LAYERS = 1_000  # each layer is a Keras object built in Python: 50,000 of them would take minutes
 MAX_STEPS_PER_EXECUTION = 10_000  # beyond this one call outlasts any epoch of any dataset cnnbench reads
 
 # --- the spec --------------------------------------------------------------------------------
@@ -238,6 +239,8 @@ def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> 
         raise SpecError(source, "layers", f"must be a list of layers, got {brief(layers)}")
     if not layers:
         raise SpecError(source, "layers", "has no layers; a model needs at least one")
+    if len(layers) > MAX_LAYERS:
+        raise SpecError(source, "layers", f"has {len(layers):,} layers; at most {MAX_LAYERS:,} are allowed")
     names: dict[str, int] = {}
     for index, layer in enumerate(layers):
         where = f"layers[{index}]"
@@ -573,7 +576,7 @@ def json_schema() -> dict[str, Any]:
                 "maxItems": 4,
                 "description": TOP_LEVEL["input_shape"],
             },
-            "layers": {"type": "array", "minItems": 1, "items": layer, "description": TOP_LEVEL["layers"]},
+            "layers": {"type": "array", "minItems": 1, "maxItems": MAX_LAYERS, "items": layer, "description": TOP_LEVEL["layers"]},
             "training": section(Training),
             "data": section(Data),
         },

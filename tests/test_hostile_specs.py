@@ -215,3 +215,9 @@ def test_json_text_means_the_same_read_as_yaml(doc):
     """JSON is YAML 1.2: the same text read by cnnbench's YAML loader gives the same data as its JSON reader."""
     text = json.dumps({"doc": doc})
     assert parse_text(text, "x.yaml", ".yaml") == parse_text(text, "x.json", ".json")
+
+
+def test_layer_count_is_bounded(tmp_path):
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps({"input_shape": [4], "layers": [{"type": "ReLU"}] * 50_000 + [{"type": "Dense", "units": 10}]}))
+    assert refused(path) == "layers: has 50,001 layers; at most 1,000 are allowed"
