@@ -175,7 +175,7 @@ def build(
     spec: SpecArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of a table.")] = False,
 ) -> None:
-    """Validate a spec and show the Keras model it makes: layers, parameters, FLOPs."""
+    """Run every check that needs no data (fields, layers, shapes, size, output) and show the model: layers, parameters, FLOPs."""
     from cnnbench.model import build_model, format_shape, summarize
     from cnnbench.spec import load_spec
     from cnnbench.train import make_optimizer
@@ -200,7 +200,7 @@ def build(
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schema of the spec format (for editor validation and completion)."""
+    """Print the JSON Schema of the spec format, generated from the catalog cnnbench checks against (docs/spec.md: editor setup)."""
     from cnnbench.spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
