@@ -372,12 +372,15 @@ def embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _split_sizes(name: str, available: int | None, train: int | None, val: int | None, test: int | None) -> tuple[int, int, int]:
+def _split_sizes(
+    name: str, available: int | None, train: int | None, val: int | None, test: int | None, source: str | None = None
+) -> tuple[int, int, int]:
     """Requested split sizes, defaults per dataset filled in; DataError beyond `available` samples."""
     d_train, d_val, d_test = SPLITS[name]
     sizes = (train or d_train, val or d_val, test or d_test)
     if available is not None and sum(sizes) > available:
-        raise DataError(f"{name}: asked for {sizes[0]} + {sizes[1]} + {sizes[2]} samples, but it has {available}; {SPLIT_HINT}")
+        where = f"{name} ({source})" if source else name
+        raise DataError(f"{where}: asked for {sizes[0]} + {sizes[1]} + {sizes[2]} samples, but it has {available}; {SPLIT_HINT}")
     return sizes
 
 
@@ -426,7 +429,7 @@ def load_dataset(
             name = "mnist-5k"
         else:
             y_train, y_test = _labels(y_train), _labels(y_test)
-            n_train, n_val, n_test = _split_sizes(name, len(y_train) + len(y_test), train_samples, val_samples, test_samples)
+            n_train, n_val, n_test = _split_sizes(name, len(y_train) + len(y_test), train_samples, val_samples, test_samples, path)
             if n_train + n_val > len(y_train) or n_test > len(y_test):
                 raise DataError(
                     f"mnist{f' ({path})' if path else ''}: asked for {n_train} + {n_val} train+validation and {n_test} test samples, "

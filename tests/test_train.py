@@ -227,19 +227,6 @@ def test_resume_refuses_a_damaged_checkpoint_in_one_line(tiny_spec, tmp_path):
 # --- full disks -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real tmpfs of 4 MB (root only), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("this machine does not allow mounting a tmpfs")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
 def _fill(disk, leave: int) -> None:
     stat = os.statvfs(disk)
     with open(disk / "filler", "wb") as f:
