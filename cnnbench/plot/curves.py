@@ -88,7 +88,9 @@ def error_limits(ax, values: Sequence[float], chance: float, log_scale: bool) ->
 
 
 @styled
-def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS, log_scale: bool = False) -> list[Path]:
+def plot_run(
+    run_dir: str | Path, out_dir: str | Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS, log_scale: bool = False
+) -> list[Path]:
     """One `train` run → curves.*: error and loss vs epoch (training and validation), epoch times."""
     run_dir = Path(run_dir)
     run = read_run(run_dir)
@@ -203,7 +205,7 @@ def _draw_curves(ax, runs: Sequence[Run], colors, key: str, ceiling: float | Non
     return clipped
 
 
-def _diverged_marks(ax, runs, colors, key: str) -> None:
+def diverged_marks(ax, runs, colors, key: str) -> None:
     top = ax.get_ylim()[1]
     for run, color in zip(runs, colors, strict=True):
         if run.status == "diverged":  # ✕ where it stopped; NaN/inf or off the scale is drawn at the top
@@ -230,11 +232,21 @@ def _val_error_figure(runs, colors, title: str, caption, log_scale: bool):
     _draw_curves(ax, runs, colors, "val_error", None, True)
     chance = chance_line(ax, runs)
     error_limits(ax, [v for r in runs for v in r.val_error], chance, log_scale)
-    _diverged_marks(ax, runs, colors, "val_error")
+    diverged_marks(ax, runs, colors, "val_error")
     ax.set(title=title, xlabel="epoch", ylabel=VAL_ERROR)
     integer_epochs(ax)
     _legend(ax, runs)
     return fig
+
+
+def loss_ceiling(runs: Sequence[Run], keys: Sequence[str], log_scale: bool) -> float | None:
+    """Where to cut the loss axis so a diverged run's loss (1e8 is common: Keras clips cross-entropy)
+    does not flatten every other curve; None when nothing needs cutting."""
+    values = [v for r in runs for k in keys for v in r.column(k) if np.isfinite(v)]
+    healthy = [v for r in runs if r.status != "diverged" for k in keys for v in r.column(k) if np.isfinite(v) and v > 0]
+    if healthy and max(values) > (100 if log_scale else 3) * max(healthy):
+        return (10 if log_scale else 1.15) * max(healthy)
+    return None
 
 
 def _loss_figure(runs, colors, title: str, caption, log_scale: bool):
@@ -243,12 +255,7 @@ def _loss_figure(runs, colors, title: str, caption, log_scale: bool):
     fig.suptitle(title)
     axes = fig.subplots(1, 2, sharey=True)
     keys = [k for k in ("loss", "val_loss") if any(np.isfinite(r.column(k)).any() for r in runs)] or ["loss"]
-    # A diverged run's loss (1e8 is common: Keras clips cross-entropy) would flatten every other curve.
-    values = [v for r in runs for k in keys for v in r.column(k) if np.isfinite(v)]
-    healthy = [v for r in runs if r.status != "diverged" for k in keys for v in r.column(k) if np.isfinite(v) and v > 0]
-    ceiling = None
-    if healthy and max(values) > (100 if log_scale else 3) * max(healthy):
-        ceiling = (10 if log_scale else 1.15) * max(healthy)
+    ceiling = loss_ceiling(runs, keys, log_scale)
     clipped = False
     for ax, key, what in zip(axes, ("loss", "val_loss"), ("training loss", "validation loss"), strict=True):
         clipped |= _draw_curves(ax, runs, colors, key, ceiling, ax is axes[-1])
@@ -263,13 +270,15 @@ def _loss_figure(runs, colors, title: str, caption, log_scale: bool):
     else:
         axes[0].set_ylim(bottom=0)
     for ax, key in zip(axes, ("loss", "val_loss"), strict=True):
-        _diverged_marks(ax, runs, colors, key)
+        diverged_marks(ax, runs, colors, key)
     _legend(axes[-1], runs, clipped)
     return fig
 
 
 @styled
-def plot_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS, log_scale: bool = False) -> list[Path]:
+def plot_sweep(
+    sweep_dir: str | Path, out_dir: str | Path | None = None, formats: Sequence[str] = DEFAULT_FORMATS, log_scale: bool = False
+) -> list[Path]:
     """A learning-rate sweep → val_error_curves.*, loss_curves.* (training and validation loss; one line
     per rate, coloured by rate) and error_vs_lr.* (final and best validation error vs rate, 95 % CI)."""
     sweep_dir = Path(sweep_dir)

@@ -109,7 +109,9 @@ def local_slopes(x: Sequence[float], y: Sequence[float]) -> list[float]:
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     order = np.argsort(x)
     x, y = x[order], y[order]
-    return [float(np.log(y[i + 1] / y[i]) / np.log(x[i + 1] / x[i])) for i in range(len(x) - 1) if x[i + 1] > x[i] > 0 and y[i] > 0 < y[i + 1]]
+    return [
+        float(np.log(y[i + 1] / y[i]) / np.log(x[i + 1] / x[i])) for i in range(len(x) - 1) if x[i + 1] > x[i] > 0 and y[i] > 0 < y[i + 1]
+    ]
 
 
 @dataclass

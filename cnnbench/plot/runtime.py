@@ -219,8 +219,8 @@ def _slopes_labels(ax, x, y, color) -> None:
 def _runtime_growth(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Metric):
     """Left: log-log (a power law is a straight line; local slopes written between points).
     Right: semi-log (an exponential in P is a straight line there)."""
-    extra = [*_estimate_note(ok), *_not_measured(bench), _bars_note(metric),
-             "a straight line on log-log axes is a power law t ∝ P^k (k = the slope); on semi-log axes, an exponential t ∝ e^(bP)"]  # fmt: skip
+    reading = "a straight line on log-log axes is a power law t ∝ P^k (k = the slope); on semi-log axes, an exponential t ∝ e^(bP)"
+    extra = [*_estimate_note(ok), *_not_measured(bench), _bars_note(metric), reading]
     fig = new_figure(14, 6.2, _bench_caption(bench_dir, info, ok, extra))
     fig.suptitle(f"{metric.short.capitalize()} vs parameters: which growth fits, all devices and backends")
     ax_log, ax_semi = fig.subplots(1, 2)
@@ -237,7 +237,15 @@ def _runtime_growth(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Me
                 keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
                 grid = np.geomspace(x[keep].min(), x[keep].max(), 100)
                 fit = rf"$t \propto P^{{{q:.2f}}}$" if model == "power" else rf"$t \propto e^{{{sci(q)}\,P}}$"
-                ax.plot(grid, predict(model, (p, q), grid), ls=line, color=color, lw=1.2, alpha=0.7, label=f"{_label(s)}: {fit}, $R^2$ {r2:.3f}" if ax is ax_log else f"  exponential fit {fit}, $R^2$ {r2:.3f}")
+                ax.plot(
+                    grid,
+                    predict(model, (p, q), grid),
+                    ls=line,
+                    color=color,
+                    lw=1.2,
+                    alpha=0.7,
+                    label=f"{_label(s)}: {fit}, $R^2$ {r2:.3f}" if ax is ax_log else f"  exponential fit {fit}, $R^2$ {r2:.3f}",
+                )
         if growth.verdict == "linear":  # a line with an intercept bends on log-log axes: show the fit that won
             p, q, r2, _ = growth.fits["linear"]
             keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
@@ -272,7 +280,11 @@ def _flops_per_epoch(rows) -> tuple[np.ndarray, str]:
 
 def _runtime_vs_flops(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Metric, fits: list):
     devices = sorted(ok["device"].unique())
-    fig = new_figure(max(_panel_width(ok[ok["device"] == d]) for d in devices) * len(devices) + 0.5, 6.6, _bench_caption(bench_dir, info, ok, [*_estimate_note(ok), _bars_note(metric), "t in seconds"]))
+    fig = new_figure(
+        max(_panel_width(ok[ok["device"] == d]) for d in devices) * len(devices) + 0.5,
+        6.6,
+        _bench_caption(bench_dir, info, ok, [*_estimate_note(ok), _bars_note(metric), "t in seconds"]),
+    )
     fig.suptitle(f"{metric.short.capitalize()} vs floating-point work")
     axes = np.atleast_1d(fig.subplots(1, len(devices)))
     for ax, device in zip(axes, devices, strict=True):
@@ -372,7 +384,9 @@ def plot_bench(bench_dir: str | Path, out_dir: str | Path | None = None, formats
     fits: list[dict[str, Any]] = []
     written = []
     for device in sorted(ok["device"].unique()):
-        written += save(_runtime_vs_params(ok, bench, device, bench_dir, info, metric, fits), out_dir, f"runtime_vs_params_{device}", formats)
+        written += save(
+            _runtime_vs_params(ok, bench, device, bench_dir, info, metric, fits), out_dir, f"runtime_vs_params_{device}", formats
+        )
     written += save(_runtime_growth(ok, bench, bench_dir, info, metric), out_dir, "runtime_loglog", formats)
     if "flops_per_sample" in ok and np.isfinite(_floats(ok, "flops_per_sample")).any():
         written += save(_runtime_vs_flops(ok, bench, bench_dir, info, metric, fits), out_dir, "runtime_vs_flops", formats)
