@@ -14,7 +14,7 @@ import numpy as np
 
 from cnnbench.errors import DataError, UsageError
 from cnnbench.plot.curves import chance_line, diverged_marks, epochs_and_seed, error_limits, loss_ceiling, lr_colors, run_caption
-from cnnbench.plot.figure import DEFAULT_FORMATS, integer_epochs, join, new_figure, num, plain_log_ticks, save, styled
+from cnnbench.plot.figure import DEFAULT_FORMATS, integer_epochs, join, log_axis, new_figure, num, save, styled
 from cnnbench.plot.load import Run, read_run, warn
 from cnnbench.results import find_results, find_runs
 
@@ -128,10 +128,8 @@ def _compare_figure(sources, log_scale: bool):
     ax_loss.set(title="Training loss", ylabel="training loss (cross-entropy)")
     ax_val.set(title="Validation loss", ylabel="validation loss (cross-entropy)")
     for ax in (ax_loss, ax_val):
-        if log_scale:
-            ax.set_yscale("log")
+        if log_scale and log_axis(ax):
             ax.set_ylim(top=ceiling)
-            plain_log_ticks(ax.yaxis)
         else:
             ax.set_ylim(0, ceiling)
     for ax, key in ((ax_err, "val_error"), (ax_loss, "loss"), (ax_val, "val_loss")):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.errors import DataError
-from cnnbench.plot.figure import DEFAULT_FORMATS, device_label, integer_epochs, join, new_figure, num, plain_log_ticks, save, styled
+from cnnbench.plot.figure import DEFAULT_FORMATS, device_label, integer_epochs, join, log_axis, new_figure, num, save, styled
 from cnnbench.plot.load import Run, numeric, read_run, read_table, warn
 from cnnbench.results import find_runs
 
@@ -28,7 +28,7 @@ def wilson_interval(error: float, n: int, z: float = CONFIDENCE_Z) -> tuple[floa
     """The Wilson score interval of an error rate measured on n samples (95 % by default).
 
     >>> [round(v, 4) for v in wilson_interval(0.1, 500)]
-    [0.0769, 0.1288]
+    [0.0767, 0.1294]
     """
     if n <= 0 or not math.isfinite(error):
         return float("nan"), float("nan")
@@ -51,7 +51,7 @@ def run_caption(runs: Sequence[Run], extra: Sequence[str] = ()) -> list[str]:
     epochs, seed = join(r.get("epochs") for r in records), join(r.get("seed") for r in records)
     return [
         f"data: {dataset}" + (f" ({sizes})" if sizes else "") if dataset else "",
-        f"{epochs} epochs" if epochs else "",
+        f"{epochs} epoch{'' if epochs == '1' else 's'}" if epochs else "",
         f"seed {seed}" if seed else "",
         f"device: {devices}" if devices else "",
         f"backend: {backend}" + (f" ({engine})" if engine else "") if backend else "",
@@ -64,7 +64,7 @@ def run_caption(runs: Sequence[Run], extra: Sequence[str] = ()) -> list[str]:
 def epochs_and_seed(runs: Sequence[Run]) -> str:
     """'20 epochs, seed 0' (what a title needs to tell two sweeps of the same grid apart)."""
     epochs, seed = join(r.record.get("epochs") for r in runs), join(r.record.get("seed") for r in runs)
-    return ", ".join(p for p in (f"{epochs} epochs" if epochs else "", f"seed {seed}" if seed else "") if p)
+    return ", ".join(p for p in (f"{epochs} epoch{'' if epochs == '1' else 's'}" if epochs else "", f"seed {seed}" if seed else "") if p)
 
 
 def chance_line(ax, runs: Sequence[Run]) -> float:
@@ -79,10 +79,8 @@ def error_limits(ax, values: Sequence[float], chance: float, log_scale: bool) ->
     """From 0 (linear) to just above chance and every value, so a flat run at chance stays flat."""
     finite = [v for v in values if np.isfinite(v)]
     top = max([chance, *finite]) * (1.6 if log_scale else 1.06)
-    if log_scale:
-        ax.set_yscale("log")
+    if log_scale and log_axis(ax):
         ax.set_ylim(top=top)
-        plain_log_ticks(ax.yaxis)
     else:
         ax.set_ylim(0, top)
 
@@ -119,8 +117,7 @@ def plot_run(
             ax_loss.plot(epochs, run.column(column), "o-", ms=3, label=label)
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy loss")
     if log_scale:
-        ax_loss.set_yscale("log")
-        plain_log_ticks(ax_loss.yaxis)
+        log_axis(ax_loss)
     for ax in (ax_err, ax_loss):
         ax.legend()
         integer_epochs(ax)
@@ -261,10 +258,8 @@ def _loss_figure(runs, colors, title: str, caption, log_scale: bool):
         clipped |= _draw_curves(ax, runs, colors, key, ceiling, ax is axes[-1])
         ax.set(title=what.capitalize() + ("" if key in keys else " (not recorded)"), xlabel="epoch", ylabel=f"{what} (cross-entropy)")
         integer_epochs(ax)
-    if log_scale:
-        axes[0].set_yscale("log")
+    if log_scale and log_axis(axes[0]):
         axes[0].set_ylim(top=ceiling)
-        plain_log_ticks(axes[0].yaxis)
     elif ceiling is not None:
         axes[0].set_ylim(0, ceiling)
     else:

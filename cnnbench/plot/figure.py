@@ -155,6 +155,20 @@ def plain_log_ticks(axis, formatter: Callable[[float, Any], str] = plain) -> Non
     axis.set_minor_formatter(Plain())
 
 
+def log_axis(ax, which: str = "y", formatter: Callable[[float, Any], str] = plain, **kwargs: Any) -> bool:
+    """Put `which` axis on a log scale with plain labels, unless nothing drawn on it is positive (matplotlib
+    refuses to log-scale an empty axis): then it stays linear and this returns False."""
+    import numpy as np
+
+    values = [np.asarray(line.get_xdata() if which == "x" else line.get_ydata(), dtype=float) for line in ax.lines]
+    values += [np.asarray(c.get_offsets(), dtype=float).reshape(-1, 2)[:, 0 if which == "x" else 1] for c in ax.collections]
+    if not any(np.any(np.isfinite(v) & (v > 0)) for v in values):
+        return False
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log", **kwargs)
+    plain_log_ticks(ax.xaxis if which == "x" else ax.yaxis, formatter)
+    return True
+
+
 def short(value: Any, limit: int = 40) -> str:
     """repr of a user value, cut to `limit` characters (messages never print an unbounded value)."""
     text = repr(value)

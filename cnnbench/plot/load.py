@@ -72,6 +72,9 @@ def read_table(path: Path):
     text = _read_text(path)
     if "\x00" in text:
         raise DataError(f"{path}: not a CSV table (it holds NUL bytes)")
+    if text and not text.endswith("\n"):  # cnnbench ends every line: the last one was cut off (a torn copy or a full disk)
+        text = text[: text.rfind("\n") + 1]
+        warn(f"{path}: its last line is incomplete (cut off); that row is not drawn")
     import io
 
     try:
@@ -274,7 +277,6 @@ def read_bench(bench_dir: Path):
         return frame, frame, info
     missing = [c for c in ("status", "device", "backend", "params") if c not in frame]
     if missing or not {"epoch_s_median", "total_s"} & set(frame.columns):
-        missing += [] if not missing else []
         need = ", ".join(repr(c) for c in missing) or "'epoch_s_median' or 'total_s'"
         raise DataError(f"{path}: no {need} column")
     for column in ("status", "device", "backend", "device_name", "engine", "dataset"):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnbench.plot.figure import DEFAULT_FORMATS, count, device_label, join, new_figure, num, plain_log_ticks, save, sci, styled
+from cnnbench.plot.figure import DEFAULT_FORMATS, count, device_label, join, log_axis, new_figure, num, save, sci, styled
 from cnnbench.plot.fits import MODELS, Growth, compare_growth, predict
 from cnnbench.plot.load import read_bench
 from cnnbench.results import write_csv
@@ -134,7 +134,7 @@ def _bench_caption(bench_dir: Path, info: dict[str, Any], rows, extra: Sequence[
         name[:60],
         f"data: {str(dataset)[:60]}" if dataset else "",
         f"batch {str(batch)[:20]}" if batch else "",
-        f"{str(epochs)[:20]} epochs" if epochs else "",
+        f"{str(epochs)[:20]} epoch{'' if str(epochs) == '1' else 's'}" if epochs else "",
         f"bench: {bench_dir.name}",
         *extra,
     ]
@@ -254,11 +254,9 @@ def _runtime_growth(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Me
                         label=rf"{_label(s)}: linear $t = {sci(p)} + {sci(q)}\,P$, $R^2$ {r2:.3f}")  # fmt: skip
         _slopes_labels(ax_log, x, y, color)
     for ax in (ax_log, ax_semi):
-        ax.set_yscale("log")
-        plain_log_ticks(ax.yaxis)
+        log_axis(ax)
         ax.set_ylabel(f"{metric.label[:-4]} (s, log scale)")
-    ax_log.set_xscale("log")
-    plain_log_ticks(ax_log.xaxis, count)
+    log_axis(ax_log, "x", count)
     from matplotlib.ticker import FuncFormatter
 
     ax_semi.xaxis.set_major_formatter(FuncFormatter(count))
@@ -359,12 +357,11 @@ def _throughput_figure(ok, bench, bench_dir: Path, info: dict[str, Any]):
             color, marker, line = _style(s)
             ax.plot(x, y, color=color, lw=1, alpha=0.6, ls=line)
             _points(ax, x, y, np.zeros((2, len(x))), group["estimated"].to_numpy(), color, marker, _label(s))
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        if filters:
+        if log_axis(ax, "x", base=2) and filters:
             ax.set_xticks(filters, [f"{f:g}" for f in filters])
-        ax.xaxis.set_minor_locator(NullLocator())
-        plain_log_ticks(ax.yaxis)
+            ax.xaxis.set_minor_locator(NullLocator())
+        if not log_axis(ax):
+            title += " (not recorded)"
         ax.set(title=title, xlabel="filters per convolution layer", ylabel=ylabel)
     handles, labels = fig.axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", title="device · backend")
