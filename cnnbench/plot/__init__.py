@@ -8,7 +8,6 @@ Reads only what `train`, `sweep-lr` and `bench` wrote (never training code); ret
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from cnnbench.plot.compare import compare
 from cnnbench.plot.curves import plot_run, plot_sweep, wilson_interval
 from cnnbench.plot.figure import DEFAULT_FORMATS, FORMATS
 from cnnbench.plot.fits import MIN_FIT_POINTS, compare_growth, fit_exponential, fit_linear, fit_power, local_slopes
-from cnnbench.plot.load import PlotWarning
+from cnnbench.plot.load import PlotWarning, reporting, warn
 from cnnbench.plot.runtime import plot_bench
 from cnnbench.results import find_results
 
@@ -68,14 +67,13 @@ def plot_results(
     jobs += [(plot_run, f, (log_scale,)) for f in found["runs"]]
     written: list[Path] = []
     skipped = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", PlotWarning)  # every skipped file is reported, however often plot runs
+    with reporting():
         for plot, folder, extra in jobs:
             try:
                 written += plot(folder, target(folder), formats, *extra)
             except DataError as exc:
                 skipped += 1
-                warnings.warn(f"skipped {exc}", PlotWarning, stacklevel=2)
+                warn(f"skipped {exc}")
     if not written:
         singular = {"runs": "run", "sweeps": "sweep", "benches": "bench"}
         counts = ", ".join(f"{len(v)} {singular[k] if len(v) == 1 else k}" for k, v in found.items() if v)

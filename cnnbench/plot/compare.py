@@ -15,7 +15,7 @@ import numpy as np
 from cnnbench.errors import DataError, UsageError
 from cnnbench.plot.curves import chance_line, diverged_marks, epochs_and_seed, error_limits, loss_ceiling, lr_colors, run_caption
 from cnnbench.plot.figure import DEFAULT_FORMATS, integer_epochs, join, log_axis, new_figure, num, save, styled
-from cnnbench.plot.load import Run, read_run, warn
+from cnnbench.plot.load import Run, read_run, reporting, warn
 from cnnbench.results import find_results, find_runs
 
 COLUMNS = (
@@ -83,7 +83,16 @@ def compare(
     """
     if not paths:
         raise UsageError("compare needs at least one run or sweep folder")
-    sources: list[tuple[str, Path, str, list[Run]]] = []
+    with reporting():
+        sources = _sources(paths)
+    rows = [row_of(run, f"{letter}: {path.name}", kind) for letter, path, kind, runs in sources for run in runs]
+    figure = _compare_figure(sources, log_scale)
+    return rows, save(figure, Path(out) if out is not None else Path.cwd(), "compare", formats)
+
+
+def _sources(paths: Sequence[str | Path]) -> list[tuple[str, Path, str, list[Run]]]:
+    """(letter, folder, kind, runs) for each path; UsageError for one with nothing to compare."""
+    sources = []
     for i, raw in enumerate(paths):
         path = Path(raw)
         if not path.is_dir():
@@ -91,14 +100,12 @@ def compare(
         kind = _kind(path)
         if not kind:
             raise UsageError(f"{str(path)[:200]}: not a run, sweep or bench folder (no run.json, sweep.json or bench.json in it)")
-        runs = [r for r in _runs_of(path, kind)]
+        runs = _runs_of(path, kind)
         if not runs:
             raise UsageError(f"{str(path)[:200]}: no readable run in this {kind}")
         letter = string.ascii_uppercase[i] if i < 26 else f"S{i + 1}"
         sources.append((letter, path, kind, runs))
-    rows = [row_of(run, f"{letter}: {path.name}", kind) for letter, path, kind, runs in sources for run in runs]
-    figure = _compare_figure(sources, log_scale)
-    return rows, save(figure, Path(out) if out is not None else Path.cwd(), "compare", formats)
+    return sources
 
 
 def _compare_figure(sources, log_scale: bool):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,14 @@ class PlotWarning(UserWarning):
 
 def warn(message: str) -> None:
     warnings.warn(message, PlotWarning, stacklevel=2)
+
+
+@contextmanager
+def reporting() -> Iterator[None]:
+    """Report every PlotWarning, however often the same file is read in one process."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", PlotWarning)
+        yield
 
 
 # --- files -----------------------------------------------------------------------------------
