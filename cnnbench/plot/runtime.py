@@ -175,9 +175,9 @@ def _runtime_vs_params(ok, bench, device: str, bench_dir: Path, info: dict[str, 
              "t in seconds"]  # fmt: skip
     panels = [("epoch_s_median", metric.label, "Time per epoch")] if metric.steady else []
     panels.append(("total_s", "total training time (s)", "Total training time (all epochs)"))
-    fig = new_figure(_panel_width(rows) * len(panels) + 0.5, 6.6, _bench_caption(bench_dir, info, rows, extra))
+    fig = new_figure(13, _panel_height(rows) * len(panels) + 1.2, _bench_caption(bench_dir, info, rows, extra))
     fig.suptitle(f"Training time vs number of parameters on {device_label(device, join(rows['device_name']))}")
-    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    axes = np.atleast_1d(fig.subplots(len(panels), 1))
     for ax, (column, ylabel, title) in zip(axes, panels, strict=True):
         for s, group in series(rows):
             color, marker, _ = _style(s)
@@ -193,13 +193,13 @@ def _runtime_vs_params(ok, bench, device: str, bench_dir: Path, info: dict[str, 
         ax.set(title=title, xlabel="parameters P", ylabel=ylabel)
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=max(1, len(list(series(rows)))), frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
-def _panel_width(rows) -> float:
-    """Wide enough for one legend column (4 entries: points and three fits) per series under the panel."""
-    return max(6.5, 3.6 * len(list(series(rows))))
+def _panel_height(rows) -> float:
+    """Tall enough for the legend beside the panel: 4 entries (points and three fits) per series."""
+    return max(4.2, 0.75 * len(list(series(rows))) + 1.2)
 
 
 def _slopes_labels(ax, x, y, color) -> None:
@@ -278,13 +278,10 @@ def _flops_per_epoch(rows) -> tuple[np.ndarray, str]:
 
 def _runtime_vs_flops(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Metric, fits: list):
     devices = sorted(ok["device"].unique())
-    fig = new_figure(
-        max(_panel_width(ok[ok["device"] == d]) for d in devices) * len(devices) + 0.5,
-        6.6,
-        _bench_caption(bench_dir, info, ok, [*_estimate_note(ok), _bars_note(metric), "t in seconds"]),
-    )
+    height = sum(_panel_height(ok[ok["device"] == d]) for d in devices) + 1.2
+    fig = new_figure(13, height, _bench_caption(bench_dir, info, ok, [*_estimate_note(ok), _bars_note(metric), "t in seconds"]))
     fig.suptitle(f"{metric.short.capitalize()} vs floating-point work")
-    axes = np.atleast_1d(fig.subplots(1, len(devices)))
+    axes = np.atleast_1d(fig.subplots(len(devices), 1))
     for ax, device in zip(axes, devices, strict=True):
         rows = ok[ok["device"] == device]
         xlabel = "FLOPs"
@@ -300,7 +297,7 @@ def _runtime_vs_flops(ok, bench, bench_dir: Path, info: dict[str, Any], metric: 
         ax.set(title=device_label(device, join(rows["device_name"])), xlabel=xlabel, ylabel=metric.label)
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=max(1, len(list(series(rows)))), frameon=False)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
