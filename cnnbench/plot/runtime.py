@@ -304,16 +304,21 @@ def _runtime_vs_flops(ok, bench, bench_dir: Path, info: dict[str, Any], metric: 
 def _speedups(ok, metric: Metric):
     """GPU/CPU speed-up for every (backend, engine, filters) measured ok on both devices; empty if none."""
     index = ["backend", "engine", "filters"]
-    cpu = ok[ok["device"] == "cpu"].groupby(index)[[metric.column]].median()
-    gpu = ok[ok["device"] == "gpu"].groupby(index)[[metric.column]].median()
+    ok = ok.assign(t=_floats(ok, metric.column))
+    bars = _bounds(ok, metric.column)
+    ok = ok.assign(t_lo=ok["t"] - bars[0], t_hi=ok["t"] + bars[1])
+    cpu = ok[ok["device"] == "cpu"].groupby(index)[["t", "t_lo", "t_hi"]].median()
+    gpu = ok[ok["device"] == "gpu"].groupby(index)[["t", "t_lo", "t_hi"]].median()
     both = cpu.join(gpu, lsuffix="_cpu", rsuffix="_gpu", how="inner").reset_index()
-    both["speedup"] = both[f"{metric.column}_cpu"] / both[f"{metric.column}_gpu"]
+    both["speedup"] = both["t_cpu"] / both["t_gpu"]
+    # the range the recorded spread allows: fastest CPU over slowest GPU … slowest CPU over fastest GPU
+    both["speedup_lo"], both["speedup_hi"] = both["t_lo_cpu"] / both["t_hi_gpu"], both["t_hi_cpu"] / both["t_lo_gpu"]
     return both[np.isfinite(both["speedup"])]
 
 
 def _speedup_figure(speedup, ok, bench_dir: Path, info: dict[str, Any], metric: Metric):
     devices = " over ".join(device_label(d, join(ok.loc[ok["device"] == d, "device_name"])) for d in ("gpu", "cpu"))
-    what = f"speed-up = CPU {metric.short} / GPU {metric.short}, same backend"
+    what = f"speed-up = CPU {metric.short} / GPU {metric.short}, same backend; error bars: {_bars_note(metric).split(': ', 1)[-1]}"
     fig = new_figure(9, 5, _bench_caption(bench_dir, info, ok, [devices, what]))
     ax = fig.subplots()
     filters = sorted(speedup["filters"].unique())
@@ -323,9 +328,13 @@ def _speedup_figure(speedup, ok, bench_dir: Path, info: dict[str, Any], metric: 
         group = speedup[(speedup["backend"] == backend) & (speedup["engine"] == engine)].set_index("filters")
         xs = [i + (j - (len(kinds) - 1) / 2) * width for i, f in enumerate(filters) if f in group.index]
         values = [float(group.loc[f, "speedup"]) for f in filters if f in group.index]
+        spread = np.array([[v - group.loc[f, "speedup_lo"], group.loc[f, "speedup_hi"] - v] for f, v in zip(
+            [f for f in filters if f in group.index], values, strict=True)], dtype=float).T.reshape(2, -1)  # fmt: skip
         color = _style({"device": "gpu", "backend": backend, "engine": engine})[0]
-        bars = ax.bar(xs, values, width=width * 0.9, color=color, label=" · ".join(p for p in (backend, engine) if p))
-        ax.bar_label(bars, labels=[f"{v:.1f}×" for v in values], fontsize=8, padding=2)
+        bars = ax.bar(xs, values, width=width * 0.9, color=color, label=" · ".join(p for p in (backend, engine) if p),
+                      yerr=np.nan_to_num(np.clip(spread, 0, None)), capsize=3, error_kw={"elinewidth": 1, "ecolor": "0.25"})  # fmt: skip
+        ax.bar_label(bars, labels=[f"{v:.1f}×" for v in values], fontsize=8, label_type="center",  # clear of the error bar
+                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.9})  # fmt: skip
     ax.axhline(1.0, color="0.3", lw=1, ls="--", label="1× (same speed)")
     ax.set_xticks(range(len(filters)), [f"{f:g}" for f in filters])
     ax.margins(y=0.12)
@@ -335,10 +344,20 @@ def _speedup_figure(speedup, ok, bench_dir: Path, info: dict[str, Any], metric: 
     return fig
 
 
+def _rate_bounds(rows, y: np.ndarray) -> np.ndarray:
+    """Error bars of a rate (samples/s, GFLOP/s) from the steady epoch spread: a rate ∝ 1/time, so it spans
+    y·median/max … y·median/min."""
+    median, lo, hi = _floats(rows, "epoch_s_median"), _floats(rows, "epoch_s_min"), _floats(rows, "epoch_s_max")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bars = np.vstack([y - y * median / hi, y * median / lo - y])
+    return np.nan_to_num(np.clip(bars, 0, None), nan=0.0, posinf=0.0)
+
+
 def _throughput_figure(ok, bench, bench_dir: Path, info: dict[str, Any]):
     from matplotlib.ticker import NullLocator
 
-    extra = _estimate_note(ok) + _not_measured(bench) + ["GFLOP/s counts training as 3 × forward FLOPs per sample"]
+    extra = [*_estimate_note(ok), *_not_measured(bench), "GFLOP/s counts training as 3 × forward FLOPs per sample",
+             "error bars: the rate of the slowest–fastest steady epoch"]  # fmt: skip
     fig = new_figure(13, 5.2, _bench_caption(bench_dir, info, ok, extra))
     fig.suptitle("Training throughput per filter count")
     filters = sorted(ok["filters"].dropna().unique()) if "filters" in ok else []
@@ -353,7 +372,7 @@ def _throughput_figure(ok, bench, bench_dir: Path, info: dict[str, Any]):
             x, y = _floats(group, "filters"), _floats(group, column)
             color, marker, line = _style(s)
             ax.plot(x, y, color=color, lw=1, alpha=0.6, ls=line)
-            _points(ax, x, y, np.zeros((2, len(x))), group["estimated"].to_numpy(), color, marker, _label(s))
+            _points(ax, x, y, _rate_bounds(group, y), group["estimated"].to_numpy(), color, marker, _label(s))
         if log_axis(ax, "x", base=2) and filters:
             ax.set_xticks(filters, [f"{f:g}" for f in filters])
             ax.xaxis.set_minor_locator(NullLocator())
