@@ -175,7 +175,7 @@ def build(
     spec: SpecArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of a table.")] = False,
 ) -> None:
-    """Validate a spec and show the Keras model it makes: layers, parameters, FLOPs."""
+    """Run every check that needs no data (fields, layers, shapes, size, output) and show the model: layers, parameters, FLOPs."""
     from cnnbench.model import build_model, format_shape, summarize
     from cnnbench.spec import load_spec
     from cnnbench.train import make_optimizer
@@ -200,7 +200,7 @@ def build(
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schema of the spec format (for editor validation and completion)."""
+    """Print the JSON Schema of the spec format, generated from the catalog cnnbench checks against (docs/spec.md: editor setup)."""
     from cnnbench.spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
@@ -375,6 +375,45 @@ def plot(
     if out is not None:
         check_out_dir(out)
     for path in plot_results(results, formats=parse_formats(formats), log_scale=log_scale, out=out):
+        typer.echo(str(path))
+
+
+def _compare_row(r: dict) -> list:
+    def error(value, epoch=None) -> str:
+        return "-" if value is None else f"{value:.4f}" + (f" (ep {epoch})" if epoch else "")
+
+    status = r["status"] + (" (did not learn)" if r["learned"] is False else "")
+    epochs = f"{r['epochs_run']}/{'?' if r['epochs'] is None else r['epochs']}"
+    lr = "-" if r["learning_rate"] is None else f"{r['learning_rate']:g}"
+    where = " · ".join(str(v) for v in (r["device"], r["backend"], r["engine"]) if v) or "-"
+    return [f"{r['source'].split(':')[0]} {r['run']}", status, r["dataset"] or "-", epochs, "-" if r["seed"] is None else r["seed"], lr,
+            error(r["best_val_error"], r["best_epoch"]), error(r["final_val_error"]), error(r["test_error"]),
+            _fmt(r["epoch_s_median"], ".3f"), where]  # fmt: skip
+
+
+@app.command()
+@user_errors
+def compare(
+    paths: Annotated[list[Path], typer.Argument(metavar="FOLDER...", help="Run, sweep or bench folders to compare.", show_default=False)],
+    out: Annotated[Path | None, typer.Option(help="Folder for the figure compare.<format> (default: the current folder).")] = None,
+    formats: Annotated[str, typer.Option("--format", help="Image formats, comma-separated: png, svg, pdf.")] = "png,svg",
+    log_scale: Annotated[bool, typer.Option("--log-scale", help="Log y axis for error and loss curves.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object (runs, figures) instead of a table.")] = False,
+) -> None:
+    """Put runs and sweeps side by side: a table of their metrics and one figure of their curves overlaid."""
+    from cnnbench.plot import compare as compare_runs
+    from cnnbench.plot import parse_formats
+
+    rows, figures = compare_runs(paths, out=out, formats=parse_formats(formats), log_scale=log_scale)
+    if as_json:
+        typer.echo(json.dumps({"runs": rows, "figures": [str(p) for p in figures]}, indent=2))
+        return
+
+    columns = ["run", "status", "dataset", "epochs", "seed", "lr", "best val error", "final val error", "test error", "steady epoch s",
+               "device · backend"]  # fmt: skip
+    table = [_compare_row(r) for r in rows]
+    _table("compare: " + ", ".join(dict.fromkeys(r["source"] for r in rows)), columns, table)
+    for path in figures:
         typer.echo(str(path))
 
 
@@ -715,7 +754,11 @@ def ls(
         path = Path(row["path"])
         return str(path.relative_to(results)) if path != results and path.is_relative_to(results) else path.name
 
-    table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], r["status"],
+    def status(row: dict) -> str:
+        never = row["not_learned"]
+        return row["status"] + ("" if not never else " (never learned)" if row["runs"] == 1 else f" ({never} never learned)")
+
+    table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], status(r),
               _fmt(r["best_val_error"]), r["runs"], _when(r["started_at"])] for r in rows]  # fmt: skip
     columns = ["kind", "name", "dataset", "epochs", "status", "best val error", "runs", "started"]
     width = max(120, max(len(t[1]) for t in table) + 100)  # long sweep names stay on one line

@@ -124,9 +124,9 @@ def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: st
             raise DataError(f"{where}: {name} is a single number ({_short(a.item())}), not an array of samples")
     shape = tuple(x.shape)
     if x.ndim not in (2, 3, 4) or int(np.prod(shape[1:])) != int(np.prod(MNIST_SHAPE)):
-        raise DataError(f"{where}: {name_shape(x_name, shape)}; expected (N, 28, 28), (N, 28, 28, 1) or (N, 784) MNIST digits")
+        raise DataError(f"{where}: {_shape_of(x_name, shape)}; expected (N, 28, 28), (N, 28, 28, 1) or (N, 784) MNIST digits")
     if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
-        raise DataError(f"{where}: {name_shape(y_name, y.shape)}; expected one integer label per sample, shape (N,)")
+        raise DataError(f"{where}: {_shape_of(y_name, y.shape)}; expected one integer label per sample, shape (N,)")
     if len(x) != len(y):
         raise DataError(f"{where}: {x_name} has {len(x)} samples but {y_name} has {len(y)} labels")
     if x.dtype.kind == "f":
@@ -159,7 +159,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def name_shape(name: str, shape: tuple) -> str:
+def _shape_of(name: str, shape: tuple) -> str:
     return f"{name} has shape {tuple(int(n) for n in shape)}"
 
 

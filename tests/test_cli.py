@@ -30,7 +30,7 @@ def test_help_does_not_import_tensorflow_or_keras():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for command in ("build", "train", "schema", "list", "sweep-lr", "bench", "plot"):
+    for command in ("build", "train", "schema", "list", "sweep-lr", "bench", "plot", "ls"):
         assert command in result.stdout
 
 
@@ -97,7 +97,8 @@ def test_bad_spec_through_a_real_subprocess(tmp_path):
     assert result.returncode == 2
     assert (
         result.stderr.strip()
-        == f"error: {path}: layers[0].type: unknown layer type 'Conv2d' (did you mean 'Conv2D'?); any class in keras.layers works"
+        == f"error: {path}: layers[0].type: unknown layer type 'Conv2d' (did you mean 'Conv2D'?); "
+        "the allowed types are listed in docs/spec.md"
     )
     assert not (tmp_path / "results").exists()
 

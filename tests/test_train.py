@@ -174,7 +174,7 @@ def test_startup_is_recorded_apart_from_the_run_time(tiny_spec, tmp_path):
 
 
 def test_steps_per_execution_beyond_an_epoch_is_clamped_and_trains(tiny_spec, tmp_path):
-    record = train_run(tiny_spec.with_overrides(steps_per_execution=10_000), tmp_path / "run", RunOptions(save_model=False))
+    record = train_run(tiny_spec.with_overrides(steps_per_execution=10_000), tmp_path / "run", RunOptions(save_model=False))  # the maximum
     assert record["status"] == "ok" and record["epochs_run"] == 2
     assert record["steps_per_execution"] == 8  # 512 samples / batch 64
 
