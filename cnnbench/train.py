@@ -258,7 +258,7 @@ def train_run(
         if not is_oom(exc):
             raise
         return _record_oom_at_start(spec, run_dir, options, exc, started_at)
-    setup_s = time.perf_counter() - started_wall - startup.get("startup_s", 0.0)
+    setup_s = time.perf_counter() - started_wall  # everything before training, startup_s included (bench's setup_s)
     import keras
 
     from cnnbench.callbacks import CHECKPOINT, Checkpoint, DivergenceGuard, EpochTimer, HistoryWriter
