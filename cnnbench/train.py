@@ -340,6 +340,7 @@ def train_run(
         except OSError:
             pass  # a full disk: the record below says what happened, if it can be written at all
 
+    checkpoint.wait(raise_error=False)  # a run that ended otherwise (failed, Ctrl-C) leaves no write in flight
     rows = history.rows
     record.update(_metrics(rows))
     record["learned"] = learned(record["best_val_error"], data.num_classes, len(data.x_val))
