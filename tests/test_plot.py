@@ -254,13 +254,13 @@ def _break_run(folder: Path, how: str) -> str:
         return "run.json: not valid JSON"
     if how == "run-json-types":
         (folder / "run.json").write_text(json.dumps({"status": "ok", "learning_rate": "fast" * 100, "data": "mnist"}))
-        return "run.json: learning_rate must be a positive number, got 'fastfastfast"
+        return "run.json: learning_rate is 'fastfastfast"
     if how == "run-json-list":
         (folder / "run.json").write_text("[1, 2]")
-        return "run.json: must hold a JSON object, got list"
+        return "run.json: holds list, not a JSON object"
     if how == "run-json-nested":
         (folder / "run.json").write_text("[" * 100_000 + "]" * 100_000)
-        return "run.json: nested too deeply"
+        return "run.json: not valid JSON"
     if how == "run-json-nan":
         (folder / "run.json").write_text('{"status": "ok", "learning_rate": NaN}')
         return "run.json: learning_rate must be a positive number, got nan"
