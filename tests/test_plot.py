@@ -150,7 +150,7 @@ def test_cli_prints_the_paths_and_honours_format_log_scale_and_out(results, tmp_
     assert len(figures) == 10 and all(p.is_file() for p in printed)
     assert [p.name for p in printed if p.suffix != ".pdf"] == ["fits.csv"]
     assert out / "sweep-lr-x" / "error_vs_lr.pdf" in printed
-    assert not list(results.rglob("*.pdf"))  # nothing written next to the results
+    assert not list(results.rglob("*.pdf")) and not list(results.rglob("fits.csv"))  # nothing written next to the results
 
 
 def test_speedup_is_skipped_without_both_devices(tmp_path):
@@ -295,8 +295,12 @@ def _plot_tree(root: Path):
 def test_each_kind_of_broken_bench_csv_is_skipped_with_a_warning_and_the_rest_drawn(tmp_path):
     reasons = {how: _break_bench(tmp_path / f"bench-{how}", how) for how in BROKEN_BENCHES}
     make_run(tmp_path / "good-run")
+    (make_bench(tmp_path / "bench-json-torn", gpu=False) / "bench.json").write_text('{"spec": {"name": ')
     written, warnings = _plot_tree(tmp_path)
-    assert written == {"good-run/curves.png"}
+    assert {p for p in written if not p.startswith("bench-json-torn/")} == {"good-run/curves.png"}
+    assert "bench-json-torn/runtime_loglog.png" in written  # a torn bench.json only costs the caption its details
+    torn = tmp_path / "bench-json-torn" / "bench.json"
+    assert f"warning: {torn}: not valid JSON (torn or edited); the captions go without it" in warnings
     for how, reason in reasons.items():
         path = str(tmp_path / f"bench-{how}" / "bench.csv")
         assert [w for w in warnings if path in w and reason in w and w.startswith("warning: ")], (how, warnings)
