@@ -6,6 +6,7 @@ the field; the caller skips that folder with a warning and draws the rest.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from collections.abc import Iterator
@@ -68,8 +69,6 @@ def read_table(path: Path):
     if text and not text.endswith("\n"):  # cnnbench ends every line: the last one was cut off (a torn copy or a full disk)
         text = text[: text.rfind("\n") + 1]
         warn(f"{path}: its last line is incomplete (cut off); that row is not drawn")
-    import io
-
     try:
         frame = pd.read_csv(io.StringIO(text))
     except pd.errors.EmptyDataError:
@@ -81,11 +80,11 @@ def read_table(path: Path):
     return frame
 
 
-def numeric(frame, column: str, path: Path, rows=None) -> np.ndarray:
+def numeric(frame, column: str, path: Path) -> np.ndarray:
     """`column` as floats. Empty cells become NaN; text that is not a number is a DataError."""
     import pandas as pd
 
-    raw = frame[column] if rows is None else frame.loc[rows, column]
+    raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
     if bad.any():
@@ -95,6 +94,7 @@ def numeric(frame, column: str, path: Path, rows=None) -> np.ndarray:
 
 
 # --- runs ------------------------------------------------------------------------------------
+
 
 def read_record_checked(path: Path) -> dict[str, Any]:
     """A run.json, sweep.json or bench.json through cnnbench's one record reader (`inspect_record`), with
@@ -279,10 +279,11 @@ def read_bench(bench_dir: Path):
     steady = ok["epoch_s_median"] if "epoch_s_median" in ok else pd.Series(np.nan, index=ok.index)
     total = ok["total_s"] if "total_s" in ok else pd.Series(np.nan, index=ok.index)
     usable = np.isfinite(ok["params"]) & (ok["params"] > 0) & (np.isfinite(steady) | np.isfinite(total))
+    if skipped:
+        warn(f"{path}: values left out of the figures: {'; '.join(dict.fromkeys(skipped))}")
     if not usable.all():
         where = ", ".join(_row_name(r) for r in ok[~usable].to_dict("records")[:4])
-        reasons = f" ({'; '.join(dict.fromkeys(skipped))})" if skipped else " (no parameter count or time)"
-        warn(f"{path}: {int((~usable).sum())} ok row(s) not drawn{reasons}: {where}")
+        warn(f"{path}: {int((~usable).sum())} ok row(s) not drawn (no usable parameter count or time): {where}")
     return frame, ok[usable].copy(), info
 
 
