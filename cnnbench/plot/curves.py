@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -347,15 +346,3 @@ def _error_vs_lr_figure(runs: Sequence[Run], name: str, caption: Sequence[str]):
     ax.set(title=f"{name}: validation error vs learning rate", xlabel="learning rate (log scale)", ylabel=VAL_ERROR)
     ax.legend(loc="best")
     return fig
-
-
-def runs_of(paths: Sequence[Any]) -> list[Run]:
-    """Readable runs under each path (a run folder or a folder of runs), in order; unreadable ones warned."""
-    runs = []
-    for path in paths:
-        for run_dir in find_runs(path):
-            try:
-                runs.append(read_run(run_dir))
-            except DataError as exc:
-                warn(f"skipped {exc}")
-    return runs
