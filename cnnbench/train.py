@@ -136,6 +136,19 @@ def prepare(spec: Spec, options: RunOptions = RunOptions()):
     return model, data, summary
 
 
+def engine_for(spec: Spec, options: RunOptions = RunOptions()) -> str:
+    """The engine (fit or fused) `spec` trains with under `options` in this process; imports Keras.
+
+    Raises UsageError for fused on a backend other than JAX, DeviceError for an unusable device.
+    """
+    from cnnbench.fused import resolve_engine
+
+    devices.configure(options.device, options.backend, options.threads)
+    keras = devices.import_keras()
+    device_kind, _ = devices.resolve(options.device)
+    return resolve_engine(options.engine or spec.training.engine, keras.backend.backend(), device_kind)
+
+
 def train_run(
     spec: Spec,
     run_dir: str | Path,
@@ -163,13 +176,15 @@ def train_group(
     options: RunOptions = RunOptions(),
     on_epoch: Callable[[int, dict], None] | None = None,
     on_start: Callable[[int, dict], None] | None = None,
+    on_end: Callable[[int, dict], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train several runs (specs that differ only in learning rate), each into its own run folder; their records.
 
     With the fused engine they are lanes of one compiled program (as many at once as the device memory
     estimate allows; the rest in further programs); otherwise, or when the specs cannot be fused (said with
-    a warning), one after another. Callbacks get the index of the run in `specs`. Ctrl-C records
-    `interrupted` for the runs in progress and re-raises KeyboardInterrupt.
+    a warning), one after another. Callbacks get the index of the run in `specs`; `on_end` gets each final
+    record as soon as its run ends (a diverged lane before the others). Ctrl-C records `interrupted` for
+    the runs in progress and re-raises KeyboardInterrupt.
     """
     if len(specs) != len(run_dirs) or not specs:
         raise UsageError(f"train_group needs one run folder per spec, got {len(specs)} specs and {len(run_dirs)} folders")
@@ -182,6 +197,7 @@ def train_group(
             specs[offset:], [Path(d) for d in run_dirs[offset:]], options,
             (lambda lane, row, o=offset: on_epoch(o + lane, row)) if on_epoch else None,
             (lambda lane, record, o=offset: on_start(o + lane, record)) if on_start else None,
+            (lambda lane, record, o=offset: on_end(o + lane, record)) if on_end else None,
         )  # fmt: skip
     return records
 
@@ -194,7 +210,7 @@ class _Lane:
         self.done = False
 
 
-def _train_lanes(specs, run_dirs, options, on_epoch, on_start) -> list[dict[str, Any]]:
+def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[dict[str, Any]]:
     """Train the first run of `specs`, or as many as fit in one fused program; returns their records."""
     started_wall = time.perf_counter()
     started_at = now_iso()
@@ -287,6 +303,8 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start) -> list[dict[str,
         record["ended_at"] = now_iso()
         write_json(lane.run_dir / "run.json", record)
         lane.done = True
+        if on_end:
+            on_end(k, dict(record))
 
     try:
         if engine == "fit":
