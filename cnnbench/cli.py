@@ -146,6 +146,15 @@ def _epoch_line(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
+def _engine_option(engine: str | None) -> str | None:
+    from cnnbench.errors import UsageError
+    from cnnbench.spec import ENGINES
+
+    if engine is not None and engine not in ENGINES:
+        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(ENGINES)}")
+    return engine
+
+
 def _fmt(value, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -162,8 +171,11 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the run gets a sub-folder.")] = Path("results"),
+    engine: Annotated[
+        str | None, typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).")
+    ] = None,
 ) -> None:
-    """Train a spec with model.fit, recording learning curves and timings in a run folder."""
+    """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
     from cnnbench.results import new_run_dir
     from cnnbench.spec import load_spec
     from cnnbench.train import RunOptions, train_run
@@ -171,14 +183,15 @@ def train(
     loaded = load_spec(spec).with_overrides(
         epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, **_data_override(data)
     )
-    options = RunOptions(device=device, backend=backend)
+    options = RunOptions(device=device, backend=backend, engine=_engine_option(engine))
     run_dir = new_run_dir(out, loaded.name)
     t = loaded.training
 
     def started(record: dict) -> None:
         d = record["data"]
         err(f"training {loaded.name} on {d['name']} ({d['train_samples']:,} train / {d['val_samples']:,} val), {record['device']}, "
-            f"{record['backend']}: lr {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs -> {run_dir}")  # fmt: skip
+            f"{record['backend']}, engine {record.get('engine')}: lr {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs "
+            f"-> {run_dir}")  # fmt: skip
 
     try:
         record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
@@ -191,6 +204,7 @@ def train(
         ["status", record["status"]],
         ["data", f"{data_info['name']} ({data_info['train_samples']:,}/{data_info['val_samples']:,}/{data_info['test_samples']:,})"],
         ["device", f"{record['device']} ({record['device_name']}), {record['backend']}"],
+        ["engine", str(record.get("engine"))],
         ["parameters", f"{record['params']:,}"],
         ["epochs run", record["epochs_run"]],
         ["final val error", _fmt(record.get("final_val_error"))],
@@ -256,7 +270,8 @@ class _BenchProgress:
             self.progress.start()
             return
         combo = event.combination
-        label = f"{combo.device} {combo.backend} {combo.filters} filters r{event.repeat}"
+        engine = "" if combo.engine == "auto" else f" {combo.engine}"
+        label = f"{combo.device} {combo.backend} {combo.filters} filters{engine} r{event.repeat}"
         if event.kind == "start":
             self.progress.update(self.task, description=label)
         else:
@@ -281,7 +296,7 @@ def _bench_rows(rows: list[dict]) -> list[list]:
         total = num(r.get("total_s"), ".2f") + (" est." if r.get("estimated") else "")
         table.append([r["device"], r["backend"], r["filters"], num(r.get("params"), ","), num(r.get("first_epoch_s"), ".3f"), steady,
                       total, num(r.get("samples_per_s"), ",.0f"), num(r.get("gflops_per_s"), ".1f"), num(r.get("peak_mem_mb"), ",.0f"),
-                      r["status"]])  # fmt: skip
+                      r["status"], r.get("engine") or "-"])  # fmt: skip
     return table
 
 
@@ -306,8 +321,9 @@ def bench(
     timeout: Annotated[float | None, typer.Option(min=1, help="Kill a run after this many seconds, start-up included.")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
+    engines: Annotated[str, typer.Option(help="Comma list of training engines: fit, fused, auto (auto: the spec's engine).")] = "auto",
 ) -> None:
-    """Time training per device x Keras backend x filter count, each run in a fresh process."""
+    """Time training per device x Keras backend x filter count (x engine), each run in a fresh process."""
     from cnnbench.bench import BenchOptions, parse_list, run_bench
     from cnnbench.spec import load_spec
 
@@ -319,18 +335,18 @@ def bench(
         backends=parse_list(backends, "--backends") if backends else None,
         filters=parse_list(filters, "--filters", int),
         repeats=repeats, measure_epochs=measure_epochs, threads=threads,
-        memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force,
+        memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force, engines=parse_list(engines, "--engines"),
     )  # fmt: skip
     progress = _BenchProgress()
     with _resumable(progress, lambda: progress.path):
         result = run_bench(loaded, options, out, on_event=progress)
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
-               "peak MB", "status"]  # fmt: skip
+               "peak MB", "status", "engine"]  # fmt: skip
     t = loaded.training
     _table(f"{loaded.name}: batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
     for row in result.rows:
         if row["status"] in ("oom", "failed"):
-            err(f"{row['device']} {row['backend']} {row['filters']} filters: {row['status']}: {row['error']}")
+            err(f"{row['device']} {row['backend']} {row['filters']} filters {row.get('engine') or ''}: {row['status']}: {row['error']}")
     typer.echo(f"results: {result.csv_path}")
     if any(row["status"] == "failed" for row in result.rows):
         raise typer.Exit(1)
@@ -391,6 +407,11 @@ class _SweepProgress:
         self.progress.stop()
 
 
+def _engine_label(row: dict) -> str:
+    engine = row.get("engine") or "-"
+    return f"{engine} x{row['fused_k']}" if engine == "fused" and (row.get("fused_k") or 1) > 1 else engine
+
+
 def _sweep_table(result) -> None:
     from cnnbench.values import format_value
 
@@ -400,11 +421,11 @@ def _sweep_table(result) -> None:
         mark = "<- best" if best is not None and row is best else ""
         counts = ["-" if row[key] is None else row[key] for key in ("best_epoch", "epochs_run")]
         rows.append([format_value(row["learning_rate"]), row["status"], _fmt(row["final_val_error"]), _fmt(row["best_val_error"]),
-                     *counts, _fmt(row["total_time_s"], ".1f"), mark])  # fmt: skip
+                     *counts, _fmt(row["total_time_s"], ".1f"), _engine_label(row), mark])  # fmt: skip
     spec = result.plan.spec
     t = spec.training
     title = f"{spec.name}: {spec.data.dataset}, {t.optimizer}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}"
-    _table(title, ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", ""], rows)
+    _table(title, ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", "engine", ""], rows)
 
 
 @app.command("sweep-lr")
@@ -429,6 +450,12 @@ def sweep_lr(
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
     device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).")
+    ] = None,
+    fuse: Annotated[
+        int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all, capped by device memory).")
+    ] = None,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
     from cnnbench.results import FINISHED
@@ -460,7 +487,10 @@ def sweep_lr(
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
     progress = _SweepProgress(len(todo), t.epochs)
     with _resumable(progress, lambda: plan.sweep_dir):
-        result = run_sweep(plan, SweepOptions(device=device, backend=backend, parallel=parallel, threads=threads), on_event=progress)
+        sweep_options = SweepOptions(
+            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse
+        )
+        result = run_sweep(plan, sweep_options, on_event=progress)
     _sweep_table(result)
     if result.best:
         best = result.best
