@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -24,7 +25,19 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError
-from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
+from cnnbench.results import (
+    FINISHED,
+    environment,
+    now_iso,
+    package_version,
+    read_json,
+    read_record,
+    record_status,
+    run_status,
+    set_aside,
+    write_csv,
+    write_json,
+)  # fmt: skip
 from cnnbench.spec import Spec, parse_spec
 from cnnbench.timing import extrapolate_total
 from cnnbench.train import looks_like_oom
@@ -275,9 +288,13 @@ def run_bench(
         # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
         for index, (repeat, combo) in enumerate(todo, start=1):
             run_dir = path / "runs" / combo.run_name(repeat)
-            if not options.force and run_status(run_dir) in FINISHED:
-                emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_status(run_dir)))
+            status, problem = record_status(run_dir)
+            if not options.force and status in FINISHED:
+                emit(BenchEvent("skipped", index, len(todo), combo, repeat, status))
                 continue
+            if problem:  # measured again, but said so; the record is set aside, not deleted
+                _warn(notes, f"{run_dir / 'run.json'}: {problem}; measuring this run again (the record is kept as run.json.corrupt)")
+                set_aside(run_dir / "run.json")
             emit(BenchEvent("start", index, len(todo), combo, repeat))
             outcome = _measure(spec, combo, run_dir, options)
             for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
@@ -488,9 +505,11 @@ def _history_times(run_dir: Path) -> tuple[list[float], list[float]]:
     try:
         with open(run_dir / "history.csv", encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
-    except OSError:
+        times, rates = [float(r["epoch_time_s"]) for r in rows], [float(r["samples_per_s"]) for r in rows]
+    except (OSError, ValueError, KeyError, TypeError):  # missing, a folder, or not a history cnnbench wrote
         return [], []
-    return [float(r["epoch_time_s"]) for r in rows], [float(r["samples_per_s"]) for r in rows]
+    finite = [(t, r) for t, r in zip(times, rates, strict=True) if math.isfinite(t) and math.isfinite(r)]
+    return [t for t, _ in finite], [r for _, r in finite]
 
 
 def summarize_repeats(epochs: int, repeats: Sequence[tuple[list[float], list[float]]]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Keras callbacks of a run: epoch timing, divergence detection, and the per-epoch history file.
+"""Keras callbacks of a run: epoch timing, divergence detection, the per-epoch history file, checkpoints.
 
 Only epoch- and test-level hooks are used: batch-level hooks would force a device sync per step.
 """
@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from cnnbench.results import HISTORY_COLUMNS, write_csv
+from cnnbench.results import HISTORY_COLUMNS, atomic_write_bytes, write_csv
 
 DIVERGENCE_FACTOR = 10.0
 
@@ -82,12 +83,13 @@ class HistoryWriter(keras.callbacks.Callback):
     """Appends one row per epoch to history.csv (rewritten atomically) and tells `on_epoch`."""
 
     def __init__(
-        self, path: Path, timer: EpochTimer, learning_rate: float, on_epoch: Callable[[dict], None] | None = None, extra: dict | None = None
+        self, path: Path, timer: EpochTimer, learning_rate: float, on_epoch: Callable[[dict], None] | None = None, rows: list[dict] = (),
+        extra: dict | None = None,
     ):
         super().__init__()
         self.path, self.timer, self.learning_rate, self.on_epoch = path, timer, learning_rate, on_epoch
+        self.rows: list[dict] = list(rows)  # a resumed run starts with the epochs it kept
         self.extra = dict(extra or {})  # constant columns of every row (the fused engine's fused_k)
-        self.rows: list[dict] = []
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
@@ -99,3 +101,71 @@ class HistoryWriter(keras.callbacks.Callback):
         write_csv(self.path, self.rows, [*HISTORY_COLUMNS, *extra])
         if self.on_epoch:
             self.on_epoch(dict(row))
+
+
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass
+class CheckpointState:
+    """What a checkpoint holds: the last finished epoch (1-based), the model's weights, the optimizer's variables."""
+
+    epoch: int
+    weights: list
+    optimizer: list
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Saves the weights and the optimizer's variables at each epoch end, atomically, for `train --resume`.
+
+    An .npz of arrays, not a .keras file: 3.5 ms instead of 19 ms per epoch for the course net (1.3 %
+    of a 0.26 s epoch instead of 7 %). The model's architecture is its spec.json.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.seconds = 0.0  # time spent saving, for the run record
+
+    def on_epoch_end(self, epoch, logs=None):
+        t0 = time.perf_counter()
+        save_checkpoint(self.path, self.model, epoch + 1)
+        self.seconds += time.perf_counter() - t0
+
+
+def save_checkpoint(path: Path, model, epoch: int) -> None:
+    import numpy as np
+
+    arrays = {"epoch": np.asarray(epoch)}
+    arrays.update({f"w{i:04d}": w for i, w in enumerate(model.get_weights())})
+    arrays.update({f"o{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)})
+    atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+
+
+def read_checkpoint(path: Path) -> CheckpointState | None:
+    """The checkpoint at `path`, or None when there is none; ValueError when it is unreadable."""
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            names = sorted(f.files)
+            return CheckpointState(
+                int(f["epoch"]), [f[n] for n in names if n.startswith("w")], [f[n] for n in names if n.startswith("o")]
+            )
+    except Exception as exc:  # torn or foreign: BadZipFile, EOFError, KeyError, ValueError ...
+        raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+
+
+def restore_checkpoint(model, state: CheckpointState) -> None:
+    """Load weights and optimizer variables into a compiled model; ValueError when they do not fit it."""
+    model.set_weights(state.weights)
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    variables = optimizer.variables
+    if len(variables) != len(state.optimizer) or any(tuple(v.shape) != a.shape for v, a in zip(variables, state.optimizer, strict=True)):
+        raise ValueError("the checkpoint's optimizer state does not fit this model's optimizer")
+    for variable, value in zip(variables, state.optimizer, strict=True):
+        variable.assign(value)

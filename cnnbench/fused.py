@@ -316,8 +316,9 @@ class FusedTrainer:
         lane_callbacks: Sequence[Any],
         on_lane_end: Callable[[int], None],
         stopped: Callable[[int], bool],
+        initial_epoch: int = 0,
     ) -> None:
-        """Train `epochs` epochs, driving the epoch- and test-level callbacks as fit does.
+        """Train epochs `initial_epoch` .. `epochs` - 1, driving the epoch- and test-level callbacks as fit does.
 
         `timer` (an EpochTimer, shared: the lanes share each epoch's program) is driven once per epoch;
         `lane_callbacks[k]` is lane k's CallbackList, given lane k's logs after lane k's state is written
@@ -331,7 +332,7 @@ class FusedTrainer:
         timer.on_train_begin()
         for k in live:
             lane_callbacks[k].on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             timer.on_epoch_begin(epoch)
             for k in live:
                 lane_callbacks[k].on_epoch_begin(epoch)

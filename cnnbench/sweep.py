@@ -29,7 +29,7 @@ from typing import Any
 from cnnbench import __version__
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError
-from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
+from cnnbench.results import CORRUPT, FINISHED, now_iso, read_record, record_status, set_aside, write_csv, write_json
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions, engine_for, load_data_for, train_group, train_run
 from cnnbench.values import check_values, format_value, parse_values
@@ -41,7 +41,8 @@ __all__ = [
 
 SUMMARY_COLUMNS = (
     "learning_rate", "status", "final_val_error", "best_val_error", "best_epoch", "epochs_run", "total_time_s",
-    "final_loss", "test_error", "epoch_s_median", "device", "backend", "error", "run_dir", "engine", "fused_k",
+    "final_loss", "test_error", "epoch_s_median", "device", "backend", "error", "run_dir", "dataset",
+    "learned", "engine", "fused_k",
 )  # fmt: skip
 PENDING = "pending"  # summary status of a planned run that has no run.json yet
 
@@ -72,6 +73,7 @@ class PlannedRun:
     run_dir: Path
     status: str | None  # in run.json before the sweep; None when the run was never started
     skip: bool  # finished (ok, diverged, oom) and kept because --force was not given
+    problem: str | None = None  # why run.json cannot be trusted, when status is `corrupt`
 
     @property
     def label(self) -> str:
@@ -128,9 +130,30 @@ class SweepResult:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        """The ok run with the lowest best_val_error (None when no run is ok)."""
-        ok = [row for row in self.rows if row["status"] == "ok" and row["best_val_error"] is not None]
-        return min(ok, key=lambda row: (row["best_val_error"], row["learning_rate"])) if ok else None
+        """The best learning rate's row: None when no run is `ok` and learned (`learned` not false).
+
+        Ties are broken explicitly, in this order: the lowest best_val_error, then the lowest
+        final_val_error (the run that stayed good), then the smaller learning rate (the safer one).
+        """
+        ok = [row for row in self.rows if row["status"] == "ok" and row["best_val_error"] is not None and row.get("learned") is not False]
+
+        def rank(row: dict[str, Any]) -> tuple:
+            final = row.get("final_val_error")
+            return row["best_val_error"], final if final is not None else float("inf"), row["learning_rate"]
+
+        return min(ok, key=rank) if ok else None
+
+    @property
+    def best_at_edge(self) -> bool:
+        """True when the best rate is the smallest or largest of the grid (of 2+ rates): the optimum may lie outside."""
+        best = self.best
+        values = self.plan.values
+        return best is not None and len(values) > 1 and best["learning_rate"] in (min(values), max(values))
+
+    @property
+    def never_learned(self) -> list[dict[str, Any]]:
+        """Rows of runs that ended no better than chance (`learned` false in run.json)."""
+        return [row for row in self.rows if row.get("learned") is False]
 
 
 # --- planning --------------------------------------------------------------------------------
@@ -142,9 +165,16 @@ def sweep_name(spec: Spec, values: Sequence[float]) -> str:
     The same spec, options and values give the same name, so the same command resumes its sweep;
     another epoch count, dataset, seed, layer or value list gives another folder.
 
+    The epochs (`e20`) and seed (`s0`) are in the readable part: sweeps of one grid for different
+    epochs are told apart by name, not only by the digest.
+
     >>> sweep_name(load_spec("convolutional_nn"), [0.01, 0.03, 0.05])
-    'convolutional_nn-lr-sweep-0.01..0.05-n3-895f24'
+    'convolutional_nn-lr-sweep-0.01..0.05-n3-e20-s0-2aaa81'
     """
+    return _sweep_name(spec, values, legacy=False)
+
+
+def _sweep_name(spec: Spec, values: Sequence[float], legacy: bool) -> str:
     doc = spec.to_dict()
     doc.pop("description")  # free text: editing it must not orphan a sweep
     doc["training"].pop("learning_rate")  # replaced in every run
@@ -152,22 +182,32 @@ def sweep_name(spec: Spec, values: Sequence[float]) -> str:
     digest = hashlib.sha1(identity.encode()).hexdigest()[:6]
     lo, hi = format_value(min(values)), format_value(max(values))
     span = lo if lo == hi else f"{lo}..{hi}"
-    return f"{spec.name}-lr-sweep-{span}-n{len(values)}-{digest}"
+    if legacy:  # the name before 0.x: no epochs and seed in it
+        return f"{spec.name}-lr-sweep-{span}-n{len(values)}-{digest}"
+    return f"{spec.name}-lr-sweep-{span}-n{len(values)}-e{spec.training.epochs}-s{spec.training.seed}-{digest}"
 
 
 def plan_sweep(spec: Spec, values: str | Sequence[float], out: str | Path = "results", force: bool = False) -> SweepPlan:
     """Plan a sweep of `spec` over learning rates (`--values` text or numbers) in `out/<sweep_name>`.
 
-    Reads the statuses already on disk; writes nothing. Raises UsageError for bad values.
+    Reads the statuses already on disk; writes nothing. Raises UsageError for bad values. A run.json
+    that cannot be trusted (a folder, torn JSON, wrong types) is planned as `corrupt`, with a warning
+    naming it: it is trained again, its record set aside as run.json.corrupt (see run_sweep).
     """
     text = values if isinstance(values, str) else None
     rates = parse_values(values) if isinstance(values, str) else check_values(values)
     sweep_dir = Path(out) / sweep_name(spec, rates)
+    legacy = Path(out) / _sweep_name(spec, rates, legacy=True)
+    if not sweep_dir.exists() and (legacy / "sweep.json").is_file():
+        sweep_dir = legacy  # a sweep started before names carried epochs and seed resumes where it is
     runs = []
     for rate in rates:
         run_dir = sweep_dir / f"lr-{format_value(rate)}"
-        status = (_record(run_dir) or {}).get("status")
-        runs.append(PlannedRun(rate, run_dir, status, skip=status in FINISHED and not force))
+        status, problem = record_status(run_dir)
+        if problem:
+            note = f"{run_dir / 'run.json'}: {problem}; this run will be trained again (the record is kept as run.json.corrupt)"
+            warnings.warn(note, stacklevel=2)
+        runs.append(PlannedRun(rate, run_dir, status, skip=status in FINISHED and not force, problem=problem))
     return SweepPlan(spec, tuple(rates), sweep_dir, tuple(runs), force, text)
 
 
@@ -189,6 +229,7 @@ def summary_rows(plan: SweepPlan) -> list[dict[str, Any]]:
             learning_rate=run.learning_rate,
             status=record.get("status") or PENDING,
             epoch_s_median=timing.get("epoch_s_median"),
+            dataset=(record.get("data") or {}).get("name"),  # the data actually used (mnist may fall back to mnist-5k)
             run_dir=run.run_dir.name,  # relative: the sweep folder can be moved or shared
         )
         rows.append(row)
@@ -256,6 +297,9 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     todo = plan.to_train
     new_folder = not plan.sweep_dir.exists()
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    for run in plan.runs:
+        if run.status == CORRUPT:
+            set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
     _write_index(plan, options)
     for run in plan.runs:
         if run.skip:
@@ -271,7 +315,10 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
         if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
             shutil.rmtree(plan.sweep_dir)  # a typo in --data or the spec leaves no empty sweep behind
         else:
-            _write_summary(plan)  # on Ctrl-C too: the summary always matches the run folders
+            try:
+                _write_summary(plan)  # on Ctrl-C too: the summary always matches the run folders
+            except OSError:
+                pass  # a full disk: the error being raised says more than this one would
         raise
     return SweepResult(plan, _write_summary(plan), plan.sweep_dir / "summary.csv")
 
