@@ -170,3 +170,24 @@ def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
     a, b = epoch_order(0, 3, 100), epoch_order(0, 3, 100)
     assert np.array_equal(a, b) and sorted(a) == list(range(100))
     assert not np.array_equal(a, epoch_order(0, 4, 100)) and not np.array_equal(a, epoch_order(1, 3, 100))
+
+
+def test_an_interrupted_fused_run_resumes_from_its_checkpoint(spec, tmp_path):
+    import keras
+
+    from cnnbench.results import read_record
+
+    def ctrl_c(row):
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    three = spec.with_overrides(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(three, tmp_path / "run", JAX_CPU, on_epoch=ctrl_c)
+    assert read_record(tmp_path / "run" / "run.json")["status"] == "interrupted"
+    assert (tmp_path / "run" / "checkpoint.npz").is_file() and len(history(tmp_path / "run")) == 1
+    keras.backend.clear_session()
+    resumed = train_run(three, tmp_path / "run", RunOptions(device="cpu", backend="jax", engine="fused", resume=True))
+    assert resumed["status"] == "ok" and resumed["epochs_run"] == 3 and resumed["resumed"][-1]["from_epoch"] == 1
+    assert [int(r["epoch"]) for r in history(tmp_path / "run")] == [1, 2, 3]
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()  # finished: nothing left to resume
