@@ -497,7 +497,7 @@ def _error_vs_lr_figure(runs, name: str, caption: Sequence[str]):
 
 # --- benches -----------------------------------------------------------------------------------
 
-_BACKEND_COLORS = {"tensorflow": "tab:orange", "jax": "tab:blue", "torch": "tab:red"}
+_BACKEND_COLORS = {"tensorflow": "tab:orange", "jax": "tab:blue", "torch": "tab:red", "jax·fit": "tab:blue", "jax·fused": "tab:green"}
 _DEVICE_MARKERS = {"cpu": "o", "gpu": "s"}
 _NUMERIC = ("filters", "params", "batch_size", "epochs", "epoch_s_median", "total_s", "samples_per_s", "gflops_per_s")
 
@@ -514,6 +514,8 @@ def _ok_rows(bench):
             ok[column] = pd.to_numeric(ok[column], errors="coerce")
     ok["device"], ok["backend"] = ok["device"].astype(str), ok["backend"].astype(str)
     ok["device_name"] = ok["device_name"].astype(str) if "device_name" in ok else ok["device"]
+    if "engine" in ok and ok["engine"].nunique(dropna=True) > 1:  # bench --engines fit,fused: one series per backend · engine
+        ok["backend"] = ok["backend"] + "·" + ok["engine"].fillna("-").astype(str)
     if "estimated" not in ok:
         ok["estimated"] = False
     return ok.dropna(subset=["params", "epoch_s_median"])
