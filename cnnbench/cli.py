@@ -319,6 +319,7 @@ def train(
                 "nothing to resume")  # fmt: skip
             return
         backend = backend or previous.get("backend")
+        engine = engine or previous.get("engine")  # a resumed run keeps its engine unless told otherwise
         _check_run_options(None, threads, backend)
     else:
         loaded = load_spec(spec or DEFAULT_SPEC).with_overrides(**overrides, **_data_override(data))
