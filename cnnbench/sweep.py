@@ -308,6 +308,8 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     try:
         # One remaining run gains nothing from a worker but its start-up cost.
         if options.parallel > 1 and len(todo) > 1:
+            if options.fuse:
+                warnings.warn("--fuse has no effect with --parallel: each worker trains one run at a time", stacklevel=2)
             _run_parallel(plan, todo, options, emit)
         else:
             _run_sequential(plan, todo, options, emit)
@@ -347,7 +349,10 @@ def _run_sequential(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptio
     total = len(todo)
     progress = {"done": 0}
     # With the fused engine, up to --fuse runs share one program as lanes (train_group); otherwise one run at a time.
-    size = (options.fuse or total) if todo and engine_for(plan.spec, run_options) == "fused" else 1
+    fused = bool(todo) and engine_for(plan.spec, run_options) == "fused"
+    if options.fuse and not fused:
+        warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=2)
+    size = (options.fuse or total) if fused else 1
     for start in range(0, total, size):
         group = todo[start : start + size]
         if start:
