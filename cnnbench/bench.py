@@ -24,20 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
+from cnnbench import results
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError
-from cnnbench.results import (
-    FINISHED,
-    environment,
-    now_iso,
-    package_version,
-    read_json,
-    read_record,
-    record_status,
-    run_status,
-    set_aside,
-    write_csv,
-    write_json,
-)  # fmt: skip
+from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
 from cnnbench.spec import Spec, parse_spec
 from cnnbench.timing import extrapolate_total
 from cnnbench.train import looks_like_oom
@@ -258,7 +247,11 @@ def run_bench(
     if options.measure_epochs == 1:
         _warn(notes, "--measure-epochs 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
 
-    previous = read_record(path / "bench.json") or {}
+    previous, problem = results.inspect_record(path / "bench.json")
+    if problem:
+        _warn(notes, f"{path / 'bench.json'}: {problem}; writing a new one (the old one is kept as bench.json.corrupt)")
+        results.set_aside(path / "bench.json")
+    previous = previous or {}
     models = previous.get("models") if not options.force else None
     if not models or any(str(f) not in models for f in options.filters):
         models = model_sizes(spec, options.filters, next(b for (_, b), r in reasons.items() if r is None))
@@ -288,13 +281,13 @@ def run_bench(
         # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
         for index, (repeat, combo) in enumerate(todo, start=1):
             run_dir = path / "runs" / combo.run_name(repeat)
-            status, problem = record_status(run_dir)
+            status, problem = results.record_status(run_dir)
             if not options.force and status in FINISHED:
                 emit(BenchEvent("skipped", index, len(todo), combo, repeat, status))
                 continue
             if problem:  # measured again, but said so; the record is set aside, not deleted
                 _warn(notes, f"{run_dir / 'run.json'}: {problem}; measuring this run again (the record is kept as run.json.corrupt)")
-                set_aside(run_dir / "run.json")
+                results.set_aside(run_dir / "run.json")
             emit(BenchEvent("start", index, len(todo), combo, repeat))
             outcome = _measure(spec, combo, run_dir, options)
             for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
@@ -373,6 +366,9 @@ def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOption
         if error["type"] in ("SpecError", "DataError"):  # the spec or data is at fault: every row would fail alike
             raise _rebuild_error(error)
         return "failed"
+    if status == "oom" and limit:  # train_run recorded it; say which cap made the allocation fail
+        record = read_record(run_dir / "run.json") or {}
+        _record_death(run_dir, combo, "oom", f"{record.get('error') or 'out of memory'} (under a {limit} MB memory limit)")
     if status in FINISHED:
         return status
     log = _log_excerpt(run_dir / "child.log")

@@ -410,8 +410,17 @@ def check_optimizer(name: Any) -> str | None:
     return f"unknown optimizer {brief(name)}{did_you_mean(name, OPTIMIZERS)}; known: {', '.join(OPTIMIZERS)}"
 
 
+SHARED_ARGS = {"activation": ACTIVATION, "initializer": INITIALIZER, "regularizer": REGULARIZER, "constraint": CONSTRAINT,
+               "data_format": DATA_FORMAT, "seed": SEED}  # fmt: skip
+
+
 def layer_schema(entry: LayerType) -> dict[str, Any]:
-    """The JSON Schema `then` branch of one layer type: typed arguments, required ones, nothing else."""
+    """The JSON Schema `then` branch of one layer type: typed arguments, required ones, nothing else.
+
+    Arguments of the shared types refer to `#/$defs/<name>` (`SHARED_ARGS`), which `cnnbench.spec.json_schema` defines.
+    """
+    shared = {id(arg): name for name, arg in SHARED_ARGS.items()}
     props: dict[str, Any] = {"type": {"const": entry.name}}
-    props.update({arg: dict(spec.schema) for arg, spec in entry.all_arguments.items()})
+    for arg, spec in entry.all_arguments.items():
+        props[arg] = {"$ref": f"#/$defs/{shared[id(spec)]}"} if id(spec) in shared else dict(spec.schema)
     return {"properties": props, "required": ["type", *entry.required], "additionalProperties": False}

@@ -75,7 +75,8 @@ def err(message: str) -> None:
     _emit(message, "stderr")
 
 
-def out(message: str) -> None:
+def say(message: str) -> None:
+    """Print a result line on stdout."""
     _emit(message, "stdout")
 
 
@@ -174,7 +175,7 @@ def build(
     spec: SpecArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of a table.")] = False,
 ) -> None:
-    """Validate a spec and show the Keras model it makes: layers, parameters, FLOPs."""
+    """Run every check that needs no data (fields, layers, shapes, size, output) and show the model: layers, parameters, FLOPs."""
     from cnnbench.model import build_model, format_shape, summarize
     from cnnbench.spec import load_spec
     from cnnbench.train import make_optimizer
@@ -199,7 +200,7 @@ def build(
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schema of the spec format (for editor validation and completion)."""
+    """Print the JSON Schema of the spec format, generated from the catalog cnnbench checks against (docs/spec.md: editor setup)."""
     from cnnbench.spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
@@ -315,7 +316,7 @@ def train(
         loaded, previous = _resume_target(resume, spec, {**overrides, "data": data})
         run_dir = resume
         if previous.get("status") in FINISHED:
-            out(f"{run_dir}: already finished ({previous['status']}, {previous.get('epochs_run')}/{previous.get('epochs')} epochs); "
+            say(f"{run_dir}: already finished ({previous['status']}, {previous.get('epochs_run')}/{previous.get('epochs')} epochs); "
                 "nothing to resume")  # fmt: skip
             return
         backend = backend or previous.get("backend")
@@ -389,6 +390,45 @@ def plot(
     if out is not None:
         check_out_dir(out)
     for path in plot_results(results, formats=parse_formats(formats), log_scale=log_scale, out=out):
+        typer.echo(str(path))
+
+
+def _compare_row(r: dict) -> list:
+    def error(value, epoch=None) -> str:
+        return "-" if value is None else f"{value:.4f}" + (f" (ep {epoch})" if epoch else "")
+
+    status = r["status"] + (" (did not learn)" if r["learned"] is False else "")
+    epochs = f"{r['epochs_run']}/{'?' if r['epochs'] is None else r['epochs']}"
+    lr = "-" if r["learning_rate"] is None else f"{r['learning_rate']:g}"
+    where = " · ".join(str(v) for v in (r["device"], r["backend"], r["engine"]) if v) or "-"
+    return [f"{r['source'].split(':')[0]} {r['run']}", status, r["dataset"] or "-", epochs, "-" if r["seed"] is None else r["seed"], lr,
+            error(r["best_val_error"], r["best_epoch"]), error(r["final_val_error"]), error(r["test_error"]),
+            _fmt(r["epoch_s_median"], ".3f"), where]  # fmt: skip
+
+
+@app.command()
+@user_errors
+def compare(
+    paths: Annotated[list[Path], typer.Argument(metavar="FOLDER...", help="Run, sweep or bench folders to compare.", show_default=False)],
+    out: Annotated[Path | None, typer.Option(help="Folder for the figure compare.<format> (default: the current folder).")] = None,
+    formats: Annotated[str, typer.Option("--format", help="Image formats, comma-separated: png, svg, pdf.")] = "png,svg",
+    log_scale: Annotated[bool, typer.Option("--log-scale", help="Log y axis for error and loss curves.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object (runs, figures) instead of a table.")] = False,
+) -> None:
+    """Put runs and sweeps side by side: a table of their metrics and one figure of their curves overlaid."""
+    from cnnbench.plot import compare as compare_runs
+    from cnnbench.plot import parse_formats
+
+    rows, figures = compare_runs(paths, out=out, formats=parse_formats(formats), log_scale=log_scale)
+    if as_json:
+        typer.echo(json.dumps({"runs": rows, "figures": [str(p) for p in figures]}, indent=2))
+        return
+
+    columns = ["run", "status", "dataset", "epochs", "seed", "lr", "best val error", "final val error", "test error", "steady epoch s",
+               "device · backend"]  # fmt: skip
+    table = [_compare_row(r) for r in rows]
+    _table("compare: " + ", ".join(dict.fromkeys(r["source"] for r in rows)), columns, table)
+    for path in figures:
         typer.echo(str(path))
 
 
@@ -693,14 +733,14 @@ def sweep_lr(
     if result.best:
         best = result.best
         lr = format_value(best["learning_rate"])
-        out(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
+        say(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
         if result.best_at_edge:
             lo, hi = format_value(min(result.plan.values)), format_value(max(result.plan.values))
             side = "smallest" if best["learning_rate"] == min(result.plan.values) else "largest"
-            out(f"note: lr {lr} is the {side} rate of the grid ({lo}..{hi}): the optimum may lie outside the grid")
+            say(f"note: lr {lr} is the {side} rate of the grid ({lo}..{hi}): the optimum may lie outside the grid")
     elif any(row["status"] == "ok" for row in result.rows):
-        out("best: none (no rate learned anything: every finished run stayed at chance level)")
-    out(f"summary: {result.summary_path}")
+        say("best: none (no rate learned anything: every finished run stayed at chance level)")
+    say(f"summary: {result.summary_path}")
     if result.failed:
         err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
         raise typer.Exit(1)
@@ -745,7 +785,11 @@ def ls(
         path = Path(row["path"])
         return str(path.relative_to(results)) if path != results and path.is_relative_to(results) else path.name
 
-    table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], r["status"],
+    def status(row: dict) -> str:
+        never = row["not_learned"]
+        return row["status"] + ("" if not never else " (never learned)" if row["runs"] == 1 else f" ({never} never learned)")
+
+    table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], status(r),
               _fmt(r["best_val_error"]), r["runs"], _when(r["started_at"])] for r in rows]  # fmt: skip
     columns = ["kind", "name", "dataset", "epochs", "status", "best val error", "runs", "started"]
     width = max(120, max(len(t[1]) for t in table) + 100)  # long sweep names stay on one line

@@ -124,9 +124,9 @@ def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: st
             raise DataError(f"{where}: {name} is a single number ({_short(a.item())}), not an array of samples")
     shape = tuple(x.shape)
     if x.ndim not in (2, 3, 4) or int(np.prod(shape[1:])) != int(np.prod(MNIST_SHAPE)):
-        raise DataError(f"{where}: {name_shape(x_name, shape)}; expected (N, 28, 28), (N, 28, 28, 1) or (N, 784) MNIST digits")
+        raise DataError(f"{where}: {_shape_of(x_name, shape)}; expected (N, 28, 28), (N, 28, 28, 1) or (N, 784) MNIST digits")
     if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
-        raise DataError(f"{where}: {name_shape(y_name, y.shape)}; expected one integer label per sample, shape (N,)")
+        raise DataError(f"{where}: {_shape_of(y_name, y.shape)}; expected one integer label per sample, shape (N,)")
     if len(x) != len(y):
         raise DataError(f"{where}: {x_name} has {len(x)} samples but {y_name} has {len(y)} labels")
     if x.dtype.kind == "f":
@@ -159,7 +159,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def name_shape(name: str, shape: tuple) -> str:
+def _shape_of(name: str, shape: tuple) -> str:
     return f"{name} has shape {tuple(int(n) for n in shape)}"
 
 
@@ -372,12 +372,15 @@ def embedded_mnist() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _split_sizes(name: str, available: int | None, train: int | None, val: int | None, test: int | None) -> tuple[int, int, int]:
+def _split_sizes(
+    name: str, available: int | None, train: int | None, val: int | None, test: int | None, source: str | None = None
+) -> tuple[int, int, int]:
     """Requested split sizes, defaults per dataset filled in; DataError beyond `available` samples."""
     d_train, d_val, d_test = SPLITS[name]
     sizes = (train or d_train, val or d_val, test or d_test)
     if available is not None and sum(sizes) > available:
-        raise DataError(f"{name}: asked for {sizes[0]} + {sizes[1]} + {sizes[2]} samples, but it has {available}; {SPLIT_HINT}")
+        where = f"{name} ({source})" if source else name
+        raise DataError(f"{where}: asked for {sizes[0]} + {sizes[1]} + {sizes[2]} samples, but it has {available}; {SPLIT_HINT}")
     return sizes
 
 
@@ -426,7 +429,7 @@ def load_dataset(
             name = "mnist-5k"
         else:
             y_train, y_test = _labels(y_train), _labels(y_test)
-            n_train, n_val, n_test = _split_sizes(name, len(y_train) + len(y_test), train_samples, val_samples, test_samples)
+            n_train, n_val, n_test = _split_sizes(name, len(y_train) + len(y_test), train_samples, val_samples, test_samples, path)
             if n_train + n_val > len(y_train) or n_test > len(y_test):
                 raise DataError(
                     f"mnist{f' ({path})' if path else ''}: asked for {n_train} + {n_val} train+validation and {n_test} test samples, "

@@ -48,8 +48,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno and not exc.filename:  # a full disk: say which file could not be written
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -64,8 +66,10 @@ def atomic_write_bytes(path: str | Path, write: Any) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno and not exc.filename:  # a full disk: say which file could not be written
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -113,7 +117,7 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] |
 _NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows file systems
 
 
-def _shown(path: Path, limit: int = 80) -> str:
+def _shown(path: Path, limit: int = 200) -> str:
     text = str(path)
     return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]} ({len(text)} characters)"
 
@@ -493,18 +497,19 @@ def load_bench(bench_dir: str | Path):
 
 # --- one table of everything below a results folder (`cnnbench ls`) ------------------------------
 
-LIST_COLUMNS = ("kind", "name", "dataset", "epochs", "status", "best_val_error", "runs", "started_at", "path")
+LIST_COLUMNS = ("kind", "name", "dataset", "epochs", "status", "best_val_error", "runs", "not_learned", "started_at", "path")
 
 
 def _run_row(run_dir: Path) -> dict[str, Any]:
     """status, dataset, epochs, best error and start of one run folder (status `corrupt` for an untrusted run.json)."""
     record, problem = inspect_record(run_dir / "run.json")
     if problem:
-        return {"status": CORRUPT, "dataset": None, "epochs": None, "best_val_error": None, "started_at": None}
+        return {"status": CORRUPT, "dataset": None, "epochs": None, "best_val_error": None, "started_at": None, "not_learned": 0}
     record = record or {}
     identity = run_identity(run_dir, record)
     return {"status": record.get("status") or "pending", "dataset": identity["dataset"], "epochs": identity["epochs"],
-            "best_val_error": record.get("best_val_error"), "started_at": record.get("started_at")}  # fmt: skip
+            "best_val_error": record.get("best_val_error"), "started_at": record.get("started_at"),
+            "not_learned": int(record.get("learned") is False)}  # fmt: skip
 
 
 def _group_status(statuses: list[str], overall: str | None = None) -> str:
@@ -527,6 +532,7 @@ def _group_row(kind: str, folder: Path, run_dirs: list[Path], index: dict[str, A
         "status": _group_status([r["status"] for r in runs], index.get("status") if kind == "bench" else None),
         "best_val_error": min(ok_errors) if kind == "sweep" and ok_errors else None,  # a bench measures time, not error
         "runs": len(runs),
+        "not_learned": sum(r["not_learned"] for r in runs),
         "started_at": index.get("created_at") or index.get("started_at") or (starts[0] if starts else None),
         "path": str(folder),
     }
@@ -542,7 +548,8 @@ def list_results(root: str | Path) -> list[dict[str, Any]]:
     """One row per lone run, sweep and bench at or below root (LIST_COLUMNS), oldest first.
 
     A sweep's status counts its runs' statuses (planned runs without a record are `pending`); its
-    best_val_error is the lowest of its ok runs; `dataset` is the data the runs actually used.
+    best_val_error is the lowest of its ok runs; `dataset` is the data the runs actually used;
+    `not_learned` counts runs recorded `learned: false` (never clearly below chance level).
     """
     found = find_results(root)
     rows = []

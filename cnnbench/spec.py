@@ -24,6 +24,7 @@ from cnnbench.catalog import (
     LAYERS,
     MAX_INT,
     OPTIMIZERS,
+    SHARED_ARGS,
     Arg,
     check_layer,
     check_optimizer,
@@ -58,16 +59,7 @@ def text(max_chars: int, non_empty: bool = True) -> Arg:
             return None
         return f"must be a {'non-empty ' if non_empty else ''}string of at most {max_chars:,} characters, got {brief(value)}"
 
-    return Arg(check, {"type": "string", "maxLength": max_chars, **({"minLength": 1} if non_empty else {})})
-
-
-def one_of(*choices: str):
-    """A check function: the value must be one of `choices` (kept for callers of the old API)."""
-    return enum(*choices).check
-
-
-def positive_int(value: Any) -> str | None:
-    return integer(1).check(value)
+    return Arg(check, {"type": "string", "maxLength": max_chars, **({"pattern": r"\S"} if non_empty else {})})
 
 
 _did_you_mean = did_you_mean  # the old private name, still imported by train.py
@@ -78,6 +70,7 @@ def _meta(default: Any, arg: Arg, help: str) -> Any:
 
 
 MAX_SEED = 2**32 - 1  # NumPy, TensorFlow and JAX all take a 32-bit seed
+MAX_LAYERS = 1_000  # each layer is a Keras object built in Python: 50,000 of them would take minutes
 MAX_STEPS_PER_EXECUTION = 10_000  # beyond this one call outlasts any epoch of any dataset cnnbench reads
 
 # --- the spec --------------------------------------------------------------------------------
@@ -246,6 +239,8 @@ def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> 
         raise SpecError(source, "layers", f"must be a list of layers, got {brief(layers)}")
     if not layers:
         raise SpecError(source, "layers", "has no layers; a model needs at least one")
+    if len(layers) > MAX_LAYERS:
+        raise SpecError(source, "layers", f"has {len(layers):,} layers; at most {MAX_LAYERS:,} are allowed")
     names: dict[str, int] = {}
     for index, layer in enumerate(layers):
         where = f"layers[{index}]"
@@ -360,6 +355,12 @@ def _yaml_loader():
             if self._nodes > MAX_NODES:
                 raise _Refused(f"the document holds more than {MAX_NODES:,} values once YAML aliases are expanded", mark)
 
+        def fetch_flow_collection_start(self, TokenClass):
+            # The scanner looks up to 1,024 characters ahead for keys; refusing deep [[[[ here keeps that lookahead short.
+            if self.flow_level >= MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep", self.get_mark())
+            super().fetch_flow_collection_start(TokenClass)
+
         def compose_node(self, parent, index):
             event = self.peek_event()
             if isinstance(event, yaml.AliasEvent):
@@ -409,6 +410,12 @@ def _yaml_loader():
         except ValueError:
             raise _Refused(f"{brief(value)} is not a number", node.start_mark) from None
 
+    def construct_str(loader, node):
+        value = loader.construct_scalar(node)
+        if any("\ud800" <= c <= "\udfff" for c in value):  # "\ud83d\ude00" escapes: PyYAML keeps the halves, JSON joins them
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+
     def construct_yaml11(loader, node):
         value = loader.construct_scalar(node)
         raise _Refused(
@@ -424,7 +431,7 @@ def _yaml_loader():
         "tag:yaml.org,2002:bool": yaml.SafeLoader.construct_yaml_bool,
         "tag:yaml.org,2002:int": construct_int,
         "tag:yaml.org,2002:float": construct_float,
-        "tag:yaml.org,2002:str": yaml.SafeLoader.construct_yaml_str,
+        "tag:yaml.org,2002:str": construct_str,
         "tag:yaml.org,2002:seq": yaml.SafeLoader.construct_yaml_seq,
         "tag:yaml.org,2002:map": yaml.SafeLoader.construct_yaml_map,
         "tag:cnnbench:yaml11": construct_yaml11,
@@ -533,9 +540,6 @@ def load_spec(ref: str | Path) -> Spec:
     raise SpecError(source, "", f"no such file, and not a built-in spec{hint}; built-in: {', '.join(builtins)}")
 
 
-SCHEMA_ID = "https://cnnbench.invalid/spec.schema.json"
-
-
 def json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the spec format, generated from the same catalog cnnbench checks against.
 
@@ -546,7 +550,7 @@ def json_schema() -> dict[str, Any]:
         props = {
             f.name: {**f.metadata["arg"].schema, "description": f.metadata["help"], "default": f.default} for f in dataclasses.fields(cls)
         }
-        return {"type": "object", "additionalProperties": False, "properties": props, "description": cls.__doc__}
+        return {"type": ["object", "null"], "additionalProperties": False, "properties": props, "description": cls.__doc__}
 
     rules = [{"if": {"properties": {"type": {"const": n}}, "required": ["type"]}, "then": layer_schema(e)} for n, e in LAYERS.items()]
     layer = {
@@ -558,6 +562,7 @@ def json_schema() -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "cnnbench spec",
+        "$defs": {name: arg.schema for name, arg in SHARED_ARGS.items()},
         "type": "object",
         "additionalProperties": False,
         "required": list(REQUIRED),
@@ -571,7 +576,7 @@ def json_schema() -> dict[str, Any]:
                 "maxItems": 4,
                 "description": TOP_LEVEL["input_shape"],
             },
-            "layers": {"type": "array", "minItems": 1, "items": layer, "description": TOP_LEVEL["layers"]},
+            "layers": {"type": "array", "minItems": 1, "maxItems": MAX_LAYERS, "items": layer, "description": TOP_LEVEL["layers"]},
             "training": section(Training),
             "data": section(Data),
         },

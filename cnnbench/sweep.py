@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench import __version__
+from cnnbench import __version__, results
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError
-from cnnbench.results import CORRUPT, FINISHED, now_iso, read_record, record_status, set_aside, write_csv, write_json
+from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions, engine_for, load_data_for, train_group, train_run
 from cnnbench.values import check_values, format_value, parse_values
@@ -203,7 +203,7 @@ def plan_sweep(spec: Spec, values: str | Sequence[float], out: str | Path = "res
     runs = []
     for rate in rates:
         run_dir = sweep_dir / f"lr-{format_value(rate)}"
-        status, problem = record_status(run_dir)
+        status, problem = results.record_status(run_dir)
         if problem:
             note = f"{run_dir / 'run.json'}: {problem}; this run will be trained again (the record is kept as run.json.corrupt)"
             warnings.warn(note, stacklevel=2)
@@ -245,6 +245,8 @@ def _write_summary(plan: SweepPlan) -> list[dict[str, Any]]:
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     path = plan.sweep_dir / "sweep.json"
+    if results.inspect_record(path)[1]:
+        results.set_aside(path)  # an untrusted sweep.json is kept beside the new one
     previous = read_record(path) or {}
     options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads,
                    "engine": options.engine, "fuse": options.fuse}  # fmt: skip
@@ -298,8 +300,8 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     new_folder = not plan.sweep_dir.exists()
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     for run in plan.runs:
-        if run.status == CORRUPT:
-            set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
+        if run.status == results.CORRUPT:
+            results.set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
     _write_index(plan, options)
     for run in plan.runs:
         if run.skip:

@@ -20,7 +20,7 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError
-from cnnbench.results import FINISHED, atomic_write_text, environment, now_iso, read_record, write_json
+from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
 
@@ -189,9 +189,11 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict[str, Any]]:
     shown = str(run_dir) if len(str(run_dir)) <= 120 else str(run_dir)[:120] + "…"
     if not run_dir.is_dir():
         raise UsageError(f"--resume {shown}: not a folder")
-    record = read_record(run_dir / "run.json")
+    record, problem = inspect_record(run_dir / "run.json")
+    if problem:
+        raise UsageError(f"--resume {shown}: its run.json cannot be trusted ({problem})")
     if record is None:
-        raise UsageError(f"--resume {shown}: no readable run.json (not a run folder, or its record is damaged)")
+        raise UsageError(f"--resume {shown}: no run.json (not a run folder)")
     if not (run_dir / "spec.json").is_file():
         raise UsageError(f"--resume {shown}: no spec.json (not a run folder)")
     return load_spec(str(run_dir / "spec.json")), record
@@ -534,7 +536,7 @@ def _error_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip()
     if getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in text.lower():
         where = getattr(exc, "filename", None)
-        return f"no space left on device{f' (writing {Path(where).name})' if where else ''}: {type(exc).__name__}"
+        return f"no space left on device{f' while writing {Path(where).name}' if where else ''}"
     line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".strip().rstrip(":")
     return line if len(line) <= limit else line[:limit] + "…"
 

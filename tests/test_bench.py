@@ -360,3 +360,13 @@ def test_a_garbage_history_gives_no_timing_instead_of_a_traceback(tmp_path):
     assert bench._history_times(tmp_path) == ([], [])
     (tmp_path / "history.csv").write_text("epoch,epoch_time_s,samples_per_s\n1,1.0,100\n2,nan,100\n3,0.5,200\n")
     assert bench._history_times(tmp_path) == ([1.0, 0.5], [100.0, 200.0])
+
+
+def test_a_bench_json_of_the_wrong_shape_is_named_and_kept_aside(tmp_path, fake_children, no_gpu):
+    options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(8,))
+    first = run_bench(fake_children.spec, options, tmp_path)
+    write_json(first.path / "bench.json", {"models": ["8"], "status": "complete"})
+    with pytest.warns(UserWarning, match=r"bench.json: models is \['8'\], expected an object or null; writing a new one"):
+        run_bench(fake_children.spec, options, tmp_path)
+    assert read_json(first.path / "bench.json.corrupt")["models"] == ["8"]
+    assert read_json(first.path / "bench.json")["models"]["8"]["params"] == params(8)

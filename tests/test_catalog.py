@@ -315,6 +315,9 @@ SCHEMA_CASES = [
     ("BatchNormalization", _set("layers.1", {"type": "BatchNormalization"}), True),
     ("name with a slash", _set("name", "a/b"), False),
     ("missing input_shape", _set("input_shape", _DELETE), False),
+    ("training: null", _set("training", None), True),
+    ("training.engine fused", _set("training.engine", "fused"), True),
+    ("data.path blank", _set("data.path", "  "), False),
 ]
 
 
@@ -357,3 +360,13 @@ def test_schema_errors_name_the_field(validator):
 def test_schema_accepts_every_catalog_example(validator, kind, shape, args):
     doc = {"input_shape": list(shape), "layers": [{"type": kind, **args}]}
     assert validator.is_valid(doc), [e.message for e in validator.iter_errors(doc)]
+
+
+def test_docs_list_every_catalog_layer():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "spec.md").read_text()
+    text = re.sub(r"(\w+)1D/2D/3D", lambda m: " ".join(f"{m[1]}{r}D" for r in (1, 2, 3)), text)
+    documented = set(re.findall(r"\w+", text))
+    assert set(LAYERS) <= documented, sorted(set(LAYERS) - documented)

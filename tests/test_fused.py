@@ -88,13 +88,3 @@ def test_bench_engines_are_a_dimension_with_their_own_run_names():
     with pytest.raises(UsageError, match="--engines: unknown value"):
         BenchOptions(devices=("cpu",), engines=("turbo",)).resolved()
 
-
-def test_bench_rows_of_two_engines_plot_as_two_series():
-    import pandas as pd
-
-    from cnnbench.plot import _ok_rows
-
-    rows = [{"device": "gpu", "backend": "jax", "engine": e, "filters": 16, "params": 104250, "epoch_s_median": t, "status": "ok"}
-            for e, t in (("fit", 0.7), ("fused", 0.11))]  # fmt: skip
-    assert sorted(_ok_rows(pd.DataFrame(rows))["backend"]) == ["jax·fit", "jax·fused"]
-    assert list(_ok_rows(pd.DataFrame(rows[:1]))["backend"]) == ["jax"]  # one engine: the series keep their backend names

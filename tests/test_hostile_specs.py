@@ -11,11 +11,13 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cnnbench.cli import app
 from cnnbench.errors import SpecError, brief
-from cnnbench.spec import load_spec
+from cnnbench.spec import load_spec, parse_text
 
 COURSE_YAML = "input_shape: [28, 28, 1]\nlayers:\n  - {type: Flatten}\n  - {type: Dense, units: 10}\n"
 
@@ -34,7 +36,8 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 
 def refused(path: Path, *args: str, budget_s: float = 5.0) -> str:
     """`cnnbench build PATH`: exit 2, one line, no traceback, within `budget_s` and 50 MB; returns the message."""
-    import cnnbench.model  # noqa: F401 - imported before measuring: the memory of importing Keras is not the spec's
+    import cnnbench.model  # noqa: F401 - imported before measuring: importing Keras is not the spec's cost
+    import cnnbench.train  # noqa: F401
     tracemalloc.start()
     started = time.perf_counter()
     try:
@@ -81,7 +84,15 @@ def test_a_small_alias_is_fine(tmp_path):
 def test_deep_nesting_is_one_line(tmp_path, suffix):
     path = tmp_path / f"deep{suffix}"
     path.write_text('{"input_shape": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    assert refused(path) == "line 1: nested more than 32 levels deep"
+    assert refused(path, budget_s=2.0) == "line 1: nested more than 32 levels deep"
+
+
+def test_deep_yaml_block_nesting_is_one_line(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("layers:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 1000)))
+    assert refused(path, budget_s=2.0) == "line 32: nested more than 32 levels deep"
+    path.write_text("layers:\n" + "- " * 100_000 + "x\n")
+    assert refused(path, budget_s=2.0) == "line 2: nested more than 32 levels deep"
 
 
 def test_deep_nesting_inside_a_string_is_just_text(tmp_path):
@@ -190,3 +201,23 @@ def test_seed_and_steps_per_execution_bounds(tmp_path, course_spec):
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: option: --seed: must be an integer from 0 to 4,294,967,295, got 4294967296"
     assert not (tmp_path / "r").exists()
+
+
+_numbers = st.integers(-(10**12), 10**12) | st.floats(allow_nan=False, allow_infinity=False)
+_scalars = st.none() | st.booleans() | _numbers | st.text(max_size=12)
+_documents = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                          max_leaves=20)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(_documents)
+def test_json_text_means_the_same_read_as_yaml(doc):
+    """JSON is YAML 1.2: the same text read by cnnbench's YAML loader gives the same data as its JSON reader."""
+    text = json.dumps({"doc": doc})
+    assert parse_text(text, "x.yaml", ".yaml") == parse_text(text, "x.json", ".json")
+
+
+def test_layer_count_is_bounded(tmp_path):
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps({"input_shape": [4], "layers": [{"type": "ReLU"}] * 50_000 + [{"type": "Dense", "units": 10}]}))
+    assert refused(path) == "layers: has 50,001 layers; at most 1,000 are allowed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -129,6 +130,19 @@ def test_a_sweep_with_pending_and_failed_runs_counts_them(results):
     records.write_json(sweep / "sweep.json", index)
     row = next(r for r in list_results(results) if r["path"] == str(sweep))
     assert (row["status"], row["runs"], row["best_val_error"]) == ("1 failed, 1 ok, 1 pending", 3, 0.05)
+
+
+def test_ls_marks_runs_that_never_learned(results):
+    run = results / "convolutional_nn-20261120-090000" / "run.json"
+    records.write_json(run, {**read_json(run), "learned": False})
+    sweep_run = results / "convolutional_nn-lr-sweep-0.01..0.1-n2-e3-s0-aaaaaa" / "lr-0.01" / "run.json"
+    records.write_json(sweep_run, {**read_json(sweep_run), "learned": False})
+    rows = {r["name"]: r for r in list_results(results)}
+    assert rows["convolutional_nn-20261120-090000"]["not_learned"] == 1
+    assert rows["convolutional_nn-lr-sweep-0.01..0.1-n2-e3-s0-aaaaaa"]["not_learned"] == 1
+    lines = runner.invoke(app, ["ls", str(results)]).stdout.splitlines()
+    assert "ok (never learned)" in next(line for line in lines if "convolutional_nn-20261120-090000" in line)
+    assert "ok (1 never learned)" in next(line for line in lines if "e3-s0-aaaaaa" in line)
 
 
 def test_cnnbench_ls_prints_a_table_json_and_csv(results):
@@ -285,3 +299,28 @@ def test_a_sweep_started_under_the_old_name_still_resumes(tiny_spec, tmp_path):
 
 def test_pandas_is_what_the_loaders_return(results):
     assert isinstance(load_runs(results), pd.DataFrame)
+
+
+# --- honest labels --------------------------------------------------------------------------------
+
+
+def test_the_sweep_table_names_the_data_the_runs_used_not_the_spec(tmp_path, fake_training, monkeypatch):
+    monkeypatch.setenv("CNNBENCH_OFFLINE", "0")  # restored after the test; --offline sets it to 1 for the workers
+    result = runner.invoke(app, ["sweep-lr", "--values", "0.01,0.1", "--epochs", "2", "--out", str(tmp_path), "--offline"])
+    assert result.exit_code == 0, result.output
+    assert "data mnist-5k (full MNIST is not cached and downloads are off)" in result.stderr
+    assert os.environ["CNNBENCH_OFFLINE"] == "1"
+    title = result.stdout.splitlines()[0]
+    assert title.startswith("convolutional_nn: mnist-5k, sgd, batch 64, 2 epochs, seed 0")
+    assert "mnist," not in result.stdout
+    (summary,) = tmp_path.glob("*/summary.csv")
+    assert [row["dataset"] for row in csv.DictReader(summary.open())] == ["mnist-5k", "mnist-5k"]
+
+
+def test_a_folder_where_sweep_json_should_be_is_kept_aside(tiny_spec, tmp_path, fake_training):
+    plan = plan_sweep(tiny_spec, "0.01", tmp_path)
+    (plan.sweep_dir / "sweep.json").mkdir(parents=True)
+    (plan.sweep_dir / "sweep.json" / "mine.txt").write_text("mine")
+    run_sweep(plan)
+    assert read_json(plan.sweep_dir / "sweep.json")["kind"] == "lr-sweep"
+    assert (plan.sweep_dir / "sweep.json.corrupt" / "mine.txt").read_text() == "mine"
