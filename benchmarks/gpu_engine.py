@@ -155,11 +155,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-tiny")
     parser.add_argument("--filters", help="comma list, replaces the preset's")
+    parser.add_argument("--seeds", help="comma list, replaces the preset's (equivalence)")
     parser.add_argument("--out", type=Path, default=Path("gpu_engine.json"))
     args = parser.parse_args()
     preset = dict(PRESETS[args.preset])
     if args.filters:
         preset["filters"] = [int(f) for f in args.filters.split(",")]
+    if args.seeds:
+        preset["seeds"] = [int(s) for s in args.seeds.split(",")]
     from cnnbench.results import environment
 
     result = {"preset": args.preset, "settings": preset, "environment": environment(), "started_at": time.strftime("%Y-%m-%d %H:%M:%S")}
