@@ -84,15 +84,17 @@ class HistoryWriter(keras.callbacks.Callback):
     """Appends one row per epoch to history.csv (rewritten atomically) and tells `on_epoch`."""
 
     def __init__(
-        self, path: Path, timer: EpochTimer, learning_rate: float, on_epoch: Callable[[dict], None] | None = None, rows: list[dict] = ()
+        self, path: Path, timer: EpochTimer, learning_rate: float, on_epoch: Callable[[dict], None] | None = None, rows: list[dict] = (),
+        extra: dict | None = None,
     ):
         super().__init__()
         self.path, self.timer, self.learning_rate, self.on_epoch = path, timer, learning_rate, on_epoch
         self.rows: list[dict] = list(rows)  # a resumed run starts with the epochs it kept
+        self.extra = dict(extra or {})  # constant columns of every row (the fused engine's fused_k)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
-        row = {"epoch": epoch + 1, **logs, **self.timer.epochs[-1], "learning_rate": self.learning_rate}
+        row = {"epoch": epoch + 1, **logs, **self.timer.epochs[-1], "learning_rate": self.learning_rate, **self.extra}
         if "val_accuracy" in logs:
             row["val_error"] = 1.0 - logs["val_accuracy"]
         self.rows.append(row)
