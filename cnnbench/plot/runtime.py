@@ -90,7 +90,7 @@ def _points(ax, x, y, bars, estimated, color, marker: str, label: str | None) ->
             label = None
 
 
-def _fit_curves(ax, x, y, color, models: Sequence[str] = MODELS, var: str = "P") -> Growth:
+def _fit_curves(ax, x, y, color, var: str = "P") -> Growth:
     """The fits of t(x) drawn over the data's span, each with its equation, R² and typical miss as a legend entry."""
     growth = compare_growth(x, y)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
@@ -102,7 +102,7 @@ def _fit_curves(ax, x, y, color, models: Sequence[str] = MODELS, var: str = "P")
         "power": lambda p, q: rf"power: $t = {sci(p)}\,{var}^{{{q:.2f}}}$",
         "exponential": lambda p, q: rf"exponential: $t = {sci(p)}\,e^{{{sci(q)}\,{var}}}$",
     }
-    for model in models:
+    for model in MODELS:
         if model in growth.fits:
             fit = growth.fits[model]
             p, q = fit.p, fit.q
