@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnbench.errors import OutputError
+
 FORMATS = ("png", "svg", "pdf")
 DEFAULT_FORMATS = ("png", "svg")
 
@@ -75,21 +77,26 @@ def new_figure(width: float, height: float, caption: Sequence[str]):
 
 
 def save(fig, folder: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    """Write `folder/stem.<fmt>` for each format, each atomically (temp file + rename)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = folder / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=150, metadata=_METADATA[fmt])
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths.append(path)
+    """Write `folder/stem.<fmt>` for each format, each atomically (temp file + rename); OutputError
+    (one line) when the folder cannot be made or written, e.g. a full disk: no temporary file is left."""
+    paths: list[Path] = []
+    path = folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for fmt in formats:
+            path = folder / f"{stem}.{fmt}"
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            try:
+                fig.savefig(tmp, format=fmt, dpi=150, metadata=_METADATA[fmt])
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            paths.append(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(path)[:200]}: {exc.strerror or type(exc).__name__}") from None
     return paths
 
 

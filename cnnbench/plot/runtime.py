@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnbench.errors import OutputError
 from cnnbench.plot.figure import DEFAULT_FORMATS, count, device_label, join, log_axis, new_figure, num, save, sci, styled
 from cnnbench.plot.fits import MODELS, Growth, compare_growth, predict
 from cnnbench.plot.load import read_bench
@@ -415,6 +416,9 @@ def plot_bench(bench_dir: str | Path, out_dir: str | Path | None = None, formats
         if np.isfinite(_floats(ok, "samples_per_s")).any():
             written += save(_throughput_figure(ok, bench, bench_dir, info), out_dir, "throughput", formats)
     if fits:
-        write_csv(out_dir / "fits.csv", fits, FITS_COLUMNS)
+        try:
+            write_csv(out_dir / "fits.csv", fits, FITS_COLUMNS)
+        except OSError as exc:
+            raise OutputError(f"cannot write {str(out_dir / 'fits.csv')[:200]}: {exc.strerror or type(exc).__name__}") from None
         written.append(out_dir / "fits.csv")
     return written
