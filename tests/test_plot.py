@@ -153,15 +153,14 @@ def test_cli_prints_the_paths_and_honours_format_log_scale_and_out(results, tmp_
     assert not list(results.rglob("*.pdf")) and not list(results.rglob("fits.csv"))  # nothing written next to the results
 
 
-def test_speedup_is_skipped_without_both_devices(tmp_path):
-    paths = plot_results(make_bench(tmp_path / "bench", gpu=False), formats=["png"])
-    assert {p.name for p in paths} == {
-        "runtime_vs_params_cpu.png",
-        "runtime_loglog.png",
-        "runtime_vs_flops.png",
-        "throughput.png",
-        "fits.csv",
-    }
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_speedup_is_skipped_with_a_single_device_and_the_rest_drawn(tmp_path, device):
+    bench = make_bench(tmp_path / "bench")
+    rows = [r for r in csv.DictReader(open(bench / "bench.csv")) if r["device"] == device]
+    _write_csv(bench / "bench.csv", BENCH, rows)
+    paths = plot_results(bench, formats=["png"])
+    expected = {f"runtime_vs_params_{device}.png", "runtime_loglog.png", "runtime_vs_flops.png", "throughput.png", "fits.csv"}
+    assert {p.name for p in paths} == expected
 
 
 @pytest.mark.parametrize("setup", ["empty", "bench-without-ok-rows", "run-without-epochs"])
