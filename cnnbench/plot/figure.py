@@ -145,7 +145,7 @@ def plain(value: float, _pos: Any = None) -> str:
 
 def plain_log_ticks(axis, formatter: Callable[[float, Any], str] = plain) -> None:
     """Log-axis labels as plain numbers (0.2, 0.5, 1, 2) instead of 2×10⁻¹: every decade, and between
-    decades only 2 and 5 (all of 2…9 when the axis spans less than one decade), so labels never collide."""
+    decades only 2 and 5 (2…8 within one decade, every tick within half a decade), so labels never collide."""
     from matplotlib.ticker import Formatter
 
     class Plain(Formatter):
@@ -154,6 +154,8 @@ def plain_log_ticks(axis, formatter: Callable[[float, Any], str] = plain) -> Non
                 return ""
             low, high = sorted(self.axis.get_view_interval())
             span = math.log10(high / low) if low > 0 else 99
+            if span <= 0.5:  # less than half a decade: every tick matplotlib places is needed to read it
+                return formatter(x)
             mantissa = round(x / 10 ** math.floor(math.log10(x) + 1e-9), 6)
             shown = {1.0} if span > 4 else {1.0, 2.0, 5.0} if span > 1 else {1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0}
             return formatter(x) if mantissa in shown else ""
