@@ -153,15 +153,14 @@ def test_cli_prints_the_paths_and_honours_format_log_scale_and_out(results, tmp_
     assert not list(results.rglob("*.pdf")) and not list(results.rglob("fits.csv"))  # nothing written next to the results
 
 
-def test_speedup_is_skipped_without_both_devices(tmp_path):
-    paths = plot_results(make_bench(tmp_path / "bench", gpu=False), formats=["png"])
-    assert {p.name for p in paths} == {
-        "runtime_vs_params_cpu.png",
-        "runtime_loglog.png",
-        "runtime_vs_flops.png",
-        "throughput.png",
-        "fits.csv",
-    }
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_speedup_is_skipped_with_a_single_device_and_the_rest_drawn(tmp_path, device):
+    bench = make_bench(tmp_path / "bench")
+    rows = [r for r in csv.DictReader(open(bench / "bench.csv")) if r["device"] == device]
+    _write_csv(bench / "bench.csv", BENCH, rows)
+    paths = plot_results(bench, formats=["png"])
+    expected = {f"runtime_vs_params_{device}.png", "runtime_loglog.png", "runtime_vs_flops.png", "throughput.png", "fits.csv"}
+    assert {p.name for p in paths} == expected
 
 
 @pytest.mark.parametrize("setup", ["empty", "bench-without-ok-rows", "run-without-epochs"])
@@ -501,3 +500,14 @@ def test_wilson_interval_from_the_validation_size():
     assert lo == 0 and hi == pytest.approx(0.00762, abs=1e-5)  # never below 0, and a perfect score still has an upper bound
     lo, hi = wilson_interval(0.1, 5000)
     assert hi - lo == pytest.approx(wide / math.sqrt(10), rel=0.01)  # ten times the images: √10 times narrower
+
+
+def test_a_full_disk_is_one_line_exit_2_and_leaves_no_temporary_file(results, small_disk):
+    (small_disk / "filler").write_bytes(b"\0" * (4 * 2**20 - 200_000))  # about 200 kB left: a few figures fit, not all
+    result = CliRunner().invoke(app, ["plot", str(results), "--out", str(small_disk / "figures")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot write {small_disk / 'figures'}/") and "No space left" in lines[0]
+    assert not [p for p in small_disk.rglob("*") if p.name.endswith(".tmp")]  # every figure is whole or absent
+    written = list(small_disk.rglob("*.png"))
+    assert written and all(path.read_bytes()[-8:] == b"IEND\xaeB`\x82" for path in written)

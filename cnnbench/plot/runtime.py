@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnbench.errors import OutputError
 from cnnbench.plot.figure import DEFAULT_FORMATS, count, device_label, join, log_axis, new_figure, num, save, sci, styled
 from cnnbench.plot.fits import MODELS, Growth, compare_growth, predict
 from cnnbench.plot.load import read_bench
@@ -90,7 +91,7 @@ def _points(ax, x, y, bars, estimated, color, marker: str, label: str | None) ->
             label = None
 
 
-def _fit_curves(ax, x, y, color, models: Sequence[str] = MODELS, var: str = "P") -> Growth:
+def _fit_curves(ax, x, y, color, var: str = "P") -> Growth:
     """The fits of t(x) drawn over the data's span, each with its equation, R² and typical miss as a legend entry."""
     growth = compare_growth(x, y)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
@@ -98,11 +99,11 @@ def _fit_curves(ax, x, y, color, models: Sequence[str] = MODELS, var: str = "P")
         return growth
     grid = np.geomspace(x[keep].min(), x[keep].max(), 200)
     equations = {
-        "linear": lambda p, q: rf"linear: $t = {sci(p)} + {sci(q)}\,{var}$",
+        "linear": lambda p, q: rf"linear: $t = {_line(p, q, var)}$",
         "power": lambda p, q: rf"power: $t = {sci(p)}\,{var}^{{{q:.2f}}}$",
         "exponential": lambda p, q: rf"exponential: $t = {sci(p)}\,e^{{{sci(q)}\,{var}}}$",
     }
-    for model in models:
+    for model in MODELS:
         if model in growth.fits:
             fit = growth.fits[model]
             p, q = fit.p, fit.q
@@ -110,6 +111,11 @@ def _fit_curves(ax, x, y, color, models: Sequence[str] = MODELS, var: str = "P")
             ax.plot(grid, predict(model, (p, q), grid), _FIT_STYLE[model], color=color, lw=1.2, alpha=0.8,
                     label=f"{equations[model](p, q)}   $R^2$ = {fit.r2:.3f}, miss {fit.miss_pct}{mark}")  # fmt: skip
     return growth
+
+
+def _line(a: float, b: float, var: str) -> str:
+    """'0.15 + 8\\times10^{-7}\\,P' or '1.85 - 1.44\\times10^{-6}\\,P' (mathtext, no '+ -')."""
+    return rf"{sci(a)} {'-' if b < 0 else '+'} {sci(abs(b))}\,{var}"
 
 
 def _fit_row(x: str, y: str, s: dict[str, str], growth: Growth) -> dict[str, Any]:
@@ -249,7 +255,7 @@ def _runtime_growth(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Me
         t = predict("linear", (fit.p, fit.q), grid)
         shown = t > 0.5 * y[keep].min()  # a negative intercept sends the line to 0 (−∞ here) below the data
         ax_log.plot(grid[shown], t[shown], "-", color=color, lw=0.9, alpha=0.9,
-                    label=rf"{_label(s)}: linear $t = {sci(fit.p)} + {sci(fit.q)}\,P$, miss {fit.miss_pct}")  # fmt: skip
+                    label=rf"{_label(s)}: linear $t = {_line(fit.p, fit.q, 'P')}$, miss {fit.miss_pct}")  # fmt: skip
         fit = growth.fits["exponential"]
         ax_semi.plot(grid, predict("exponential", (fit.p, fit.q), grid), ls=line, color=color, lw=1.2, alpha=0.7,
                      label=rf"   exponential fit $t \propto e^{{{sci(fit.q)}\,P}}$, miss {fit.miss_pct}")  # fmt: skip
@@ -257,7 +263,7 @@ def _runtime_growth(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Me
     for ax in (ax_log, ax_semi):
         log_axis(ax)
         if data_y:
-            ax.set_ylim(min(data_y) / 1.6, max(data_y) * 1.6)
+            ax.set_ylim(min(data_y) / 1.25, max(data_y) * 1.25)
         ax.set_ylabel(f"{metric.label[:-4]} (s, log scale)")
     log_axis(ax_log, "x", count)
     from matplotlib.ticker import FuncFormatter
@@ -415,6 +421,9 @@ def plot_bench(bench_dir: str | Path, out_dir: str | Path | None = None, formats
         if np.isfinite(_floats(ok, "samples_per_s")).any():
             written += save(_throughput_figure(ok, bench, bench_dir, info), out_dir, "throughput", formats)
     if fits:
-        write_csv(out_dir / "fits.csv", fits, FITS_COLUMNS)
+        try:
+            write_csv(out_dir / "fits.csv", fits, FITS_COLUMNS)
+        except OSError as exc:
+            raise OutputError(f"cannot write {str(out_dir / 'fits.csv')[:200]}: {exc.strerror or type(exc).__name__}") from None
         written.append(out_dir / "fits.csv")
     return written
