@@ -81,25 +81,39 @@ class DivergenceGuard(keras.callbacks.Callback):
 
 
 class HistoryWriter(keras.callbacks.Callback):
-    """Appends one row per epoch to history.csv (rewritten atomically) and tells `on_epoch`."""
+    """Appends one row per epoch to history.csv (rewritten atomically); `EpochNotifier` passes the row on."""
 
-    def __init__(
-        self, path: Path, timer: EpochTimer, learning_rate: float, on_epoch: Callable[[dict], None] | None = None, rows: list[dict] = ()
-    ):
+    def __init__(self, path: Path, timer: EpochTimer, learning_rate: float, rows: list[dict] = (), extra: dict | None = None):
         super().__init__()
-        self.path, self.timer, self.learning_rate, self.on_epoch = path, timer, learning_rate, on_epoch
+        self.path, self.timer, self.learning_rate = path, timer, learning_rate
         self.rows: list[dict] = list(rows)  # a resumed run starts with the epochs it kept
+        self.extra = dict(extra or {})  # constant columns of every row (the fused engine's fused_k)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
-        row = {"epoch": epoch + 1, **logs, **self.timer.epochs[-1], "learning_rate": self.learning_rate}
+        row = {"epoch": epoch + 1, **logs, **self.timer.epochs[-1], "learning_rate": self.learning_rate, **self.extra}
         if "val_accuracy" in logs:
             row["val_error"] = 1.0 - logs["val_accuracy"]
         self.rows.append(row)
         extra = [k for k in row if k not in HISTORY_COLUMNS]
         write_csv(self.path, self.rows, [*HISTORY_COLUMNS, *extra])
-        if self.on_epoch:
-            self.on_epoch(dict(row))
+
+
+class EpochNotifier(keras.callbacks.Callback):
+    """Hands each finished epoch's history row to `on_epoch` (progress lines, a sweep's events).
+
+    It comes last among a run's callbacks: by the time a caller hears of an epoch (and perhaps
+    raises KeyboardInterrupt from its handler) the row is on disk and the checkpoint is taken, so
+    `train --resume` can continue from that epoch.
+    """
+
+    def __init__(self, history: HistoryWriter, on_epoch: Callable[[dict], None]) -> None:
+        super().__init__()
+        self.history, self.on_epoch = history, on_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.history.rows:
+            self.on_epoch(dict(self.history.rows[-1]))
 
 
 CHECKPOINT = "checkpoint.npz"

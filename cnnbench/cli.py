@@ -226,6 +226,15 @@ def _epoch_line(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
+def _engine_option(engine: str | None) -> str | None:
+    from cnnbench.errors import UsageError
+    from cnnbench.spec import ENGINES
+
+    if engine is not None and engine not in ENGINES:
+        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(ENGINES)}")
+    return engine
+
+
 def _fmt(value, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -292,8 +301,11 @@ def train(
         typer.Option(metavar="RUN_DIR", help="Continue an interrupted run from its last finished epoch (model and optimizer state)."),
     ] = None,
     offline: OfflineOpt = False,
+    engine: Annotated[
+        str | None, typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).")
+    ] = None,
 ) -> None:
-    """Train a spec with model.fit, recording learning curves and timings in a run folder."""
+    """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
     _go_offline(offline)
     from cnnbench.results import FINISHED, new_run_dir
     from cnnbench.spec import load_spec
@@ -309,12 +321,13 @@ def train(
                 "nothing to resume")  # fmt: skip
             return
         backend = backend or previous.get("backend")
+        engine = engine or previous.get("engine")  # a resumed run keeps its engine unless told otherwise
         _check_run_options(None, threads, backend)
     else:
         loaded = load_spec(spec or DEFAULT_SPEC).with_overrides(**overrides, **_data_override(data))
         _check_run_options(out, threads, backend)
         run_dir = new_run_dir(out, loaded.name)
-    options = RunOptions(device=device, backend=backend, threads=threads, resume=resume is not None)
+    options = RunOptions(device=device, backend=backend, threads=threads, resume=resume is not None, engine=_engine_option(engine))
     t = loaded.training
 
     def started(record: dict) -> None:
@@ -322,7 +335,8 @@ def train(
         done = record["resumed"][-1]["from_epoch"] if record.get("resumed") else 0
         verb = f"resuming after epoch {done}/{t.epochs}:" if resume is not None else "training"
         err(f"{verb} {loaded.name} on {d['name']} ({d['train_samples']:,} train / {d['val_samples']:,} val), {record['device']}, "
-            f"{record['backend']}: lr {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs -> {run_dir}")  # fmt: skip
+            f"{record['backend']}, engine {record.get('engine')}: lr {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs "
+            f"-> {run_dir}")  # fmt: skip
 
     try:
         record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
@@ -338,6 +352,7 @@ def train(
         ["data", f"{data_info.get('name')} ({data_info.get('train_samples', 0):,}/{data_info.get('val_samples', 0):,}/"
                  f"{data_info.get('test_samples', 0):,})"],
         ["device", f"{record.get('device')} ({record.get('device_name')}), {record.get('backend')}"],
+        ["engine", str(record.get("engine") or "-")],
         ["parameters", f"{record.get('params') or 0:,}"],
         ["epochs run", record["epochs_run"]],
         ["final val error", _fmt(record.get("final_val_error"))],
@@ -404,7 +419,9 @@ def compare(
     """Put runs and sweeps side by side: a table of their metrics and one figure of their curves overlaid."""
     from cnnbench.plot import compare as compare_runs
     from cnnbench.plot import parse_formats
+    from cnnbench.results import check_out_dir
 
+    check_out_dir(out if out is not None else Path.cwd())
     rows, figures = compare_runs(paths, out=out, formats=parse_formats(formats), log_scale=log_scale)
     if as_json:
         typer.echo(json.dumps({"runs": rows, "figures": [str(p) for p in figures]}, indent=2))
@@ -452,7 +469,8 @@ class _BenchProgress:
             self.progress.start()
             return
         combo = event.combination
-        label = f"{combo.device} {combo.backend} {combo.filters} filters r{event.repeat}"
+        engine = "" if combo.engine == "auto" else f" {combo.engine}"
+        label = f"{combo.device} {combo.backend} {combo.filters} filters{engine} r{event.repeat}"
         if event.kind == "start":
             self.progress.update(self.task, description=label)
         else:
@@ -478,7 +496,7 @@ def _bench_rows(rows: list[dict]) -> list[list]:
         total = num(r.get("total_s"), ".2f") + (" est." if r.get("estimated") else "")
         table.append([r["device"], r["backend"], r["filters"], num(r.get("params"), ","), num(r.get("first_epoch_s"), ".3f"), steady,
                       total, num(r.get("samples_per_s"), ",.0f"), num(r.get("gflops_per_s"), ".1f"), num(r.get("peak_mem_mb"), ",.0f"),
-                      r["status"]])  # fmt: skip
+                      r["status"], r.get("engine") or "-"])  # fmt: skip
     return table
 
 
@@ -506,8 +524,9 @@ def bench(
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
+    engines: Annotated[str, typer.Option(help="Comma list of training engines: fit, fused, auto (auto: the spec's engine).")] = "auto",
 ) -> None:
-    """Time training per device x Keras backend x filter count, each run in a fresh process."""
+    """Time training per device x Keras backend x filter count (x engine), each run in a fresh process."""
     _go_offline(offline)
     from cnnbench.bench import BenchOptions, parse_list, run_bench
     from cnnbench.device import check_threads
@@ -525,19 +544,19 @@ def bench(
         backends=parse_list(backends, "--backends") if backends else None,
         filters=parse_list(filters, "--filters", int),
         repeats=repeats, measure_epochs=measure_epochs, threads=threads,
-        memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force,
+        memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force, engines=parse_list(engines, "--engines"),
     )  # fmt: skip
     progress = _BenchProgress()
     with _resumable(progress, lambda: progress.path):
         result = run_bench(loaded, options, out, on_event=progress)
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
-               "peak MB", "status"]  # fmt: skip
+               "peak MB", "status", "engine"]  # fmt: skip
     t = loaded.training
     used = ", ".join(sorted({row["dataset"] for row in result.rows if row.get("dataset")})) or loaded.data.dataset  # as recorded
     _table(f"{loaded.name}: {used}, batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
     for row in result.rows:
         if row["status"] in ("oom", "failed"):
-            err(f"{row['device']} {row['backend']} {row['filters']} filters: {row['status']}: {row['error']}")
+            err(f"{row['device']} {row['backend']} {row['filters']} filters {row.get('engine') or ''}: {row['status']}: {row['error']}")
     typer.echo(f"results: {result.csv_path}")
     if any(row["status"] == "failed" for row in result.rows):
         raise typer.Exit(1)
@@ -608,6 +627,11 @@ def _record_of(result, row: dict) -> dict:
     return read_record(result.plan.sweep_dir / row["run_dir"] / "run.json") or {}
 
 
+def _engine_label(row: dict) -> str:
+    engine = row.get("engine") or "-"
+    return f"{engine} x{row['fused_k']}" if engine == "fused" and (row.get("fused_k") or 1) > 1 else engine
+
+
 def _sweep_table(result) -> None:
     from cnnbench.values import format_value
 
@@ -617,12 +641,12 @@ def _sweep_table(result) -> None:
         mark = "<- best" if best is not None and row is best else ("never learned" if row.get("learned") is False else "")
         counts = ["-" if row[key] is None else row[key] for key in ("best_epoch", "epochs_run")]
         rows.append([format_value(row["learning_rate"]), row["status"], _fmt(row["final_val_error"]), _fmt(row["best_val_error"]),
-                     *counts, _fmt(row["total_time_s"], ".1f"), mark])  # fmt: skip
+                     *counts, _fmt(row["total_time_s"], ".1f"), _engine_label(row), mark])  # fmt: skip
     spec = result.plan.spec
     t = spec.training
     used = sorted({row["dataset"] for row in result.rows if row.get("dataset")})  # from the records: mnist may have fallen back
     dataset = ", ".join(used) if used else f"{spec.data.dataset} (no run has recorded its data)"
-    columns = ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", ""]
+    columns = ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", "engine", ""]
     if len(used) > 1:  # kept runs from another day may have had other data: say which is which
         columns.insert(2, "dataset")
         for row, values in zip(result.rows, rows, strict=True):
@@ -657,6 +681,12 @@ def sweep_lr(
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
+    engine: Annotated[
+        str | None, typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).")
+    ] = None,
+    fuse: Annotated[
+        int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all, capped by device memory).")
+    ] = None,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
     _go_offline(offline)
@@ -696,7 +726,10 @@ def sweep_lr(
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
     progress = _SweepProgress(len(todo), t.epochs)
     with _resumable(progress, lambda: plan.sweep_dir):
-        result = run_sweep(plan, SweepOptions(device=device, backend=backend, parallel=parallel, threads=threads), on_event=progress)
+        sweep_options = SweepOptions(
+            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse
+        )
+        result = run_sweep(plan, sweep_options, on_event=progress)
     _sweep_table(result)
     for row in result.never_learned:
         err(f"warning: {_never_learned({**_record_of(result, row), **row})}")

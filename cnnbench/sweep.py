@@ -31,7 +31,7 @@ from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError
 from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
-from cnnbench.train import RunOptions, load_data_for, train_run
+from cnnbench.train import RunOptions, engine_for, load_data_for, train_group, train_run
 from cnnbench.values import check_values, format_value, parse_values
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 SUMMARY_COLUMNS = (
     "learning_rate", "status", "final_val_error", "best_val_error", "best_epoch", "epochs_run", "total_time_s",
     "final_loss", "test_error", "epoch_s_median", "device", "backend", "error", "run_dir", "dataset",
-    "learned",
+    "learned", "engine", "fused_k",
 )  # fmt: skip
 PENDING = "pending"  # summary status of a planned run that has no run.json yet
 
@@ -52,13 +52,17 @@ class SweepOptions:
     """How a sweep's runs are executed (what they train is in the spec).
 
     parallel: worker processes; 1 trains in this process. threads: CPU threads per run; None means
-    all cores when sequential and cores // workers per worker when parallel.
+    all cores when sequential and cores // workers per worker when parallel. engine: fit, fused or auto
+    (None: the spec's). fuse: with the fused engine, at most this many rates share one program (None: all,
+    capped by the device memory estimate); sequential sweeps only.
     """
 
     device: str = "auto"
     backend: str | None = None
     parallel: int = 1
     threads: int | None = None
+    engine: str | None = None
+    fuse: int | None = None
 
 
 @dataclass(frozen=True)
@@ -244,7 +248,8 @@ def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     if results.inspect_record(path)[1]:
         results.set_aside(path)  # an untrusted sweep.json is kept beside the new one
     previous = read_record(path) or {}
-    options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads}
+    options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads,
+                   "engine": options.engine, "fuse": options.fuse}  # fmt: skip
     index = {
         "kind": "lr-sweep",
         "parameter": "learning_rate",
@@ -288,6 +293,8 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     """
     if options.parallel < 1:
         raise UsageError(f"--parallel must be at least 1, got {options.parallel}")
+    if options.fuse is not None and options.fuse < 1:
+        raise UsageError(f"--fuse must be at least 1, got {options.fuse}")
     emit = on_event or (lambda event: None)
     todo = plan.to_train
     new_folder = not plan.sweep_dir.exists()
@@ -303,6 +310,8 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     try:
         # One remaining run gains nothing from a worker but its start-up cost.
         if options.parallel > 1 and len(todo) > 1:
+            if options.fuse:
+                warnings.warn("--fuse has no effect with --parallel: each worker trains one run at a time", stacklevel=2)
             _run_parallel(plan, todo, options, emit)
         else:
             _run_sequential(plan, todo, options, emit)
@@ -337,23 +346,42 @@ def _release_previous_run() -> None:
 
 def _run_sequential(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
     # Nothing is pinned: one process, all cores, Keras imported and the data loaded once for all runs.
-    run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads)
+    run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine)
     _quiet_retracing()
     total = len(todo)
-    for done, run in enumerate(todo):
-        if done:
+    progress = {"done": 0}
+    # With the fused engine, up to --fuse runs share one program as lanes (train_group); otherwise one run at a time.
+    fused = bool(todo) and engine_for(plan.spec, run_options) == "fused"
+    if options.fuse and not fused:
+        warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=2)
+    size = (options.fuse or total) if fused else 1
+    for start in range(0, total, size):
+        group = todo[start : start + size]
+        if start:
             _release_previous_run()
+
+        def ended(lane: int, record: dict, group=group) -> None:
+            progress["done"] += 1
+            emit(SweepEvent("end", group[lane], progress["done"], total, record=record))
+            _write_summary(plan)
+
+        def started(lane: int, record: dict, group=group) -> None:
+            emit(SweepEvent("start", group[lane], progress["done"], total, record=record))
+
+        def epoch(lane: int, row: dict, group=group) -> None:
+            emit(SweepEvent("epoch", group[lane], progress["done"], total, row=row))
+
         try:
-            record = train_run(
-                plan.spec_for(run), run.run_dir, run_options,
-                on_epoch=lambda row, run=run, done=done: emit(SweepEvent("epoch", run, done, total, row=row)),
-                on_start=lambda record, run=run, done=done: emit(SweepEvent("start", run, done, total, record=record)),
-            )  # fmt: skip
+            if len(group) == 1:
+                run = group[0]
+                ended(0, train_run(plan.spec_for(run), run.run_dir, run_options, lambda row: epoch(0, row), lambda r: started(0, r)))
+            else:
+                specs = [plan.spec_for(run) for run in group]
+                train_group(specs, [run.run_dir for run in group], run_options, on_epoch=epoch, on_start=started, on_end=ended)
         except KeyboardInterrupt:
-            _mark_interrupted(run.run_dir)
+            for run in group:
+                _mark_interrupted(run.run_dir)
             raise
-        emit(SweepEvent("end", run, done + 1, total, record=record))
-        _write_summary(plan)
 
 
 # --- parallel: N spawned workers, each trains many runs --------------------------------------
@@ -488,7 +516,8 @@ def _run_parallel(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions
     size = min(options.parallel, len(todo))
     # The cores are shared out: N workers x (cores // N) threads; TensorFlow reads the count once, at import.
     threads = options.threads or max(1, devices.cpu_cores() // size)
-    _ParallelSweep(plan, todo, RunOptions(device=options.device, backend=options.backend, threads=threads), size, emit).run()
+    run_options = RunOptions(device=options.device, backend=options.backend, threads=threads, engine=options.engine)
+    _ParallelSweep(plan, todo, run_options, size, emit).run()
 
 
 class _ParallelSweep:
