@@ -418,7 +418,9 @@ def compare(
     """Put runs and sweeps side by side: a table of their metrics and one figure of their curves overlaid."""
     from cnnbench.plot import compare as compare_runs
     from cnnbench.plot import parse_formats
+    from cnnbench.results import check_out_dir
 
+    check_out_dir(out if out is not None else Path.cwd())
     rows, figures = compare_runs(paths, out=out, formats=parse_formats(formats), log_scale=log_scale)
     if as_json:
         typer.echo(json.dumps({"runs": rows, "figures": [str(p) for p in figures]}, indent=2))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnbench.errors import DataError, UsageError
+from cnnbench.errors import DataError, UsageError, brief
 
 NUM_CLASSES = 10
 MNIST_SHAPE = (28, 28, 1)
@@ -101,10 +101,6 @@ def _scales_to_unit(*arrays: np.ndarray) -> bool:
     return any(a.size and float(a.max()) > 1.0 for a in arrays)
 
 
-def _short(value: object, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
 
 def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: str = "y", num_classes: int = NUM_CLASSES) -> None:
     """Raise DataError unless x holds finite MNIST-shaped pixels in 0…255 and y as many integer labels in 0…num_classes-1.
@@ -121,7 +117,7 @@ def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: st
             kind = getattr(getattr(a, "dtype", None), "name", type(a).__name__)
             raise DataError(f"{where}: {name} holds {kind} values, not numbers")
         if a.ndim == 0:
-            raise DataError(f"{where}: {name} is a single number ({_short(a.item())}), not an array of samples")
+            raise DataError(f"{where}: {name} is a single number ({brief(a.item())}), not an array of samples")
     shape = tuple(x.shape)
     if x.ndim not in (2, 3, 4) or int(np.prod(shape[1:])) != int(np.prod(MNIST_SHAPE)):
         raise DataError(f"{where}: {_shape_of(x_name, shape)}; expected (N, 28, 28), (N, 28, 28, 1) or (N, 784) MNIST digits")
@@ -145,12 +141,12 @@ def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: st
         bad = ~np.isfinite(labels) | (labels != np.round(labels))
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where}: {y_name}[{first}] is {_short(labels[first].item())}, not an integer class label")
+            raise DataError(f"{where}: {y_name}[{first}] is {brief(labels[first].item())}, not an integer class label")
     outside = (labels < 0) | (labels > num_classes - 1)
     if outside.any():
         first = int(np.flatnonzero(outside)[0])
         raise DataError(
-            f"{where}: {y_name}[{first}] is {_short(labels[first].item())}, outside the labels 0…{num_classes - 1} "
+            f"{where}: {y_name}[{first}] is {brief(labels[first].item())}, outside the labels 0…{num_classes - 1} "
             f"({_count(int(outside.sum()), 'such label')})"
         )
 
@@ -232,7 +228,7 @@ def _retry_after_s() -> float:
     except ValueError:
         value = float("nan")
     if not value >= 0 or value == float("inf"):
-        raise UsageError(f"{RETRY_ENV} must be a number of seconds (0 or more), got {_short(text)}")
+        raise UsageError(f"{RETRY_ENV} must be a number of seconds (0 or more), got {brief(text)}")
     return value
 
 

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cnnbench.errors import OutputError
+from cnnbench.errors import OutputError, brief
 
 STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
 FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
@@ -213,10 +213,6 @@ def _type_names(types: tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(names[t] for t in types if not (t is int and float in types)))
 
 
-def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
 
 def _type_problem(record: dict, fields: dict[str, tuple[type, ...]], prefix: str = "") -> str | None:
     for key, types in fields.items():
@@ -225,7 +221,7 @@ def _type_problem(record: dict, fields: dict[str, tuple[type, ...]], prefix: str
         value = record[key]
         wrong = isinstance(value, bool) and bool not in types or not isinstance(value, types)
         if wrong:
-            return f"{prefix}{key} is {_short(value)}, expected {_type_names(types)}"
+            return f"{prefix}{key} is {brief(value)}, expected {_type_names(types)}"
     return None
 
 
@@ -240,13 +236,13 @@ def record_problem(path: str | Path, record: Any) -> str | None:
         if problem := _type_problem(record, RUN_FIELDS):
             return problem
         if record["status"] not in STATUSES:
-            return f"status {_short(record['status'])} is not one of {', '.join(STATUSES)}"
+            return f"status {brief(record['status'])} is not one of {', '.join(STATUSES)}"
         if problem := _type_problem(record.get("data") or {}, DATA_FIELDS, "data."):
             return problem
         timing = record.get("timing") or {}
         wrong = next((k for k, v in timing.items() if isinstance(v, bool) or not isinstance(v, _OPTIONAL_NUMBER)), None)
         if wrong is not None:
-            return f"timing.{wrong} is {_short(timing[wrong])}, expected a number or null"
+            return f"timing.{wrong} is {brief(timing[wrong])}, expected a number or null"
     elif name in ("sweep.json", "bench.json"):
         return _type_problem(record, INDEX_FIELDS)
     return None

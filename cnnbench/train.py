@@ -306,10 +306,13 @@ def train_group(
 class _Lane:
     """One run inside a training program: its folder, record and epoch-level callbacks."""
 
-    def __init__(self, run_dir: Path, record: dict[str, Any], history, guard, checkpoint, kept_rows: list[dict]) -> None:
+    def __init__(self, run_dir: Path, record: dict[str, Any], history, guard, checkpoint, notifier, kept_rows: list[dict]) -> None:
         self.run_dir, self.record, self.history, self.guard, self.checkpoint = run_dir, record, history, guard, checkpoint
         self.kept_rows = kept_rows
         self.done = False
+        # History first (the row on disk), the checkpoint after it (a crash between the two leaves a
+        # history one epoch ahead, which --resume trims), the caller's notification last.
+        self.callbacks = [history, guard, checkpoint, *([notifier] if notifier else [])]
 
 
 def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[dict[str, Any]]:
@@ -332,7 +335,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
     setup_s = time.perf_counter() - started_wall - startup.get("startup_s", 0.0)
     import keras
 
-    from cnnbench.callbacks import CHECKPOINT, Checkpoint, DivergenceGuard, EpochTimer, HistoryWriter
+    from cnnbench.callbacks import CHECKPOINT, Checkpoint, DivergenceGuard, EpochNotifier, EpochTimer, HistoryWriter
     from cnnbench.fused import lane_cap, resolve_engine, unfusable_reason
 
     device_kind, device_name = devices.resolve(options.device)  # DeviceError before anything is written
@@ -399,13 +402,15 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
             on_start(k, dict(record))
         lane_epoch = (lambda row, k=k: on_epoch(k, row)) if on_epoch else None
         extra = {"fused_k": take} if engine == "fused" else None
-        history = HistoryWriter(lane_dir / "history.csv", timer, lane_spec.training.learning_rate, lane_epoch, rows=kept_rows, extra=extra)
+        history = HistoryWriter(lane_dir / "history.csv", timer, lane_spec.training.learning_rate, rows=kept_rows, extra=extra)
+        notifier = EpochNotifier(history, lane_epoch) if lane_epoch else None
         checkpoint = Checkpoint(lane_dir / CHECKPOINT)
-        lanes.append(_Lane(lane_dir, record, history, DivergenceGuard(data.num_classes), checkpoint, kept_rows))
+        lanes.append(_Lane(lane_dir, record, history, DivergenceGuard(data.num_classes), checkpoint, notifier, kept_rows))
 
     def finish(k: int, status: str | None = None, error: str | None = None, timing: dict | None = None) -> None:
         """Record lane k's end; for an ok run the model holds its weights: test evaluation and model.keras first."""
         lane = lanes[k]
+        lane.checkpoint.wait(raise_error=False)  # a run that ended otherwise (failed, Ctrl-C) leaves no write in flight
         record, timing = lane.record, dict(timing or {})
         if status is None:
             status, error = ("diverged", lane.guard.reason) if lane.guard.reason else ("ok", None)
@@ -458,7 +463,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
                     data.x_train, data.y_train,
                     batch_size=spec.training.batch_size, epochs=fit_epochs, initial_epoch=first_epoch,
                     validation_data=(data.x_val, data.y_val),
-                    callbacks=[timer, lane.history, lane.guard, lane.checkpoint], verbose=0, shuffle=True,
+                    callbacks=[timer, *lane.callbacks], verbose=0, shuffle=True,
                 )  # fmt: skip
             finish(0)
         else:
@@ -468,7 +473,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
             rates = [s.training.learning_rate for s in specs]
             trainer = FusedTrainer(model, data, spec.training.batch_size, spec.training.seed, rates, checked=True)
             setup_s += time.perf_counter() - t0  # building the state and putting the data on the device
-            callbacks = [keras.callbacks.CallbackList([lane.history, lane.guard, lane.checkpoint], model=model) for lane in lanes]
+            callbacks = [keras.callbacks.CallbackList(lane.callbacks, model=model) for lane in lanes]
             if first_epoch < fit_epochs:
                 stopped = lambda k: lanes[k].guard.reason is not None
                 trainer.fit(fit_epochs, timer, callbacks, on_lane_end=finish, stopped=stopped, initial_epoch=first_epoch)

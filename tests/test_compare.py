@@ -74,3 +74,10 @@ def test_a_broken_run_inside_a_sweep_is_skipped_with_a_warning(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"warning: skipped {sweep / 'lr-0.01' / 'history.csv'}: no 'epoch' column" in result.stderr
     assert "lr-0.1 " in result.stdout and "lr-0.01 " not in result.stdout
+
+
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path):
+    run = make_run(tmp_path / "run")
+    (tmp_path / "taken").write_text("x")
+    result = runner.invoke(app, ["compare", str(run), "--out", str(tmp_path / "taken")])
+    assert result.exit_code == 2 and result.stderr == f"error: --out {tmp_path / 'taken'}: not a folder (is a file)\n"

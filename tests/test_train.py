@@ -207,7 +207,7 @@ def test_resume_continues_with_the_model_and_optimizer_state(tiny_spec, tmp_path
     resumed = train_run(spec, tmp_path / "run", RunOptions(resume=True))
     full = train_run(spec, tmp_path / "full")
     assert resumed["status"] == "ok" and resumed["epochs_run"] == 4
-    assert resumed["resumed"][0]["from_epoch"] == 2  # epoch 3 ended in the interrupt before its checkpoint
+    assert resumed["resumed"][0]["from_epoch"] == 3  # epoch 3 was reported, so its row and checkpoint were already taken
     rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-3)

@@ -113,7 +113,7 @@ def _compare_figure(sources, log_scale: bool):
     caption = [
         f"{letter} = {path.name} ({kind}{', ' + more if (more := epochs_and_seed(runs)) else ''})" for letter, path, kind, runs in sources
     ]
-    caption += [part for part in run_caption(all_runs)[:1] + run_caption(all_runs)[3:] if part]
+    caption += run_caption(all_runs, epochs=False)  # each source's epochs and seed are named above
     fig = new_figure(16, 5.6, caption)
     fig.suptitle("Comparison: " + ", ".join(f"{letter} {join(r.name for r in runs)}" for letter, _, _, runs in sources))
     ax_err, ax_loss, ax_val = fig.subplots(1, 3)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,8 +37,8 @@ def wilson_interval(error: float, n: int, z: float = CONFIDENCE_Z) -> tuple[floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def run_caption(runs: Sequence[Run], extra: Sequence[str] = ()) -> list[str]:
-    """Dataset (with its split), epochs and seed, device, backend, optimizer and batch of the runs."""
+def run_caption(runs: Sequence[Run], extra: Sequence[str] = (), epochs: bool = True) -> list[str]:
+    """Dataset (with its split), epochs and seed (unless told not to), device, backend, optimizer and batch of the runs."""
     records = [r.record for r in runs]
     dataset = join(r.data.get("name") for r in runs)
     split = [r.data for r in runs if r.data.get("train_samples") and r.data.get("val_samples")]
@@ -48,11 +47,9 @@ def run_caption(runs: Sequence[Run], extra: Sequence[str] = ()) -> list[str]:
     backend = join(r.get("backend") for r in records)
     engine = join(r.get("engine") for r in records)
     batch = join(r.get("batch_size") for r in records)
-    epochs, seed = join(r.get("epochs") for r in records), join(r.get("seed") for r in records)
     return [
         f"data: {dataset}" + (f" ({sizes})" if sizes else "") if dataset else "",
-        f"{epochs} epoch{'' if epochs == '1' else 's'}" if epochs else "",
-        f"seed {seed}" if seed else "",
+        *(_epochs_and_seed(runs) if epochs else []),
         f"device: {devices}" if devices else "",
         f"backend: {backend}" + (f" ({engine})" if engine else "") if backend else "",
         join(r.get("optimizer") for r in records),
@@ -61,10 +58,14 @@ def run_caption(runs: Sequence[Run], extra: Sequence[str] = ()) -> list[str]:
     ]
 
 
+def _epochs_and_seed(runs: Sequence[Run]) -> list[str]:
+    epochs, seed = join(r.record.get("epochs") for r in runs), join(r.record.get("seed") for r in runs)
+    return [p for p in (f"{epochs} epoch{'' if epochs == '1' else 's'}" if epochs else "", f"seed {seed}" if seed else "") if p]
+
+
 def epochs_and_seed(runs: Sequence[Run]) -> str:
     """'20 epochs, seed 0' (what a title needs to tell two sweeps of the same grid apart)."""
-    epochs, seed = join(r.record.get("epochs") for r in runs), join(r.record.get("seed") for r in runs)
-    return ", ".join(p for p in (f"{epochs} epoch{'' if epochs == '1' else 's'}" if epochs else "", f"seed {seed}" if seed else "") if p)
+    return ", ".join(_epochs_and_seed(runs))
 
 
 def chance_line(ax, runs: Sequence[Run]) -> float:
@@ -347,15 +348,3 @@ def _error_vs_lr_figure(runs: Sequence[Run], name: str, caption: Sequence[str]):
     ax.set(title=f"{name}: validation error vs learning rate", xlabel="learning rate (log scale)", ylabel=VAL_ERROR)
     ax.legend(loc="best")
     return fig
-
-
-def runs_of(paths: Sequence[Any]) -> list[Run]:
-    """Readable runs under each path (a run folder or a folder of runs), in order; unreadable ones warned."""
-    runs = []
-    for path in paths:
-        for run_dir in find_runs(path):
-            try:
-                runs.append(read_run(run_dir))
-            except DataError as exc:
-                warn(f"skipped {exc}")
-    return runs

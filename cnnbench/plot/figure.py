@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnbench.errors import OutputError
+
 FORMATS = ("png", "svg", "pdf")
 DEFAULT_FORMATS = ("png", "svg")
 
@@ -75,21 +77,26 @@ def new_figure(width: float, height: float, caption: Sequence[str]):
 
 
 def save(fig, folder: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    """Write `folder/stem.<fmt>` for each format, each atomically (temp file + rename)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = folder / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=150, metadata=_METADATA[fmt])
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        paths.append(path)
+    """Write `folder/stem.<fmt>` for each format, each atomically (temp file + rename); OutputError
+    (one line) when the folder cannot be made or written, e.g. a full disk: no temporary file is left."""
+    paths: list[Path] = []
+    path = folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for fmt in formats:
+            path = folder / f"{stem}.{fmt}"
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            try:
+                fig.savefig(tmp, format=fmt, dpi=150, metadata=_METADATA[fmt])
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            paths.append(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {str(path)[:200]}: {exc.strerror or type(exc).__name__}") from None
     return paths
 
 
@@ -138,7 +145,7 @@ def plain(value: float, _pos: Any = None) -> str:
 
 def plain_log_ticks(axis, formatter: Callable[[float, Any], str] = plain) -> None:
     """Log-axis labels as plain numbers (0.2, 0.5, 1, 2) instead of 2×10⁻¹: every decade, and between
-    decades only 2 and 5 (all of 2…9 when the axis spans less than one decade), so labels never collide."""
+    decades only 2 and 5 (2…8 within one decade, every tick within half a decade), so labels never collide."""
     from matplotlib.ticker import Formatter
 
     class Plain(Formatter):
@@ -147,6 +154,8 @@ def plain_log_ticks(axis, formatter: Callable[[float, Any], str] = plain) -> Non
                 return ""
             low, high = sorted(self.axis.get_view_interval())
             span = math.log10(high / low) if low > 0 else 99
+            if span <= 0.5:  # less than half a decade: every tick matplotlib places is needed to read it
+                return formatter(x)
             mantissa = round(x / 10 ** math.floor(math.log10(x) + 1e-9), 6)
             shown = {1.0} if span > 4 else {1.0, 2.0, 5.0} if span > 1 else {1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0}
             return formatter(x) if mantissa in shown else ""

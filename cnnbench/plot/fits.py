@@ -114,33 +114,55 @@ def local_slopes(x: Sequence[float], y: Sequence[float]) -> list[float]:
     ]
 
 
+@dataclass(frozen=True)
+class Fit:
+    """One fitted model: parameters (p, q) as in `predict`, R² on t, the typical miss and the worst one.
+
+    `miss` is the root-mean-square of log(t / fit): how far, as a factor, the fit typically misses a
+    point (0.1 ≈ 10 %), small and large models counted alike; infinite when the fit predicts a time
+    ≤ 0 at a measured point (a line with a negative intercept does, for the smallest models).
+    """
+
+    p: float
+    q: float
+    r2: float
+    miss: float
+    max_rel_residual: float
+
+    @property
+    def miss_pct(self) -> str:
+        return "t ≤ 0 predicted" if math.isinf(self.miss) else f"{100 * math.expm1(self.miss):.0f} %"
+
+
 @dataclass
 class Growth:
     """The three fits of one series and which describes it best.
 
-    `fits[model]` = (p, q, R² on t, largest relative residual |t − fit| / t); `verdict` is the model with
-    the highest R² on t (ties go to the simpler reading: linear, then power, then exponential);
-    `margin` is how far ahead of the runner-up it is.
+    `verdict` is the model with the smallest typical miss (`Fit.miss`), ties going to the simpler reading
+    (linear, then power, then exponential); `margin` is the runner-up's miss minus the verdict's.
+    R² on t is kept for reference: it is dominated by the largest models, so a line that predicts
+    negative times for the smallest ones can still reach 0.96.
     """
 
     n: int
-    fits: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    fits: dict[str, Fit] = field(default_factory=dict)
     verdict: str = ""
     margin: float = float("nan")
     slopes: list[float] = field(default_factory=list)
 
     def summary(self) -> str:
-        """'power law fits best (R² 0.998; linear 0.97, exponential 0.91)'."""
+        """'power law fits best: typical miss 17 % (linear: t ≤ 0 predicted, exponential: 124 %)'."""
         if not self.verdict:
             return ""
         name = {"linear": "linear", "power": "power law", "exponential": "exponential"}[self.verdict]
-        others = ", ".join(f"{m} {self.fits[m][2]:.3f}" for m in MODELS if m != self.verdict and m in self.fits)
-        return f"{name} fits best (R² {self.fits[self.verdict][2]:.3f}" + (f"; {others})" if others else ")")
+        others = ", ".join(f"{m}: {self.fits[m].miss_pct}" for m in MODELS if m != self.verdict and m in self.fits)
+        return f"{name} fits best: typical miss {self.fits[self.verdict].miss_pct}" + (f" ({others})" if others else "")
 
 
 def compare_growth(x: Sequence[float], y: Sequence[float]) -> Growth:
-    """Fit t = a + b·P (lin-lin), log t = a + k·log P (log-log) and log t = a + b·P (semi-log) and judge
-    them on t itself. Fewer than MIN_FIT_POINTS distinct x (or values ≤ 0): no verdict.
+    """Fit t = a + b·P (lin-lin), log t = a + k·log P (log-log) and log t = a + b·P (semi-log), each where
+    it is a straight line, and judge them on one scale: the typical factor by which each misses the
+    points. Fewer than MIN_FIT_POINTS distinct x (or values ≤ 0): no verdict.
 
     >>> g = compare_growth([10, 20, 30, 40], [1.5, 2.5, 3.5, 4.5])
     >>> g.verdict, [round(s, 2) for s in g.slopes]
@@ -155,12 +177,15 @@ def compare_growth(x: Sequence[float], y: Sequence[float]) -> Growth:
     for model, fit in (("linear", fit_linear), ("power", fit_power), ("exponential", fit_exponential)):
         with np.errstate(all="ignore"):
             p, q, r2 = fit(x, y)
-            residual = float(np.max(np.abs(y - predict(model, (p, q), x)) / y))
+            t = predict(model, (p, q), x)
+            miss = float(np.sqrt(np.mean(np.log(y / t) ** 2))) if np.all(t > 0) else math.inf
+            worst = float(np.max(np.abs(y - t) / y))
         if math.isfinite(r2):
-            growth.fits[model] = (p, q, r2, residual)
-    if growth.fits:
-        ranked = sorted(growth.fits, key=lambda m: (-round(growth.fits[m][2] / TIE) * TIE, MODELS.index(m)))
+            growth.fits[model] = Fit(p, q, r2, miss, worst)
+    ranked = sorted(growth.fits, key=lambda m: (round(growth.fits[m].miss / TIE) * TIE if math.isfinite(growth.fits[m].miss)
+                                                else math.inf, MODELS.index(m)))  # fmt: skip
+    if ranked:
         growth.verdict = ranked[0]
         if len(ranked) > 1:
-            growth.margin = growth.fits[ranked[0]][2] - growth.fits[ranked[1]][2]
+            growth.margin = growth.fits[ranked[1]].miss - growth.fits[ranked[0]].miss
     return growth

@@ -6,7 +6,7 @@ the field; the caller skips that folder with a warning and draws the rest.
 
 from __future__ import annotations
 
-import json
+import io
 import math
 import warnings
 from collections.abc import Iterator
@@ -19,7 +19,7 @@ import numpy as np
 
 from cnnbench.errors import DataError
 from cnnbench.plot.figure import short
-from cnnbench.results import HISTORY_COLUMNS
+from cnnbench.results import HISTORY_COLUMNS, inspect_record
 
 MAX_FILE_BYTES = 64 * 2**20  # a results file larger than this is not one cnnbench wrote
 DEFAULT_CLASSES = 10
@@ -57,22 +57,6 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
 
 
-def read_object(path: Path, required: bool = True) -> dict[str, Any]:
-    """A JSON object file; {} when it is absent and not required. DataError when it is not an object."""
-    if not path.exists() and not required:
-        return {}
-    text = _read_text(path)
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise DataError(f"{path}: nested too deeply to be a cnnbench record") from None
-    except ValueError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
 def read_table(path: Path):
     """A CSV file as a DataFrame of strings-or-numbers (empty frame when absent or empty)."""
     import pandas as pd
@@ -85,8 +69,6 @@ def read_table(path: Path):
     if text and not text.endswith("\n"):  # cnnbench ends every line: the last one was cut off (a torn copy or a full disk)
         text = text[: text.rfind("\n") + 1]
         warn(f"{path}: its last line is incomplete (cut off); that row is not drawn")
-    import io
-
     try:
         frame = pd.read_csv(io.StringIO(text))
     except pd.errors.EmptyDataError:
@@ -98,11 +80,11 @@ def read_table(path: Path):
     return frame
 
 
-def numeric(frame, column: str, path: Path, rows=None) -> np.ndarray:
+def numeric(frame, column: str, path: Path) -> np.ndarray:
     """`column` as floats. Empty cells become NaN; text that is not a number is a DataError."""
     import pandas as pd
 
-    raw = frame[column] if rows is None else frame.loc[rows, column]
+    raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
     if bad.any():
@@ -113,45 +95,21 @@ def numeric(frame, column: str, path: Path, rows=None) -> np.ndarray:
 
 # --- runs ------------------------------------------------------------------------------------
 
-_NUMBER = (int, float)
-_RUN_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "name": (str, "a string"),
-    "status": (str, "a string"),
-    "learning_rate": (_NUMBER, "a positive number"),
-    "batch_size": (int, "an integer"),
-    "optimizer": (str, "a string"),
-    "epochs": (int, "an integer"),
-    "seed": (int, "an integer"),
-    "device": (str, "a string"),
-    "device_name": (str, "a string"),
-    "backend": (str, "a string"),
-    "engine": (str, "a string"),
-    "learned": (bool, "true or false"),
-    "best_val_error": (_NUMBER, "a number"),
-    "final_val_error": (_NUMBER, "a number"),
-    "test_error": (_NUMBER, "a number"),
-    "best_epoch": (int, "an integer"),
-    "data": (dict, "an object"),
-    "timing": (dict, "an object"),
-}
-_DATA_FIELDS = {"name": (str, "a string"), "train_samples": (int, "an integer"), "val_samples": (int, "an integer"),
-                "num_classes": (int, "an integer")}  # fmt: skip
+
+def read_record_checked(path: Path) -> dict[str, Any]:
+    """A run.json, sweep.json or bench.json through cnnbench's one record reader (`inspect_record`), with
+    null values dropped; DataError naming the file when it is absent or cannot be trusted."""
+    record, problem = inspect_record(path)
+    if problem or record is None:
+        raise DataError(f"{path}: {problem or 'is missing'}")
+    return {k: v for k, v in record.items() if v is not None}
 
 
-def _checked(record: dict[str, Any], fields: dict, path: Path, prefix: str = "") -> dict[str, Any]:
-    """The fields a figure uses, each of its kind (null counts as absent); DataError naming the first bad one."""
-    out = {}
-    for key, (kinds, what) in fields.items():
-        value = record.get(key)
-        if value is None:
-            continue
-        wrong = isinstance(value, bool) and kinds is not bool or not isinstance(value, kinds)
-        if not wrong and isinstance(value, float) and not math.isfinite(value):
-            wrong = True
-        if wrong:
-            raise DataError(f"{path}: {prefix}{key} must be {what}, got {short(value)}")
-        out[key] = value
-    return out
+def _finite_number(record: dict[str, Any], key: str, path: Path, positive: bool = False) -> None:
+    """Values the record reader accepts but no figure can use: NaN, inf (JSON allows them), ≤ 0 where a rate is meant."""
+    value = record.get(key)
+    if value is not None and (not math.isfinite(value) or (positive and value <= 0)):
+        raise DataError(f"{path}: {key} must be a {'positive' if positive else 'finite'} number, got {short(value)}")
 
 
 @dataclass
@@ -208,7 +166,7 @@ class Run:
 
     @property
     def learned(self) -> bool | None:
-        """run.json's `learned`; without it, False when the best validation error is ≥ chance − 0.05."""
+        """run.json's `learned`; without it (or null), False when the best validation error is ≥ chance − 0.05."""
         if "learned" in self.record:
             return self.record["learned"]
         best = self.best_val_error
@@ -257,11 +215,11 @@ def read_history(path: Path):
 def read_run(run_dir: Path) -> Run:
     """The run in `run_dir`; DataError when run.json or history.csv is unreadable or holds wrong kinds."""
     path = run_dir / "run.json"
-    raw = read_object(path)
-    record = _checked(raw, _RUN_FIELDS, path)
-    if "learning_rate" in record and record["learning_rate"] <= 0:
-        raise DataError(f"{path}: learning_rate must be a positive number, got {short(record['learning_rate'])}")
-    data = _checked(record.get("data", {}), _DATA_FIELDS, path, "data.")
+    record = read_record_checked(path)
+    _finite_number(record, "learning_rate", path, positive=True)
+    for key in ("best_val_error", "final_val_error", "test_error"):
+        _finite_number(record, key, path)
+    data = {k: v for k, v in (record.get("data") or {}).items() if v is not None}
     if data.get("num_classes", 2) < 2 or data.get("val_samples", 1) < 1:
         raise DataError(f"{path}: data.num_classes must be ≥ 2 and data.val_samples ≥ 1")
     return Run(run_dir, record, read_history(run_dir / "history.csv"), data)
@@ -282,7 +240,12 @@ def read_bench(bench_dir: Path):
 
     path = bench_dir / "bench.csv"
     frame = read_table(path)
-    info = read_object(bench_dir / "bench.json", required=False)
+    info: dict[str, Any] = {}
+    if (bench_dir / "bench.json").exists():
+        try:
+            info = read_record_checked(bench_dir / "bench.json")
+        except DataError as exc:
+            warn(f"{exc}; the captions go without it")
     if frame.empty:
         return frame, frame, info
     missing = [c for c in ("status", "device", "backend", "params") if c not in frame]
@@ -316,10 +279,11 @@ def read_bench(bench_dir: Path):
     steady = ok["epoch_s_median"] if "epoch_s_median" in ok else pd.Series(np.nan, index=ok.index)
     total = ok["total_s"] if "total_s" in ok else pd.Series(np.nan, index=ok.index)
     usable = np.isfinite(ok["params"]) & (ok["params"] > 0) & (np.isfinite(steady) | np.isfinite(total))
+    if skipped:
+        warn(f"{path}: values left out of the figures: {'; '.join(dict.fromkeys(skipped))}")
     if not usable.all():
         where = ", ".join(_row_name(r) for r in ok[~usable].to_dict("records")[:4])
-        reasons = f" ({'; '.join(dict.fromkeys(skipped))})" if skipped else " (no parameter count or time)"
-        warn(f"{path}: {int((~usable).sum())} ok row(s) not drawn{reasons}: {where}")
+        warn(f"{path}: {int((~usable).sum())} ok row(s) not drawn (no usable parameter count or time): {where}")
     return frame, ok[usable].copy(), info
 
 

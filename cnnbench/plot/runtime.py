@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnbench.errors import OutputError
 from cnnbench.plot.figure import DEFAULT_FORMATS, count, device_label, join, log_axis, new_figure, num, save, sci, styled
 from cnnbench.plot.fits import MODELS, Growth, compare_growth, predict
 from cnnbench.plot.load import read_bench
@@ -20,8 +21,9 @@ from cnnbench.results import write_csv
 TRAINING_FLOPS_FACTOR = 3  # forward + backward ≈ 3 × the forward pass (as bench.py counts GFLOP/s)
 FITS_COLUMNS = (
     "x", "y", "device", "device_name", "backend", "engine", "points", "verdict", "verdict_margin", "local_slopes",
-    "linear_a", "linear_b", "linear_r2", "linear_max_rel_residual", "power_c", "power_k", "power_r2", "power_max_rel_residual",
-    "exponential_c", "exponential_b", "exponential_r2", "exponential_max_rel_residual",
+    "linear_a", "linear_b", "linear_r2", "linear_miss", "linear_max_rel_residual",
+    "power_c", "power_k", "power_r2", "power_miss", "power_max_rel_residual",
+    "exponential_c", "exponential_b", "exponential_r2", "exponential_miss", "exponential_max_rel_residual",
 )  # fmt: skip
 _BACKEND_COLORS = {"tensorflow": "tab:orange", "jax": "tab:blue", "torch": "tab:red"}
 _FUSED_COLORS = {"jax": "tab:purple", "tensorflow": "tab:brown"}
@@ -89,34 +91,41 @@ def _points(ax, x, y, bars, estimated, color, marker: str, label: str | None) ->
             label = None
 
 
-def _fit_curves(ax, x, y, color, models: Sequence[str] = MODELS, var: str = "P") -> Growth:
-    """The fits of t(x) drawn over the data's span, each with its equation and R² as a legend entry."""
+def _fit_curves(ax, x, y, color, var: str = "P") -> Growth:
+    """The fits of t(x) drawn over the data's span, each with its equation, R² and typical miss as a legend entry."""
     growth = compare_growth(x, y)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if not growth.fits:
         return growth
     grid = np.geomspace(x[keep].min(), x[keep].max(), 200)
     equations = {
-        "linear": lambda p, q: rf"linear: $t = {sci(p)} + {sci(q)}\,{var}$",
+        "linear": lambda p, q: rf"linear: $t = {_line(p, q, var)}$",
         "power": lambda p, q: rf"power: $t = {sci(p)}\,{var}^{{{q:.2f}}}$",
         "exponential": lambda p, q: rf"exponential: $t = {sci(p)}\,e^{{{sci(q)}\,{var}}}$",
     }
-    for model in models:
+    for model in MODELS:
         if model in growth.fits:
-            p, q, r2, _ = growth.fits[model]
+            fit = growth.fits[model]
+            p, q = fit.p, fit.q
             mark = "  ◀ best" if model == growth.verdict else ""
             ax.plot(grid, predict(model, (p, q), grid), _FIT_STYLE[model], color=color, lw=1.2, alpha=0.8,
-                    label=f"{equations[model](p, q)}   $R^2$ = {r2:.3f}{mark}")  # fmt: skip
+                    label=f"{equations[model](p, q)}   $R^2$ = {fit.r2:.3f}, miss {fit.miss_pct}{mark}")  # fmt: skip
     return growth
+
+
+def _line(a: float, b: float, var: str) -> str:
+    """'0.15 + 8\\times10^{-7}\\,P' or '1.85 - 1.44\\times10^{-6}\\,P' (mathtext, no '+ -')."""
+    return rf"{sci(a)} {'-' if b < 0 else '+'} {sci(abs(b))}\,{var}"
 
 
 def _fit_row(x: str, y: str, s: dict[str, str], growth: Growth) -> dict[str, Any]:
     row: dict[str, Any] = {"x": x, "y": y, **s, "points": growth.n, "verdict": growth.verdict, "verdict_margin": growth.margin,
                            "local_slopes": ";".join(f"{v:.3f}" for v in growth.slopes)}  # fmt: skip
     names = {"linear": ("a", "b"), "power": ("c", "k"), "exponential": ("c", "b")}
-    for model, (p, q, r2, residual) in growth.fits.items():
+    for model, fit in growth.fits.items():
         first, second = names[model]
-        row.update({f"{model}_{first}": p, f"{model}_{second}": q, f"{model}_r2": r2, f"{model}_max_rel_residual": residual})
+        row.update({f"{model}_{first}": fit.p, f"{model}_{second}": fit.q, f"{model}_r2": fit.r2, f"{model}_miss": fit.miss,
+                    f"{model}_max_rel_residual": fit.max_rel_residual})  # fmt: skip
     return row
 
 
@@ -221,40 +230,40 @@ def _runtime_growth(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Me
     Right: semi-log (an exponential in P is a straight line there)."""
     reading = "a straight line on log-log axes is a power law t ∝ P^k (k = the slope); on semi-log axes, an exponential t ∝ e^(bP)"
     extra = [*_estimate_note(ok), *_not_measured(bench), _bars_note(metric), reading]
-    fig = new_figure(14, 6.2, _bench_caption(bench_dir, info, ok, extra))
+    n = len(list(series(ok)))
+    fig = new_figure(15, 6.0 + 0.42 * n, _bench_caption(bench_dir, info, ok, extra))
     fig.suptitle(f"{metric.short.capitalize()} vs parameters: which growth fits, all devices and backends")
     ax_log, ax_semi = fig.subplots(1, 2)
+    data_y: list[float] = []
     for s, group in series(ok):
         color, marker, line = _style(s)
         x, y = _floats(group, "params"), _floats(group, metric.column)
+        keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+        data_y += list(y[keep])
         bars = _bounds(group, metric.column)
         growth = compare_growth(x, y)
-        verdict = f"  → {growth.verdict}" if growth.verdict else ""
-        for ax, model in ((ax_log, "power"), (ax_semi, "exponential")):
-            _points(ax, x, y, bars, group["estimated"].to_numpy(), color, marker, _label(s) + verdict if ax is ax_semi else None)
-            if model in growth.fits:
-                p, q, r2, _ = growth.fits[model]
-                keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-                grid = np.geomspace(x[keep].min(), x[keep].max(), 100)
-                fit = rf"$t \propto P^{{{q:.2f}}}$" if model == "power" else rf"$t \propto e^{{{sci(q)}\,P}}$"
-                ax.plot(
-                    grid,
-                    predict(model, (p, q), grid),
-                    ls=line,
-                    color=color,
-                    lw=1.2,
-                    alpha=0.7,
-                    label=f"{_label(s)}: {fit}, $R^2$ {r2:.3f}" if ax is ax_log else f"  exponential fit {fit}, $R^2$ {r2:.3f}",
-                )
-        if growth.verdict == "linear":  # a line with an intercept bends on log-log axes: show the fit that won
-            p, q, r2, _ = growth.fits["linear"]
-            keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-            grid = np.geomspace(x[keep].min(), x[keep].max(), 100)
-            ax_log.plot(grid, predict("linear", (p, q), grid), "-", color=color, lw=0.9, alpha=0.9,
-                        label=rf"{_label(s)}: linear $t = {sci(p)} + {sci(q)}\,P$, $R^2$ {r2:.3f}")  # fmt: skip
+        verdict = f"\n   → {growth.summary()}" if growth.verdict else ""
+        _points(ax_log, x, y, bars, group["estimated"].to_numpy(), color, marker, None)
+        _points(ax_semi, x, y, bars, group["estimated"].to_numpy(), color, marker, _label(s) + verdict)
+        if not growth.fits:
+            continue
+        grid = np.geomspace(x[keep].min(), x[keep].max(), 200)
+        fit = growth.fits["power"]
+        ax_log.plot(grid, predict("power", (fit.p, fit.q), grid), ls=line, color=color, lw=1.2, alpha=0.7,
+                    label=rf"{_label(s)}: power $t \propto P^{{{fit.q:.2f}}}$, miss {fit.miss_pct}")  # fmt: skip
+        fit = growth.fits["linear"]  # a line with an intercept bends on log-log axes: drawn too, as far as it stays positive
+        t = predict("linear", (fit.p, fit.q), grid)
+        shown = t > 0.5 * y[keep].min()  # a negative intercept sends the line to 0 (−∞ here) below the data
+        ax_log.plot(grid[shown], t[shown], "-", color=color, lw=0.9, alpha=0.9,
+                    label=rf"{_label(s)}: linear $t = {_line(fit.p, fit.q, 'P')}$, miss {fit.miss_pct}")  # fmt: skip
+        fit = growth.fits["exponential"]
+        ax_semi.plot(grid, predict("exponential", (fit.p, fit.q), grid), ls=line, color=color, lw=1.2, alpha=0.7,
+                     label=rf"   exponential fit $t \propto e^{{{sci(fit.q)}\,P}}$, miss {fit.miss_pct}")  # fmt: skip
         _slopes_labels(ax_log, x, y, color)
     for ax in (ax_log, ax_semi):
         log_axis(ax)
+        if data_y:
+            ax.set_ylim(min(data_y) / 1.25, max(data_y) * 1.25)
         ax.set_ylabel(f"{metric.label[:-4]} (s, log scale)")
     log_axis(ax_log, "x", count)
     from matplotlib.ticker import FuncFormatter
@@ -262,8 +271,10 @@ def _runtime_growth(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Me
     ax_semi.xaxis.set_major_formatter(FuncFormatter(count))
     ax_log.set(title="log-log: power law = straight line (numbers: local slope k)", xlabel="parameters P (log scale)")
     ax_semi.set(title="semi-log: exponential = straight line", xlabel="parameters P (linear scale)")
-    ax_log.legend(title="fits (dashed: power law; solid: linear, where it fits best)", title_fontsize=8, loc="upper left")
-    ax_semi.legend(title="device · backend → best fit (R² on t)", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    below = {"title_fontsize": 8, "loc": "upper center", "bbox_to_anchor": (0.5, -0.13), "frameon": False}
+    if ax_log.get_legend_handles_labels()[0]:
+        ax_log.legend(title="fits (dashed: power law; solid: linear)", **below)
+    ax_semi.legend(title="device · backend → best fit (smallest typical miss)", **below)
     return fig
 
 
@@ -410,6 +421,9 @@ def plot_bench(bench_dir: str | Path, out_dir: str | Path | None = None, formats
         if np.isfinite(_floats(ok, "samples_per_s")).any():
             written += save(_throughput_figure(ok, bench, bench_dir, info), out_dir, "throughput", formats)
     if fits:
-        write_csv(out_dir / "fits.csv", fits, FITS_COLUMNS)
+        try:
+            write_csv(out_dir / "fits.csv", fits, FITS_COLUMNS)
+        except OSError as exc:
+            raise OutputError(f"cannot write {str(out_dir / 'fits.csv')[:200]}: {exc.strerror or type(exc).__name__}") from None
         written.append(out_dir / "fits.csv")
     return written
