@@ -556,7 +556,8 @@ def bench(
     _table(f"{loaded.name}: {used}, batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
     for row in result.rows:
         if row["status"] in ("oom", "failed"):
-            err(f"{row['device']} {row['backend']} {row['filters']} filters {row.get('engine') or ''}: {row['status']}: {row['error']}")
+            engine = f" {row.get('engine')}" if options.engines != ("auto",) else ""  # named when engines are a dimension
+            err(f"{row['device']} {row['backend']} {row['filters']} filters{engine}: {row['status']}: {row['error']}")
     typer.echo(f"results: {result.csv_path}")
     if any(row["status"] == "failed" for row in result.rows):
         raise typer.Exit(1)

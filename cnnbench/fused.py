@@ -198,6 +198,25 @@ def build_state(model, data, batch_size: int) -> None:
         model.evaluate(data.x_train[:batch_size], data.y_train[:batch_size], batch_size=batch_size, verbose=0)
 
 
+def check_model(model, data, batch_size: int) -> None:
+    """UsageError (one line, before any file is written) when the fused engine cannot drive this compiled model.
+
+    Builds the model's metric, loss and optimizer state as fit does, then checks the Keras version, the
+    backend, Flax NNX mode and the trainer state layout (`state_layout_problem`).
+    """
+    import keras
+
+    check_keras_version(keras.__version__)
+    if keras.backend.backend() != "jax":
+        raise UsageError(f"engine fused needs the JAX backend, but Keras runs on {keras.backend.backend()}")
+    if getattr(keras.config, "is_nnx_enabled", lambda: False)():
+        raise UsageError("engine fused does not support Keras' Flax NNX mode; use --engine fit")
+    build_state(model, data, batch_size)
+    problem = state_layout_problem(model)
+    if problem:
+        raise UsageError(f"engine fused cannot drive this Keras {keras.__version__}: {problem}; use --engine fit")
+
+
 class FusedTrainer:
     """Trains the compiled Keras `model` one compiled program per epoch, in K >= 1 lanes that differ in learning rate.
 
@@ -205,23 +224,17 @@ class FusedTrainer:
     epoch programs are vmapped; every lane sees the same batches (`epoch_order`), the lanes never mix.
     """
 
-    def __init__(self, model, data, batch_size: int, seed: int, rates: Sequence[float] | None = None, shuffle: bool = True) -> None:
+    def __init__(
+        self, model, data, batch_size: int, seed: int, rates: Sequence[float] | None = None, shuffle: bool = True, checked: bool = False
+    ) -> None:
         import jax
         import jax.numpy as jnp
-        import keras
 
-        check_keras_version(keras.__version__)
-        if keras.backend.backend() != "jax":
-            raise UsageError(f"engine fused needs the JAX backend, but Keras runs on {keras.backend.backend()}")
-        if getattr(keras.config, "is_nnx_enabled", lambda: False)():
-            raise UsageError("engine fused does not support Keras' Flax NNX mode; use --engine fit")
+        if not checked:
+            check_model(model, data, batch_size)
         self.model, self.data, self.batch_size, self.seed, self.shuffle = model, data, batch_size, seed, shuffle
         self.k = len(rates) if rates else 1
         self.vmapped = self.k > 1
-        build_state(model, data, batch_size)
-        problem = state_layout_problem(model)
-        if problem:
-            raise UsageError(f"engine fused cannot drive this Keras {keras.__version__}: {problem}; use --engine fit")
         model.reset_metrics()
         self.metric_zeros = [jnp.asarray(v.value) for v in model.metrics_variables]
         self.xd, self.yd, self.xvd, self.yvd = device_data(data)

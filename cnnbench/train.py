@@ -350,6 +350,10 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
             if take < len(specs):
                 warnings.warn(f"fusing {take} of {len(specs)} runs at once (device memory estimate); the rest follow", stacklevel=2)
     specs, run_dirs = list(specs[:take]), run_dirs[:take]
+    if engine == "fused":  # refused in one line before anything is written, like every other bad input
+        from cnnbench.fused import check_model
+
+        check_model(model, data, spec.training.batch_size)
     previous = read_record(run_dir / "run.json") if options.resume else None
     first_epoch, kept_rows = _resume_point(run_dir, model) if options.resume else (0, [])
     epochs = spec.training.epochs
@@ -467,7 +471,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
 
             t0 = time.perf_counter()
             rates = [s.training.learning_rate for s in specs]
-            trainer = FusedTrainer(model, data, spec.training.batch_size, spec.training.seed, rates)
+            trainer = FusedTrainer(model, data, spec.training.batch_size, spec.training.seed, rates, checked=True)
             setup_s += time.perf_counter() - t0  # building the state and putting the data on the device
             callbacks = [keras.callbacks.CallbackList(lane.callbacks, model=model) for lane in lanes]
             if first_epoch < fit_epochs:
