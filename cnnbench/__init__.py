@@ -26,6 +26,7 @@ _EXPORTS = {
     "train_run": "cnnbench.train",
     "load_runs": "cnnbench.results",
     "load_histories": "cnnbench.results",
+    "list_results": "cnnbench.results",
     "plan_sweep": "cnnbench.sweep",
     "run_sweep": "cnnbench.sweep",
     "SweepOptions": "cnnbench.sweep",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
+from cnnbench import results
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError
 from cnnbench.executor import RayConfig, RayLauncher, interrupt_reason, ray_launcher, run_fresh
 from cnnbench.lock import folder_lock
@@ -36,8 +38,9 @@ COLUMNS = (
     "device", "device_name", "backend", "filters", "params", "flops_per_sample", "batch_size", "epochs",
     "measured_epochs", "first_epoch_s", "epoch_s_median", "epoch_s_min", "epoch_s_max", "total_s",
     "measured_total_s", "samples_per_s", "gflops_per_s", "peak_mem_mb", "peak_gpu_mem_mb", "estimated",
-    "status", "error", "repeats", "setup_s", "dataset", "train_samples", "threads", "run_dirs",
+    "status", "error", "repeats", "setup_s", "dataset", "train_samples", "threads", "run_dirs", "engine",
 )  # fmt: skip
+ENGINE_CHOICES = ("auto", "fit", "fused")
 TRAINING_FLOPS_FACTOR = 3  # forward + backward ≈ 3 × the forward pass
 # Environment variables that pin a child; recorded in its child.json so isolation can be checked.
 PINNING = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
@@ -55,6 +58,7 @@ class BenchOptions:
     backends (None: KERAS_BACKEND or tensorflow). measure_epochs: train k epochs and extrapolate
     to the spec's epochs. memory_limit_mb: address-space cap of each training process (RLIMIT_AS).
     timeout_s: a run still going after this many seconds is killed and recorded as failed.
+    engines: training engines, one more dimension of the grid (auto resolves per run; see cnnbench/fused.py).
     """
 
     devices: tuple[str, ...] | None = None
@@ -66,13 +70,15 @@ class BenchOptions:
     memory_limit_mb: int | None = None
     timeout_s: float | None = None
     force: bool = False
+    engines: tuple[str, ...] = ("auto",)
     ray: RayConfig | None = None  # where the runs execute: None on this machine
 
     def resolved(self) -> BenchOptions:
         """A copy with the default devices and backends filled in and every value checked."""
         chosen = self.devices or (("cpu", "gpu") if devices.nvidia_gpus() else ("cpu",))
         backends = self.backends or (os.environ.get("KERAS_BACKEND") or "tensorflow",)
-        for name, values, known in (("--devices", chosen, BENCH_DEVICES), ("--backends", backends, devices.BACKENDS)):
+        checks = (("--devices", chosen, BENCH_DEVICES), ("--backends", backends, devices.BACKENDS))
+        for name, values, known in (*checks, ("--engines", self.engines, ENGINE_CHOICES)):
             unknown = [v for v in values if v not in known]
             if unknown:
                 raise UsageError(f"{name}: unknown value(s) {', '.join(map(repr, unknown))}; use a comma list of {', '.join(known)}")
@@ -84,7 +90,8 @@ class BenchOptions:
             if value is not None and value < 1:
                 raise UsageError(f"{name}: must be at least 1, got {value}")
         dedupe = lambda values: tuple(dict.fromkeys(values))
-        return replace(self, devices=dedupe(chosen), backends=dedupe(backends), filters=dedupe(self.filters))
+        engines = dedupe(self.engines) or ("auto",)
+        return replace(self, devices=dedupe(chosen), backends=dedupe(backends), filters=dedupe(self.filters), engines=engines)
 
 
 def parse_list(text: str, option: str, convert: Callable[[str], Any] = str) -> tuple:
@@ -105,13 +112,25 @@ class Combination:
     device: str
     backend: str
     filters: int
+    engine: str = "auto"  # as asked; the row's `engine` column says what the runs used
 
     def run_name(self, repeat: int) -> str:
-        return f"{self.device}-{self.backend}-f{self.filters}-r{repeat}"
+        engine = "" if self.engine == "auto" else f"-{self.engine}"  # auto keeps the names of benches made before engines
+        return f"{self.device}-{self.backend}-f{self.filters}{engine}-r{repeat}"
 
 
 def combinations(options: BenchOptions) -> list[Combination]:
-    return [Combination(d, b, f) for d in options.devices for b in options.backends for f in options.filters]
+    engines = options.engines or ("auto",)
+    return [Combination(d, b, f, e) for d in options.devices for b in options.backends for e in engines for f in options.filters]
+
+
+def combination_reason(combo: Combination, reasons: dict[tuple[str, str], str | None]) -> str | None:
+    """Why `combo` cannot be measured here (None when it can): its device/backend, or fused off JAX."""
+    if reasons[(combo.device, combo.backend)]:
+        return reasons[(combo.device, combo.backend)]
+    if combo.engine == "fused" and combo.backend != "jax":
+        return f"engine fused needs the JAX backend, not {combo.backend}"
+    return None
 
 
 def bench_dir(out: str | Path, spec: Spec, options: BenchOptions) -> Path:
@@ -120,6 +139,8 @@ def bench_dir(out: str | Path, spec: Spec, options: BenchOptions) -> Path:
     key = {**asdict(options), "spec": spec.to_dict()}
     for volatile in ("force", "timeout_s", "ray"):  # they change how a bench runs, not what it measures
         key.pop(volatile)
+    if tuple(key["engines"]) == ("auto",):
+        key.pop("engines")  # benches made before the engine dimension keep their folder
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
     return Path(out) / f"bench-{spec.name}-{digest}"
 
@@ -228,7 +249,11 @@ def run_bench(
     if options.measure_epochs == 1:
         _warn(notes, "--measure-epochs 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
 
-    previous = read_record(path / "bench.json") or {}
+    previous, problem = results.inspect_record(path / "bench.json")
+    if problem:
+        _warn(notes, f"{path / 'bench.json'}: {problem}; writing a new one (the old one is kept as bench.json.corrupt)")
+        results.set_aside(path / "bench.json")
+    previous = previous or {}
     models = previous.get("models") if not options.force else None
     if not models or any(str(f) not in models for f in options.filters):  # spec errors surface here, before any folder
         models = model_sizes(spec, options.filters, next(b for (_, b), r in reasons.items() if r is None))
@@ -248,16 +273,26 @@ def run_bench(
         write_json(path / "bench.json", record)
 
         grid = combinations(options)
-        todo = [(r, c) for r in range(1, options.repeats + 1) for c in grid if not reasons[(c.device, c.backend)]]
+        todo = [(r, c) for r in range(1, options.repeats + 1) for c in grid if not combination_reason(c, reasons)]
+        if not todo:
+            raise DeviceError("nothing to measure: " + "; ".join(sorted({combination_reason(c, reasons) or "" for c in grid})))
+        for reason in dict.fromkeys(combination_reason(c, reasons) for c in grid):
+            if reason and reason not in reasons.values():
+                _warn(notes, f"{', '.join(sorted({f'{c.backend}/{c.engine}' for c in grid if combination_reason(c, reasons) == reason}))} "
+                             f"rows are unavailable: {reason}")  # fmt: skip
         emit(BenchEvent("begin", total=len(todo), message=str(path)))
         status = "aborted"
         try:
             # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
             for index, (repeat, combo) in enumerate(todo, start=1):
                 run_dir = path / "runs" / combo.run_name(repeat)
-                if not options.force and run_status(run_dir) in FINISHED:
-                    emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_status(run_dir)))
+                status, problem = results.record_status(run_dir)
+                if not options.force and status in FINISHED:
+                    emit(BenchEvent("skipped", index, len(todo), combo, repeat, status))
                     continue
+                if problem:  # measured again, but said so; the record is set aside, not deleted
+                    _warn(notes, f"{run_dir / 'run.json'}: {problem}; measuring this run again (the record is kept as run.json.corrupt)")
+                    results.set_aside(run_dir / "run.json")
                 emit(BenchEvent("start", index, len(todo), combo, repeat))
                 outcome = _measure(spec, combo, run_dir, options, launcher)
                 for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
@@ -319,7 +354,7 @@ def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOption
     job = {
         "task": "run", "device": combo.device, "backend": combo.backend, "threads": options.threads,
         "spec": spec.with_filters(combo.filters).to_dict(), "source": spec.source, "run_dir": str(run_dir),
-        "measure_epochs": options.measure_epochs,
+        "measure_epochs": options.measure_epochs, "engine": combo.engine,
     }  # fmt: skip
     write_json(run_dir / "job.json", job)
     limit = child_memory_limit_mb(combo, options)
@@ -339,6 +374,9 @@ def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOption
         if error["type"] in ("SpecError", "DataError"):  # the spec or data is at fault: every row would fail alike
             raise _rebuild_error(error)
         return "failed"
+    if status == "oom" and limit:  # train_run recorded it; say which cap made the allocation fail
+        record = read_record(run_dir / "run.json") or {}
+        _record_death(run_dir, combo, "oom", f"{record.get('error') or 'out of memory'} (under a {limit} MB memory limit)")
     if status in FINISHED:
         return status
     log = _log_excerpt(run_dir / "child.log")
@@ -397,7 +435,7 @@ def _record_death(run_dir: Path, combo: Combination, status: str, error: str) ->
     record = read_record(run_dir / "run.json") or {}
     if status == "interrupted" and record.get("status") in FINISHED:
         return
-    base = {"device": combo.device, "backend": combo.backend, "filters": combo.filters}
+    base = {"device": combo.device, "backend": combo.backend, "filters": combo.filters, "engine": combo.engine}
     write_json(run_dir / "run.json", {**base, **record, "status": status, "error": error, "ended_at": now_iso()})
 
 
@@ -436,9 +474,11 @@ def _history_times(run_dir: Path) -> tuple[list[float], list[float]]:
     try:
         with open(run_dir / "history.csv", encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
-    except OSError:
+        times, rates = [float(r["epoch_time_s"]) for r in rows], [float(r["samples_per_s"]) for r in rows]
+    except (OSError, ValueError, KeyError, TypeError):  # missing, a folder, or not a history cnnbench wrote
         return [], []
-    return [float(r["epoch_time_s"]) for r in rows], [float(r["samples_per_s"]) for r in rows]
+    finite = [(t, r) for t, r in zip(times, rates, strict=True) if math.isfinite(t) and math.isfinite(r)]
+    return [t for t, _ in finite], [r for _, r in finite]
 
 
 def summarize_repeats(epochs: int, repeats: Sequence[tuple[list[float], list[float]]]) -> dict[str, Any]:
@@ -489,6 +529,7 @@ def bench_row(
         "device": combo.device, "backend": combo.backend, "filters": combo.filters,
         "params": model.get("params"), "flops_per_sample": model.get("flops_per_sample"),
         "batch_size": spec.training.batch_size, "epochs": spec.training.epochs, "estimated": False, "threads": threads,
+        "engine": combo.engine,
     }  # fmt: skip
     if unavailable:
         gpus = devices.nvidia_gpus() if combo.device == "gpu" else [devices.cpu_model()]
@@ -508,6 +549,9 @@ def bench_row(
     if row.get("samples_per_s") and row["flops_per_sample"]:
         row["gflops_per_s"] = TRAINING_FLOPS_FACTOR * row["flops_per_sample"] * row["samples_per_s"] / 1e9
     first = next((r for _, r in records if r.get("device_name")), records[0][1])
+    used = sorted({r["engine"] for _, r in records if r.get("engine")})
+    if used:
+        row["engine"] = "/".join(used)  # what auto resolved to
     data = first.get("data") or {}
     peaks = [r.get("peak_host_mem_mb") for _, r in records]
     gpu_peaks = [p for _, r in records if (p := r.get("peak_gpu_mem_mb")) is not None]
@@ -528,7 +572,7 @@ def _write_rows(path: Path, spec: Spec, options: BenchOptions, reasons: dict, mo
     rows = []
     for combo in combinations(options):
         run_dirs = [path / "runs" / combo.run_name(r) for r in range(1, options.repeats + 1)]
-        row = bench_row(combo, run_dirs, spec, models.get(str(combo.filters)), reasons[(combo.device, combo.backend)], options.threads)
+        row = bench_row(combo, run_dirs, spec, models.get(str(combo.filters)), combination_reason(combo, reasons), options.threads)
         if row is not None:
             rows.append(row)
     write_csv(path / "bench.csv", rows, COLUMNS)
@@ -543,7 +587,8 @@ def _child_run(job: dict) -> dict:
 
     spec = parse_spec(job["spec"], job["source"])
     options = RunOptions(device=job["device"], backend=job["backend"], threads=job.get("threads"),
-                         measure_epochs=job.get("measure_epochs"), save_model=False)  # fmt: skip
+                         measure_epochs=job.get("measure_epochs"), save_model=False,
+                         engine=None if job.get("engine") in (None, "auto") else job["engine"])  # auto: the spec's engine  # fmt: skip
     return {"status": train_run(spec, job["run_dir"], options)["status"]}
 
 

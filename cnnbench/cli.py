@@ -5,6 +5,7 @@ No training logic lives here, and nothing heavy is imported at module level, so 
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -22,16 +23,79 @@ app = typer.Typer(
     name="cnnbench",
     help="Define, train, sweep and benchmark convolutional networks from a JSON/YAML spec.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; loaded only when asked for
     pretty_exceptions_enable=False,
 )
 
+
+def _flags_take_no_value() -> None:
+    """Typer 0.29 labels every boolean flag `<bool>` in --help as if it took a value (`--json <bool>`); a flag takes none."""
+    from typer.core import TyperOption
+
+    labelled = TyperOption.display_type_rich
+    if getattr(labelled, "_cnnbench", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else labelled(self, ctx)
+
+    display_type_rich._cnnbench = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
+
 SpecArg = Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.", show_default=False)]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Never download: full MNIST falls back to mnist-5k unless cached (CNNBENCH_OFFLINE=1).")
+]
 DEFAULT_SPEC = "convolutional_nn"
 
 
+_BROKEN: set[str] = set()  # streams whose reader went away (`cnnbench train ... | head`)
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    return isinstance(exc, BrokenPipeError) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE)
+
+
+def _emit(message: str, stream: str) -> None:
+    """Print one line; once a stream's reader has gone, stop printing there. Output must never stop training."""
+    if stream in _BROKEN:
+        return
+    try:
+        typer.echo(message, err=stream == "stderr")
+    except OSError as exc:
+        if not _broken_pipe(exc):
+            raise
+        _BROKEN.add(stream)
+
+
 def err(message: str) -> None:
-    typer.echo(message, err=True)
+    _emit(message, "stderr")
+
+
+def say(message: str) -> None:
+    """Print a result line on stdout."""
+    _emit(message, "stdout")
+
+
+def _output_may_fail(method):
+    """For printing callbacks that training calls (progress bars): a closed pipe turns them off, it never reaches the run."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if "stderr" in _BROKEN:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            if not _broken_pipe(exc):
+                raise
+            _BROKEN.add("stderr")
+            return None
+
+    return wrapper
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -44,6 +108,7 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         warnings.showwarning = _show_warning
+        _BROKEN.clear()  # a new command (in-process callers run several) starts with working streams
         try:
             return command(*args, **kwargs)
         except CnnbenchError as exc:
@@ -69,6 +134,14 @@ def main_options(
     quiet_logs()
 
 
+def _go_offline(offline: bool) -> None:
+    """--offline: set CNNBENCH_OFFLINE=1 here, so that worker and bench child processes inherit it."""
+    if offline:
+        import os
+
+        os.environ["CNNBENCH_OFFLINE"] = "1"
+
+
 def _data_override(data: str | None) -> dict:
     """`--data` takes a dataset name or a path to a local mnist.npz."""
     if data is None:
@@ -78,16 +151,23 @@ def _data_override(data: str | None) -> dict:
     return {"dataset": data}
 
 
-def _table(title: str, columns: list[str], rows: list[list], stream=None) -> None:
+def _table(title: str, columns: list[str], rows: list[list], stream=None, width: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 or column in ("type", "status", "metric") else "right")
+        table.add_column(column, justify="left" if i == 0 or column in ("type", "status", "metric", "name", "dataset") else "right")
     for row in rows:
         table.add_row(*(str(v) for v in row))
-    Console(file=stream or sys.stdout, width=max(100, len(columns) * 14)).print(table)
+    if "stdout" in _BROKEN and stream is None:
+        return
+    try:
+        Console(file=stream or sys.stdout, width=width or max(100, len(columns) * 14)).print(table)
+    except OSError as exc:
+        if not _broken_pipe(exc):
+            raise
+        _BROKEN.add("stdout")
 
 
 @app.command()
@@ -96,7 +176,7 @@ def build(
     spec: SpecArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object instead of a table.")] = False,
 ) -> None:
-    """Validate a spec and show the Keras model it makes: layers, parameters, FLOPs."""
+    """Run every check that needs no data (fields, layers, shapes, size, output) and show the model: layers, parameters, FLOPs."""
     from cnnbench.model import build_model, format_shape, summarize
     from cnnbench.spec import load_spec
     from cnnbench.train import make_optimizer
@@ -121,7 +201,7 @@ def build(
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schema of the spec format (for editor validation and completion)."""
+    """Print the JSON Schema of the spec format, generated from the catalog cnnbench checks against (docs/spec.md: editor setup)."""
     from cnnbench.spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
@@ -146,14 +226,64 @@ def _epoch_line(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
+def _engine_option(engine: str | None) -> str | None:
+    from cnnbench.errors import UsageError
+    from cnnbench.spec import ENGINES
+
+    if engine is not None and engine not in ENGINES:
+        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(ENGINES)}")
+    return engine
+
+
 def _fmt(value, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="CPU threads per training process (default: all cores; at most 4 per core).")]
+TrainSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.train_samples (training split size).")]
+ValSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.val_samples (validation split size).")]
+TestSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.test_samples (test split size).")]
+
+
+def _check_run_options(out_dir: Path | None, threads: int | None = None, backend: str | None = None) -> None:
+    """What can be refused before any work: an unwritable --out, absurd --threads, a backend that is not installed."""
+    from cnnbench import device as devices
+    from cnnbench.results import check_out_dir
+
+    if out_dir is not None:
+        check_out_dir(out_dir)
+    devices.check_threads(threads)
+    devices.check_backend(backend)
+
+
+def _never_learned(record: dict) -> str | None:
+    """The warning for a run that ended no better than chance (run.json `learned: false`), else None."""
+    if record.get("learned") is not False:
+        return None
+    from cnnbench.values import format_value
+
+    return (f"lr {format_value(record['learning_rate'])} never learned: best val error {_fmt(record.get('best_val_error'), '.3f')} "
+            f"≈ chance {_fmt(record.get('chance_error'), '.3f')}")  # fmt: skip
+
+
+def _resume_target(run_dir: Path, spec: str | None, overrides: dict) -> tuple:
+    """The spec and record of the run to resume; UsageError for a SPEC or spec options given beside --resume."""
+    from cnnbench.errors import UsageError
+    from cnnbench.train import load_run
+
+    given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
+    if spec is not None or given:
+        what = ", ".join(([f"SPEC {spec[:40]!r}"] if spec is not None else []) + given)
+        raise UsageError(f"--resume continues a run as it was specified; drop {what}")
+    return load_run(run_dir)
 
 
 @app.command()
 @user_errors
 def train(
-    spec: SpecArg,
+    spec: Annotated[
+        str | None, typer.Argument(help=f"A spec file (.json/.yaml) or a built-in spec name [default: {DEFAULT_SPEC}].", show_default=False)
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="Override training.learning_rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
@@ -162,49 +292,87 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the run gets a sub-folder.")] = Path("results"),
+    threads: ThreadsOpt = None,
+    train_samples: TrainSamplesOpt = None,
+    val_samples: ValSamplesOpt = None,
+    test_samples: TestSamplesOpt = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(metavar="RUN_DIR", help="Continue an interrupted run from its last finished epoch (model and optimizer state)."),
+    ] = None,
+    offline: OfflineOpt = False,
+    engine: Annotated[
+        str | None, typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).")
+    ] = None,
 ) -> None:
-    """Train a spec with model.fit, recording learning curves and timings in a run folder."""
-    from cnnbench.results import new_run_dir
+    """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
+    _go_offline(offline)
+    from cnnbench.results import FINISHED, new_run_dir
     from cnnbench.spec import load_spec
     from cnnbench.train import RunOptions, train_run
 
-    loaded = load_spec(spec).with_overrides(
-        epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, **_data_override(data)
-    )
-    options = RunOptions(device=device, backend=backend)
-    run_dir = new_run_dir(out, loaded.name)
+    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
+                 "train_samples": train_samples, "val_samples": val_samples, "test_samples": test_samples}  # fmt: skip
+    if resume is not None:
+        loaded, previous = _resume_target(resume, spec, {**overrides, "data": data})
+        run_dir = resume
+        if previous.get("status") in FINISHED:
+            say(f"{run_dir}: already finished ({previous['status']}, {previous.get('epochs_run')}/{previous.get('epochs')} epochs); "
+                "nothing to resume")  # fmt: skip
+            return
+        backend = backend or previous.get("backend")
+        engine = engine or previous.get("engine")  # a resumed run keeps its engine unless told otherwise
+        _check_run_options(None, threads, backend)
+    else:
+        loaded = load_spec(spec or DEFAULT_SPEC).with_overrides(**overrides, **_data_override(data))
+        _check_run_options(out, threads, backend)
+        run_dir = new_run_dir(out, loaded.name)
+    options = RunOptions(device=device, backend=backend, threads=threads, resume=resume is not None, engine=_engine_option(engine))
     t = loaded.training
 
     def started(record: dict) -> None:
         d = record["data"]
-        err(f"training {loaded.name} on {d['name']} ({d['train_samples']:,} train / {d['val_samples']:,} val), {record['device']}, "
-            f"{record['backend']}: lr {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs -> {run_dir}")  # fmt: skip
+        done = record["resumed"][-1]["from_epoch"] if record.get("resumed") else 0
+        verb = f"resuming after epoch {done}/{t.epochs}:" if resume is not None else "training"
+        err(f"{verb} {loaded.name} on {d['name']} ({d['train_samples']:,} train / {d['val_samples']:,} val), {record['device']}, "
+            f"{record['backend']}, engine {record.get('engine')}: lr {t.learning_rate:g}, batch {t.batch_size}, {t.epochs} epochs "
+            f"-> {run_dir}")  # fmt: skip
 
     try:
         record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
     except KeyboardInterrupt:
-        err(f"interrupted: finished epochs are kept in {run_dir}")
+        err(f"interrupted: finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}")
         raise typer.Exit(130) from None
     timing = record["timing"]
-    data_info = record["data"]
+    data_info = record.get("data") or {}
+    warning = _never_learned(record)
+    learned = {True: "yes", False: f"NO (no better than chance {_fmt(record.get('chance_error'), '.3f')})", None: "-"}
     rows = [
         ["status", record["status"]],
-        ["data", f"{data_info['name']} ({data_info['train_samples']:,}/{data_info['val_samples']:,}/{data_info['test_samples']:,})"],
-        ["device", f"{record['device']} ({record['device_name']}), {record['backend']}"],
-        ["parameters", f"{record['params']:,}"],
+        ["data", f"{data_info.get('name')} ({data_info.get('train_samples', 0):,}/{data_info.get('val_samples', 0):,}/"
+                 f"{data_info.get('test_samples', 0):,})"],
+        ["device", f"{record.get('device')} ({record.get('device_name')}), {record.get('backend')}"],
+        ["engine", str(record.get("engine") or "-")],
+        ["parameters", f"{record.get('params') or 0:,}"],
         ["epochs run", record["epochs_run"]],
         ["final val error", _fmt(record.get("final_val_error"))],
         ["best val error", f"{_fmt(record.get('best_val_error'))} (epoch {record.get('best_epoch')})"],
+        ["learned", learned[record.get("learned")]],
         ["test error", _fmt(record.get("test_error"))],
         ["first epoch", f"{_fmt(timing.get('first_epoch_s'), '.3f')} s (includes tracing/compilation)"],
         ["steady epoch", f"{_fmt(timing.get('epoch_s_median'), '.3f')} s median "
                          f"[{_fmt(timing.get('epoch_s_min'), '.3f')}-{_fmt(timing.get('epoch_s_max'), '.3f')}]"],
+        ["total", f"{_fmt(record.get('total_time_s'), '.2f')} s (+ {_fmt(timing.get('startup_s'), '.2f')} s start-up: Keras import, data)"],
         ["run folder", str(run_dir)],
     ]  # fmt: skip
     _table(f"{loaded.name}", ["metric", "value"], rows)
+    if warning:
+        err(f"warning: {warning}")
     if record["error"]:
         err(f"{record['status']}: {record['error']}")
     if record["status"] in ("failed", "oom"):
+        if record["status"] == "failed":
+            err(f"continue with: cnnbench train --resume {run_dir}")
         raise typer.Exit(1)
 
 
@@ -218,8 +386,52 @@ def plot(
 ) -> None:
     """Draw learning curves, error vs learning rate and runtime plots for every run, sweep and bench found."""
     from cnnbench.plot import parse_formats, plot_results
+    from cnnbench.results import check_out_dir
 
+    if out is not None:
+        check_out_dir(out)
     for path in plot_results(results, formats=parse_formats(formats), log_scale=log_scale, out=out):
+        typer.echo(str(path))
+
+
+def _compare_row(r: dict) -> list:
+    def error(value, epoch=None) -> str:
+        return "-" if value is None else f"{value:.4f}" + (f" (ep {epoch})" if epoch else "")
+
+    status = r["status"] + (" (did not learn)" if r["learned"] is False else "")
+    epochs = f"{r['epochs_run']}/{'?' if r['epochs'] is None else r['epochs']}"
+    lr = "-" if r["learning_rate"] is None else f"{r['learning_rate']:g}"
+    where = " · ".join(str(v) for v in (r["device"], r["backend"], r["engine"]) if v) or "-"
+    return [f"{r['source'].split(':')[0]} {r['run']}", status, r["dataset"] or "-", epochs, "-" if r["seed"] is None else r["seed"], lr,
+            error(r["best_val_error"], r["best_epoch"]), error(r["final_val_error"]), error(r["test_error"]),
+            _fmt(r["epoch_s_median"], ".3f"), where]  # fmt: skip
+
+
+@app.command()
+@user_errors
+def compare(
+    paths: Annotated[list[Path], typer.Argument(metavar="FOLDER...", help="Run, sweep or bench folders to compare.", show_default=False)],
+    out: Annotated[Path | None, typer.Option(help="Folder for the figure compare.<format> (default: the current folder).")] = None,
+    formats: Annotated[str, typer.Option("--format", help="Image formats, comma-separated: png, svg, pdf.")] = "png,svg",
+    log_scale: Annotated[bool, typer.Option("--log-scale", help="Log y axis for error and loss curves.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object (runs, figures) instead of a table.")] = False,
+) -> None:
+    """Put runs and sweeps side by side: a table of their metrics and one figure of their curves overlaid."""
+    from cnnbench.plot import compare as compare_runs
+    from cnnbench.plot import parse_formats
+    from cnnbench.results import check_out_dir
+
+    check_out_dir(out if out is not None else Path.cwd())
+    rows, figures = compare_runs(paths, out=out, formats=parse_formats(formats), log_scale=log_scale)
+    if as_json:
+        typer.echo(json.dumps({"runs": rows, "figures": [str(p) for p in figures]}, indent=2))
+        return
+
+    columns = ["run", "status", "dataset", "epochs", "seed", "lr", "best val error", "final val error", "test error", "steady epoch s",
+               "device · backend"]  # fmt: skip
+    table = [_compare_row(r) for r in rows]
+    _table("compare: " + ", ".join(dict.fromkeys(r["source"] for r in rows)), columns, table)
+    for path in figures:
         typer.echo(str(path))
 
 
@@ -255,6 +467,7 @@ class _BenchProgress:
         self.progress = self.task = None
         self.path = ""
 
+    @_output_may_fail
     def __call__(self, event) -> None:
         if event.kind == "info":
             err(event.message)
@@ -271,7 +484,8 @@ class _BenchProgress:
             self.progress.start()
             return
         combo = event.combination
-        label = f"{combo.device} {combo.backend} {combo.filters} filters r{event.repeat}"
+        engine = "" if combo.engine == "auto" else f" {combo.engine}"
+        label = f"{combo.device} {combo.backend} {combo.filters} filters{engine} r{event.repeat}"
         if event.kind == "start":
             self.progress.update(self.task, description=label)
         else:
@@ -279,6 +493,7 @@ class _BenchProgress:
             if event.status != "ok":
                 self.progress.console.print(f"{label}: {event.status}")
 
+    @_output_may_fail
     def stop(self) -> None:
         if self.progress:
             self.progress.stop()
@@ -296,7 +511,7 @@ def _bench_rows(rows: list[dict]) -> list[list]:
         total = num(r.get("total_s"), ".2f") + (" est." if r.get("estimated") else "")
         table.append([r["device"], r["backend"], r["filters"], num(r.get("params"), ","), num(r.get("first_epoch_s"), ".3f"), steady,
                       total, num(r.get("samples_per_s"), ",.0f"), num(r.get("gflops_per_s"), ".1f"), num(r.get("peak_mem_mb"), ",.0f"),
-                      r["status"]])  # fmt: skip
+                      r["status"], r.get("engine") or "-"])  # fmt: skip
     return table
 
 
@@ -316,42 +531,54 @@ def bench(
     train_samples: Annotated[int | None, typer.Option(min=1, help="Override data.train_samples.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training process (default: all cores).")] = None,
+    threads: ThreadsOpt = None,
     memory_limit_mb: Annotated[int | None, typer.Option(min=1, help="Cap each training process's address space (MB).")] = None,
     timeout: Annotated[float | None, typer.Option(min=1, help="Kill a run after this many seconds, start-up included.")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
+    val_samples: ValSamplesOpt = None,
+    test_samples: TestSamplesOpt = None,
+    offline: OfflineOpt = False,
+    engines: Annotated[str, typer.Option(help="Comma list of training engines: fit, fused, auto (auto: the spec's engine).")] = "auto",
     ray: RayOption = False,
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
     gpus_per_run: GpusPerRunOption = None,
 ) -> None:
-    """Time training per device x Keras backend x filter count, each run in a fresh process."""
+    """Time training per device x Keras backend x filter count (x engine), each run in a fresh process."""
+    _go_offline(offline)
     from cnnbench.bench import BenchOptions, parse_list, run_bench
+    from cnnbench.device import check_threads
     from cnnbench.executor import ray_config
+    from cnnbench.results import check_out_dir
     from cnnbench.spec import load_spec
 
     loaded = load_spec(spec).with_overrides(
-        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, **_data_override(data)
-    )
+        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, val_samples=val_samples,
+        test_samples=test_samples, **_data_override(data),
+    )  # fmt: skip
+    check_out_dir(out)
+    check_threads(threads)  # a missing backend becomes an `unavailable` row, as bench always did
     options = BenchOptions(
         devices=parse_list(devices, "--devices") if devices else None,
         backends=parse_list(backends, "--backends") if backends else None,
         filters=parse_list(filters, "--filters", int),
         repeats=repeats, measure_epochs=measure_epochs, threads=threads,
-        memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force,
+        memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force, engines=parse_list(engines, "--engines"),
         ray=ray_config(ray, address, cpus_per_run, gpus_per_run),
     )  # fmt: skip
     progress = _BenchProgress()
     with _resumable(progress, lambda: progress.path):
         result = run_bench(loaded, options, out, on_event=progress)
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
-               "peak MB", "status"]  # fmt: skip
+               "peak MB", "status", "engine"]  # fmt: skip
     t = loaded.training
-    _table(f"{loaded.name}: batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
+    used = ", ".join(sorted({row["dataset"] for row in result.rows if row.get("dataset")})) or loaded.data.dataset  # as recorded
+    _table(f"{loaded.name}: {used}, batch {t.batch_size}, {t.epochs} epochs", columns, _bench_rows(result.rows))
     for row in result.rows:
         if row["status"] in ("oom", "failed"):
-            err(f"{row['device']} {row['backend']} {row['filters']} filters: {row['status']}: {row['error']}")
+            engine = f" {row.get('engine')}" if options.engines != ("auto",) else ""  # named when engines are a dimension
+            err(f"{row['device']} {row['backend']} {row['filters']} filters{engine}: {row['status']}: {row['error']}")
     typer.echo(f"results: {result.csv_path}")
     if any(row["status"] == "failed" for row in result.rows):
         raise typer.Exit(1)
@@ -367,6 +594,8 @@ def _sweep_run_line(lr: str, record: dict | None) -> str:
         line += f"  {record['epochs_run']} epoch{'s' if record['epochs_run'] != 1 else ''}  {_fmt(record.get('total_time_s'), '.1f')} s"
     if status != "ok" and record.get("error"):
         line += f"  {record['error']}"
+    if record.get("learned") is False:
+        line += f"  NEVER LEARNED (chance {_fmt(record.get('chance_error'), '.3f')})"
     return line
 
 
@@ -388,6 +617,7 @@ class _SweepProgress:
         if total:  # a sweep whose runs are all kept shows their lines, no bar
             self.progress.start()
 
+    @_output_may_fail
     def __call__(self, event) -> None:
         if event.kind == "info":
             self.print(event.message)
@@ -411,8 +641,20 @@ class _SweepProgress:
     def print(self, line: str) -> None:
         self.progress.console.print(line, soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
 
+    @_output_may_fail
     def stop(self) -> None:
         self.progress.stop()
+
+
+def _record_of(result, row: dict) -> dict:
+    from cnnbench.results import read_record
+
+    return read_record(result.plan.sweep_dir / row["run_dir"] / "run.json") or {}
+
+
+def _engine_label(row: dict) -> str:
+    engine = row.get("engine") or "-"
+    return f"{engine} x{row['fused_k']}" if engine == "fused" and (row.get("fused_k") or 1) > 1 else engine
 
 
 def _sweep_table(result) -> None:
@@ -421,14 +663,21 @@ def _sweep_table(result) -> None:
     best = result.best
     rows = []
     for row in result.rows:
-        mark = "<- best" if best is not None and row is best else ""
+        mark = "<- best" if best is not None and row is best else ("never learned" if row.get("learned") is False else "")
         counts = ["-" if row[key] is None else row[key] for key in ("best_epoch", "epochs_run")]
         rows.append([format_value(row["learning_rate"]), row["status"], _fmt(row["final_val_error"]), _fmt(row["best_val_error"]),
-                     *counts, _fmt(row["total_time_s"], ".1f"), mark])  # fmt: skip
+                     *counts, _fmt(row["total_time_s"], ".1f"), _engine_label(row), mark])  # fmt: skip
     spec = result.plan.spec
     t = spec.training
-    title = f"{spec.name}: {spec.data.dataset}, {t.optimizer}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}"
-    _table(title, ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", ""], rows)
+    used = sorted({row["dataset"] for row in result.rows if row.get("dataset")})  # from the records: mnist may have fallen back
+    dataset = ", ".join(used) if used else f"{spec.data.dataset} (no run has recorded its data)"
+    columns = ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", "engine", ""]
+    if len(used) > 1:  # kept runs from another day may have had other data: say which is which
+        columns.insert(2, "dataset")
+        for row, values in zip(result.rows, rows, strict=True):
+            values.insert(2, row.get("dataset") or "-")
+    title = f"{spec.name}: {dataset}, {t.optimizer}, batch {t.batch_size}, {t.epochs} epochs, seed {t.seed}"
+    _table(title, columns, rows)
 
 
 @app.command("sweep-lr")
@@ -453,19 +702,34 @@ def sweep_lr(
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
     device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
     backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    train_samples: TrainSamplesOpt = None,
+    val_samples: ValSamplesOpt = None,
+    test_samples: TestSamplesOpt = None,
+    offline: OfflineOpt = False,
+    engine: Annotated[
+        str | None, typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).")
+    ] = None,
+    fuse: Annotated[
+        int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all, capped by device memory).")
+    ] = None,
     ray: RayOption = False,
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
     gpus_per_run: GpusPerRunOption = None,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
+    _go_offline(offline)
     from cnnbench.executor import ray_config
     from cnnbench.results import FINISHED
     from cnnbench.spec import load_spec
     from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
 
     on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
-    loaded = load_spec(spec).with_overrides(epochs=epochs, batch_size=batch_size, seed=seed, **_data_override(data))
+    loaded = load_spec(spec).with_overrides(
+        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, val_samples=val_samples,
+        test_samples=test_samples, **_data_override(data),
+    )  # fmt: skip
+    _check_run_options(out, threads, backend)
     plan = plan_sweep(loaded, values, out, force=force)
     todo = plan.to_train
     kept = len(plan.runs) - len(todo)
@@ -484,23 +748,86 @@ def sweep_lr(
         return
 
     t = loaded.training
-    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {t.epochs} epochs, batch {t.batch_size}, data {loaded.data.dataset}")
+    from cnnbench.data import expected_dataset
+
+    data_name = expected_dataset(loaded.data.dataset, loaded.data.path)
+    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {t.epochs} epochs, batch {t.batch_size}, data {data_name}")
     err(f"sweep folder: {plan.sweep_dir}")
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
     progress = _SweepProgress(len(todo), t.epochs)
     with _resumable(progress, lambda: plan.sweep_dir):
-        options = SweepOptions(device=device, backend=backend, parallel=parallel, threads=threads, ray=on_ray)
-        result = run_sweep(plan, options, on_event=progress)
+        sweep_options = SweepOptions(
+            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse, ray=on_ray
+        )
+        result = run_sweep(plan, sweep_options, on_event=progress)
     _sweep_table(result)
+    for row in result.never_learned:
+        err(f"warning: {_never_learned({**_record_of(result, row), **row})}")
     if result.best:
         best = result.best
         lr = format_value(best["learning_rate"])
-        typer.echo(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
-    typer.echo(f"summary: {result.summary_path}")
+        say(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
+        if result.best_at_edge:
+            lo, hi = format_value(min(result.plan.values)), format_value(max(result.plan.values))
+            side = "smallest" if best["learning_rate"] == min(result.plan.values) else "largest"
+            say(f"note: lr {lr} is the {side} rate of the grid ({lo}..{hi}): the optimum may lie outside the grid")
+    elif any(row["status"] == "ok" for row in result.rows):
+        say("best: none (no rate learned anything: every finished run stayed at chance level)")
+    say(f"summary: {result.summary_path}")
     if result.failed:
         err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
         raise typer.Exit(1)
+
+
+def _when(iso: str | None) -> str:
+    """2026-11-25T13:39:35+00:00 -> 2026-11-25 13:39 (as recorded, in the recording machine's time zone)."""
+    return iso[:16].replace("T", " ") if iso else "-"
+
+
+@app.command("ls")
+@user_errors
+def ls(
+    results: Annotated[Path, typer.Argument(metavar="[RESULTS]", help="The folder to list (every run, sweep and bench below it).")] = Path(
+        "results"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+) -> None:
+    """List runs, sweeps and benches: kind, name, dataset actually used, epochs, status, best error, when."""
+    import csv
+
+    from cnnbench.errors import UsageError
+    from cnnbench.results import LIST_COLUMNS, list_results
+
+    if not results.is_dir():
+        raise UsageError(f"{results}: no such folder")
+    rows = list_results(results)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(LIST_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    if not rows:
+        err(f"nothing below {results}: no run, sweep or bench folder")
+        return
+
+    def name(row: dict) -> str:
+        path = Path(row["path"])
+        return str(path.relative_to(results)) if path != results and path.is_relative_to(results) else path.name
+
+    def status(row: dict) -> str:
+        never = row["not_learned"]
+        return row["status"] + ("" if not never else " (never learned)" if row["runs"] == 1 else f" ({never} never learned)")
+
+    table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], status(r),
+              _fmt(r["best_val_error"]), r["runs"], _when(r["started_at"])] for r in rows]  # fmt: skip
+    columns = ["kind", "name", "dataset", "epochs", "status", "best val error", "runs", "started"]
+    width = max(120, max(len(t[1]) for t in table) + 100)  # long sweep names stay on one line
+    _table(f"{results}: {len(rows)} item{'s' if len(rows) != 1 else ''}", columns, table, width=width)
 
 
 def main() -> None:

@@ -21,6 +21,16 @@ BACKENDS = ("tensorflow", "jax", "torch")
 _BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
+# What to install for a backend, and for that backend on an NVIDIA GPU.
+INSTALL_HINT = {"tensorflow": "pip install tensorflow", "jax": "pip install jax", "torch": "pip install torch"}
+GPU_INSTALL_HINT = {
+    "tensorflow": "pip install 'tensorflow[and-cuda]', or JAX with CUDA: pip install 'jax[cuda12]' and --backend jax",
+    "jax": "pip install 'jax[cuda12]'",
+    "torch": "a CUDA build of torch (https://pytorch.org/get-started/locally/)",
+}
+THREADS_PER_CORE_MAX = 4  # beyond this, threads only fight over cores (5000 threads on 2 cores: minutes per epoch)
+
+
 def keras_imported() -> bool:
     return "keras" in sys.modules
 
@@ -35,11 +45,13 @@ def configure(device: str = "auto", backend: str | None = None, threads: int | N
         raise DeviceError(f"unknown device {device!r}; use cpu, gpu or auto")
     if backend is not None and backend not in BACKENDS:
         raise DeviceError(f"unknown Keras backend {backend!r}; use {', '.join(BACKENDS)}")
+    check_threads(threads)
     if keras_imported():
         current = sys.modules["keras"].backend.backend()
         if backend and backend != current:
             raise DeviceError(f"Keras is already running on {current}; start a new process for {backend}")
         return
+    check_backend(backend)
     env = os.environ
     if backend:
         env["KERAS_BACKEND"] = backend
@@ -113,6 +125,36 @@ def backend_installed(backend: str) -> bool:
     return find_spec(_BACKEND_MODULE[backend]) is not None
 
 
+def requested_backend(backend: str | None = None) -> str:
+    """The Keras backend a process will use: `backend`, else $KERAS_BACKEND, else Keras' default."""
+    return backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+
+
+def check_backend(backend: str | None = None) -> str:
+    """The backend to be used, or DeviceError with the install hint when its package is missing."""
+    name = requested_backend(backend)
+    if name not in BACKENDS:
+        shown = name if len(name) <= 40 else name[:40] + "…"
+        raise DeviceError(f"unknown Keras backend {shown!r} (from KERAS_BACKEND); use {', '.join(BACKENDS)}")
+    if not backend_installed(name):
+        raise DeviceError(f"the Keras backend {name} is not installed ({INSTALL_HINT[name]}), or choose another with --backend")
+    return name
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE_MAX * cpu_cores()
+
+
+def check_threads(threads: int | None) -> None:
+    """DeviceError for a thread count beyond THREADS_PER_CORE_MAX per core (or below 1)."""
+    if threads is None:
+        return
+    if threads < 1 or threads > max_threads():
+        raise DeviceError(
+            f"--threads {threads}: use 1 to {max_threads()} ({THREADS_PER_CORE_MAX} per core on this machine's {cpu_cores()} cores)"
+        )
+
+
 @cache
 def cpu_model() -> str:
     try:
@@ -175,7 +217,11 @@ def resolve(device: str) -> tuple[str, str]:
 
     gpus = visible_gpus()
     if device == "gpu" and not gpus:
-        raise DeviceError(f"--device gpu: no GPU is visible to Keras' {keras.backend.backend()} backend")
+        backend = keras.backend.backend()
+        listed = nvidia_gpus()
+        found = f"nvidia-smi lists {listed[0]}; install CUDA support" if listed else "nvidia-smi lists none; for an NVIDIA GPU"
+        hint = f"{found}: {GPU_INSTALL_HINT[backend]}"
+        raise DeviceError(f"--device gpu: no GPU is visible to Keras' {backend} backend ({hint})")
     if device == "cpu" and gpus:
         # configure() could not hide the GPUs because Keras was imported first: refuse to mislabel the run.
         raise DeviceError("--device cpu: Keras was imported before cnnbench could hide the GPUs; start a new process")

@@ -18,9 +18,17 @@ class SpecError(CnnbenchError):
     """
 
     def __init__(self, source: str, path: str, message: str) -> None:
+        source, path, message = _cap(str(source), 200), _cap(str(path), 200), _cap(str(message), MAX_MESSAGE)
         self.source, self.path, self.message = source, path, message
         where = f"{source}: {path}" if path else source
         super().__init__(f"{where}: {message}")
+
+
+MAX_MESSAGE = 600  # a safety net: every message already cuts the user's values with `brief`
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class DataError(CnnbenchError):
@@ -33,3 +41,55 @@ class DeviceError(CnnbenchError):
 
 class UsageError(CnnbenchError):
     """A command-line value (e.g. a `--values` list) is malformed."""
+
+
+
+BRIEF_LIMIT = 60
+
+
+def brief(value: object, limit: int = BRIEF_LIMIT) -> str:
+    """`repr(value)` cut to `limit` characters, built lazily: a user's value in a message is never unbounded.
+
+    >>> brief("x" * 1000, 12)
+    "'xxxxxxxx..."
+    >>> brief([1, [2, 3]])
+    '[1, [2, 3]]'
+    """
+    parts, length = [], 0
+    for chunk in _repr_chunks(value, 0):
+        parts.append(chunk)
+        length += len(chunk)
+        if length > limit:  # stop walking: an alias bomb expands to 10^9 items
+            return "".join(parts)[: limit - 3] + "..."
+    return "".join(parts)
+
+
+def _repr_chunks(value: object, depth: int):
+    if depth > 8:
+        yield "..."
+    elif isinstance(value, (list, tuple)):
+        yield "[" if isinstance(value, list) else "("
+        for i, item in enumerate(value):
+            yield ", " if i else ""
+            yield from _repr_chunks(item, depth + 1)
+        yield "]" if isinstance(value, list) else ")"
+    elif isinstance(value, dict):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield ", " if i else ""
+            yield from _repr_chunks(key, depth + 1)
+            yield ": "
+            yield from _repr_chunks(item, depth + 1)
+        yield "}"
+    elif isinstance(value, str):
+        yield repr(value[:BRIEF_LIMIT * 4]) if len(value) > BRIEF_LIMIT * 4 else repr(value)
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        yield f"<a {value.bit_length():,}-bit integer>"  # repr of a 5,000-digit int raises, and is unbounded anyway
+    elif value is None or isinstance(value, (bool, int, float)):
+        yield repr(value)
+    else:
+        yield f"<{type(value).__name__}>"
+
+
+class OutputError(CnnbenchError):
+    """Results cannot be written where they were asked for (a file in the way, read-only, a full disk)."""

@@ -1,4 +1,4 @@
-"""From a spec to a Keras model: layer validation against Keras, shapes, parameter and FLOP counts.
+"""From a spec to a Keras model: shapes, parameter counts before allocation, FLOPs, the output check.
 
 FLOPs are forward FLOPs per sample, one multiply-add counted as 2 FLOPs, for the layers that
 multiply (Dense, Conv*, DepthwiseConv*, SeparableConv*, Conv*Transpose); everything else counts 0.
@@ -6,115 +6,32 @@ multiply (Dense, Conv*, DepthwiseConv*, SeparableConv*, Conv*Transpose); everyth
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from dataclasses import asdict, dataclass
-from functools import cache
 from typing import Any
 
+from cnnbench.catalog import LAYERS, check_layer
 from cnnbench.device import import_keras
-from cnnbench.errors import SpecError
-from cnnbench.spec import Spec, _did_you_mean, one_of, positive_int
+from cnnbench.errors import SpecError, UsageError, brief
+from cnnbench.spec import Spec, default_layer_name
 
-# Layers that would run code from the spec, need Python objects as arguments, or duplicate `input_shape`.
-REFUSED_LAYERS = {
-    "Lambda": "runs arbitrary Python code, which specs may not do",
-    "TFSMLayer": "loads an external SavedModel, which specs may not do",
-    "JaxLayer": "wraps arbitrary Python code",
-    "FlaxLayer": "wraps arbitrary Python code",
-    "TorchModuleWrapper": "wraps arbitrary Python code",
-    "InputLayer": "is implied: use the top-level input_shape instead",
-    "Layer": "is the abstract base class",
-    "Wrapper": "needs a layer object, which a spec cannot express",
-    "Bidirectional": "needs a layer object, which a spec cannot express",
-    "TimeDistributed": "needs a layer object, which a spec cannot express",
-    "RNN": "needs a cell object, which a spec cannot express",
-    "StackedRNNCells": "needs cell objects, which a spec cannot express",
-}
-BASE_LAYER_ARGUMENTS = ("name", "dtype", "trainable")
 DEFAULT_MAX_PARAMS = 100_000_000
+MNIST_CLASSES = 10  # mnist and mnist-5k (and a local mnist.npz) have ten digit classes
 
 
 def max_params() -> int:
     """Largest model `check_layers` accepts (env `CNNBENCH_MAX_PARAMS` overrides the default 10^8)."""
-    return int(os.environ.get("CNNBENCH_MAX_PARAMS", DEFAULT_MAX_PARAMS))
-
-
-@cache
-def layer_catalog() -> dict[str, tuple[str, ...]]:
-    """Every usable class in `keras.layers`, mapped to the constructor arguments a spec may set."""
-    keras = import_keras()
-
-    catalog = {}
-    for name in dir(keras.layers):
-        cls = getattr(keras.layers, name)
-        if not (inspect.isclass(cls) and issubclass(cls, keras.layers.Layer)) or name in REFUSED_LAYERS:
-            continue
-        params = inspect.signature(cls.__init__).parameters.values()
-        own = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        catalog[name] = tuple(dict.fromkeys([*own, *BASE_LAYER_ARGUMENTS]))
-    return catalog
-
-
-# --- argument checks for the arguments most specs use ----------------------------------------
-
-
-def _int_or_ints(value: Any) -> str | None:
-    ints = value if isinstance(value, list) else [value]
-    if ints and all(positive_int(v) is None for v in ints):
-        return None
-    return f"must be a positive integer or a list of them, got {value!r}"
-
-
-def _fraction(value: Any) -> str | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1:
-        return None
-    return f"must be a number in [0, 1), got {value!r}"
-
-
-def _boolean(value: Any) -> str | None:
-    return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
-
-
-def _activation(value: Any) -> str | None:
-    import keras
-
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        return f"must be the name of a Keras activation, got {value!r}"
+    text = os.environ.get("CNNBENCH_MAX_PARAMS", "").strip()
+    if not text:
+        return DEFAULT_MAX_PARAMS
     try:
-        keras.activations.get(value)
-    except (ValueError, TypeError):
-        known = [
-            n for n in dir(keras.activations) if not n.startswith("_") and n.islower() and n not in ("get", "serialize", "deserialize")
-        ]
-        return f"unknown activation {value!r}{_did_you_mean(value, known)}"
-    return None
-
-
-ARGUMENT_CHECKS = {
-    "filters": positive_int,
-    "units": positive_int,
-    "depth_multiplier": positive_int,
-    "groups": positive_int,
-    "kernel_size": _int_or_ints,
-    "strides": _int_or_ints,
-    "pool_size": _int_or_ints,
-    "dilation_rate": _int_or_ints,
-    "size": _int_or_ints,
-    "rate": _fraction,
-    "padding": one_of("valid", "same", "causal"),
-    "activation": _activation,
-    "use_bias": _boolean,
-}
-
-
-def _plain_value(value: Any) -> bool:
-    if isinstance(value, list):
-        return all(_plain_value(v) for v in value)
-    return value is None or isinstance(value, (bool, int, float, str))
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"CNNBENCH_MAX_PARAMS must be a positive integer such as 100000000, got {brief(text)}")
+    return value
 
 
 # --- counting --------------------------------------------------------------------------------
@@ -128,24 +45,68 @@ def _kernel(layer) -> tuple[int, ...]:
     return tuple(getattr(layer, "kernel_size", ()) or ())
 
 
-def estimate_params(layer, in_shape: tuple) -> int:
-    """Weights a layer will allocate, worked out before allocating them (0 for unknown kinds)."""
+def _axis(where: tuple[str, int], axis: int, shape: tuple) -> int:
+    source, index = where
+    rank = len(shape)
+    position = axis + rank if axis < 0 else axis
+    if not 1 <= position < rank:
+        message = f"axis {axis} is not a feature axis of the input shape {format_shape(shape)} (axis 0 is the batch)"
+        raise SpecError(source, f"layers[{index}].axis", message)
+    return position
+
+
+def estimate_params(layer, in_shape: tuple, where: tuple[str, int] = ("<spec>", 0)) -> int:
+    """Weights a layer will allocate, worked out from its arguments and input shape before any weight exists.
+
+    Every layer type in the catalog has a sizing rule (`LayerType.sizing`); a type without one cannot be sized,
+    so it is refused here rather than let through uncounted. `where` is (spec source, layer index) for messages.
+    """
     kind = type(layer).__name__
+    entry = LAYERS.get(kind)
+    if entry is None:
+        raise SpecError(where[0], f"layers[{where[1]}].type", f"{kind} cannot be sized, so it is not allowed")
     c_in = in_shape[-1] or 0
     bias = lambda n: n if getattr(layer, "use_bias", False) else 0  # noqa: E731
-    if kind == "Dense":
+    sizing = entry.sizing
+    if sizing == "none":
+        return 0
+    if sizing == "dense":
         return c_in * layer.units + bias(layer.units)
-    if kind == "Embedding":
-        return layer.input_dim * layer.output_dim
-    if kind.startswith("SeparableConv"):
+    if sizing == "separable":
         dm = layer.depth_multiplier
         return _prod(_kernel(layer)) * c_in * dm + c_in * dm * layer.filters + bias(layer.filters)
-    if kind.startswith("DepthwiseConv"):
+    if sizing == "depthwise":
         return _prod(_kernel(layer)) * c_in * layer.depth_multiplier + bias(c_in * layer.depth_multiplier)
-    if kind.startswith("Conv") and hasattr(layer, "filters"):
+    if sizing == "transpose":
+        return _prod(_kernel(layer)) * c_in * layer.filters + bias(layer.filters)
+    if sizing == "conv":
         groups = getattr(layer, "groups", 1) or 1
+        if c_in % groups:
+            message = f"groups {groups} must divide the {c_in} input channels of shape {format_shape(in_shape)}"
+            raise SpecError(where[0], f"layers[{where[1]}].groups", message)
         return _prod(_kernel(layer)) * (c_in // groups) * layer.filters + bias(layer.filters)
-    return 0
+    if sizing == "batchnorm":
+        channels = in_shape[_axis(where, layer.axis, in_shape)]
+        return channels * (2 + bool(layer.center) + bool(layer.scale))  # moving mean and variance, beta, gamma
+    if sizing == "layernorm":
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        size = _prod(in_shape[_axis(where, a, in_shape)] for a in axes)
+        return size * (bool(layer.center) + bool(layer.scale))
+    if sizing == "groupnorm":
+        channels = in_shape[_axis(where, layer.axis, in_shape)]
+        if channels % layer.groups:
+            message = f"groups {layer.groups} must divide the {channels} channels of shape {format_shape(in_shape)}"
+            raise SpecError(where[0], f"layers[{where[1]}].groups", message)
+        return channels * (bool(layer.center) + bool(layer.scale))
+    if sizing == "prelu":
+        alpha = list(in_shape[1:])
+        for shared in layer.shared_axes or ():
+            if not 1 <= shared <= len(alpha):
+                message = f"axis {shared} is not an axis of the input shape {format_shape(in_shape)} (1 is the first after the batch)"
+                raise SpecError(where[0], f"layers[{where[1]}].shared_axes", message)
+            alpha[shared - 1] = 1
+        return _prod(alpha)
+    raise SpecError(where[0], f"layers[{where[1]}].type", f"{kind} has no sizing rule, so it is not allowed")
 
 
 def forward_flops(layer, in_shape: tuple, out_shape: tuple) -> int:
@@ -204,39 +165,31 @@ class ModelSummary:
         return out
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
 def _instantiate(spec: Spec, index: int):
+    """The Keras layer object of `spec.layers[index]` (no weights yet), after the catalog's checks."""
     import keras
 
     layer_spec = spec.layers[index]
     where = f"layers[{index}]"
+    if problem := check_layer(layer_spec):  # again here: a Spec can be made without parse_spec
+        arg, message = problem
+        raise SpecError(spec.source, f"{where}.{arg}" if arg else where, message)
     kind = layer_spec["type"]
-    if kind in REFUSED_LAYERS:
-        raise SpecError(spec.source, f"{where}.type", f"{kind} is not allowed: it {REFUSED_LAYERS[kind]}")
-    catalog = layer_catalog()
-    if kind not in catalog:
-        hint = _did_you_mean(kind, catalog)
-        raise SpecError(spec.source, f"{where}.type", f"unknown layer type {kind!r}{hint}; any class in keras.layers works")
-    allowed = catalog[kind]
     kwargs = {k: v for k, v in layer_spec.items() if k != "type"}
     for arg, value in kwargs.items():
-        if arg not in allowed:
-            hint = _did_you_mean(arg, allowed)
-            extra = " (set the top-level input_shape instead)" if arg in ("input_shape", "input_dim", "batch_input_shape") else ""
-            raise SpecError(spec.source, f"{where}.{arg}", f"unknown argument for {kind}{hint}{extra}")
-        if not _plain_value(value):
-            raise SpecError(
-                spec.source,
-                f"{where}.{arg}",
-                "must be a number, string, boolean, null or a list of them; nested objects (custom objects) are not allowed",
-            )
-        if arg in ARGUMENT_CHECKS and (message := ARGUMENT_CHECKS[arg](value)):
-            raise SpecError(spec.source, f"{where}.{arg}", message)
-    kwargs.setdefault("name", f"{index:02d}_{kind.lower()}")
+        if isinstance(value, list) and arg not in ("target_shape", "dims", "shared_axes", "axis"):
+            kwargs[arg] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    kwargs.setdefault("name", default_layer_name(index, kind))
     try:
         return getattr(keras.layers, kind)(**kwargs)
     except (ValueError, TypeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpecError(spec.source, where, f"Keras rejects this {kind}: {first}") from None
+        raise SpecError(spec.source, where, f"Keras rejects this {kind}: {_first_line(exc)}") from None
 
 
 def _rank_problem(layer, shape: tuple) -> str | None:
@@ -269,7 +222,7 @@ def check_layers(spec: Spec) -> tuple[list, list[tuple], int]:
         if problem := _rank_problem(layer, shape):
             path = "input_shape" if index == 0 else f"layers[{index}]"
             raise SpecError(spec.source, path, f"{kind} {problem}, but {source} gives shape {format_shape(shape)}")
-        params += estimate_params(layer, shape)
+        params += estimate_params(layer, shape, (spec.source, index))
         if params > max_params():
             raise SpecError(
                 spec.source, f"layers[{index}]", f"the model would have at least {params:,} parameters, above the limit of {max_params():,}"
@@ -277,8 +230,7 @@ def check_layers(spec: Spec) -> tuple[list, list[tuple], int]:
         try:
             out = tuple(layer.compute_output_shape(shape))
         except Exception as exc:  # Keras raises many types here; all mean "cannot follow"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            message = f"{kind} cannot follow {source} with shape {format_shape(shape)}: {first}"
+            message = f"{kind} cannot follow {source} with shape {format_shape(shape)}: {_first_line(exc)}"
             raise SpecError(spec.source, f"layers[{index}]", message) from None
         if any(d is not None and d <= 0 for d in out[1:]):
             message = f"{kind} turns shape {format_shape(shape)} into {format_shape(out)}: the input is too small"
@@ -294,13 +246,43 @@ def format_shape(shape: tuple) -> str:
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
 
 
+def num_classes(spec: Spec, output_shape: tuple) -> int:
+    """Classes the spec's data has: 10 for MNIST; for synthetic data, whatever the model outputs."""
+    return int(output_shape[-1]) if spec.data.dataset == "synthetic" else MNIST_CLASSES
+
+
+def check_output(spec: Spec, shapes: list[tuple] | None = None) -> None:
+    """The model must output one score per class: shape (None, classes), classes matching the dataset.
+
+    Needs no data, so `build` runs it as well as `train`. `shapes` are check_layers' output shapes.
+    """
+    if shapes is None:
+        _, shapes, _ = check_layers(spec)
+    out, where = tuple(shapes[-1]), f"layers[{len(spec.layers) - 1}]"
+    if len(out) != 2:
+        message = (f"the model must output one score per class, shape (None, classes), but it outputs shape {format_shape(out)}; "
+                   "add a Flatten or a global pooling layer before the last Dense")  # fmt: skip
+        raise SpecError(spec.source, where, message)
+    classes = num_classes(spec, out)
+    if spec.data.dataset == "synthetic" and classes < 2:
+        raise SpecError(spec.source, where, f"a classifier needs at least 2 outputs (classes), but it outputs shape {format_shape(out)}")
+    if out[-1] != classes:
+        dataset = spec.data.dataset
+        message = f"the model must end in {classes} outputs (one per class of {dataset}), but it outputs shape {format_shape(out)}"
+        raise SpecError(spec.source, where, message)
+
+
 def build_model(spec: Spec):
-    """Validate the spec and build the Keras model (weights seeded with `spec.training.seed`)."""
+    """Validate the spec (layers, shapes, size, output) and build the Keras model, weights seeded with `spec.training.seed`."""
     keras = import_keras()
 
     keras.utils.set_random_seed(spec.training.seed)
-    layers, _, _ = check_layers(spec)
-    return keras.Sequential([keras.Input(shape=spec.input_shape), *layers], name=spec.name)
+    layers, shapes, _ = check_layers(spec)
+    check_output(spec, shapes)
+    try:
+        return keras.Sequential([keras.Input(shape=spec.input_shape), *layers], name=spec.name)
+    except (ValueError, TypeError) as exc:  # a net under the checks above: still one line, never a traceback
+        raise SpecError(spec.source, "layers", f"Keras rejects the model: {_first_line(exc)}") from None
 
 
 def summarize(spec: Spec, model=None) -> ModelSummary:

@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cnnbench.errors import OutputError, brief
+
 STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
 FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
 HISTORY_COLUMNS = (
@@ -46,8 +48,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno and not exc.filename:  # a full disk: say which file could not be written
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def atomic_write_bytes(path: str | Path, write: Any) -> None:
+    """Like atomic_write_text, for binary content: `write(file)` fills the temp file (np.savez, ...)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno and not exc.filename:  # a full disk: say which file could not be written
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -92,6 +114,46 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] |
     atomic_write_text(path, buffer.getvalue())
 
 
+_NAME_MAX = 255  # bytes in one path component on Linux, macOS and Windows file systems
+
+
+def _shown(path: Path, limit: int = 200) -> str:
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]} ({len(text)} characters)"
+
+
+def check_out_dir(out: str | Path, option: str = "--out") -> Path:
+    """Refuse, before any work, a results folder that cannot be written: OutputError naming `option`.
+
+    A file in the way, a name too long, a read-only or missing-permission parent: each is one line.
+    Creates nothing (the folder is made when the first record is written): a probe file is made
+    and removed in the nearest folder that exists.
+    """
+    path = Path(out)
+    where = f"{option} {_shown(path)}"
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > _NAME_MAX]
+    if too_long:
+        raise OutputError(f"{where}: a name in it is too long ({len(os.fsencode(too_long[0]))} bytes; the limit is {_NAME_MAX})")
+    existing = path
+    try:
+        while not existing.exists():
+            if existing.is_symlink():
+                raise OutputError(f"{where}: {_shown(existing)} is a broken link")
+            existing = existing.parent
+    except OSError as exc:  # a path longer than the system allows
+        raise OutputError(f"{where}: {exc.strerror or exc}") from None
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"lies inside {_shown(existing)}, which is a file"
+        raise OutputError(f"{where}: not a folder ({what})")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".cnnbench-probe-", dir=existing)
+    except OSError as exc:
+        raise OutputError(f"{where}: cannot write in {_shown(existing)} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
@@ -113,22 +175,132 @@ def new_run_dir(out: str | Path, name: str) -> Path:
     return path
 
 
-def read_record(path: str | Path) -> dict[str, Any] | None:
-    """A JSON object file (run.json, sweep.json, ...), or None when it is missing, torn or not an object."""
+# --- reading records: one validated reader ------------------------------------------------------
+
+_NUMBER = (int, float)
+_OPTIONAL_NUMBER = (int, float, type(None))
+_OPTIONAL_INT = (int, type(None))
+_OPTIONAL_STR = (str, type(None))
+_OPTIONAL_DICT = (dict, type(None))
+# The keys of run.json that cnnbench reads, and the types it accepts (a missing key is fine; a
+# record that has one with another type is `corrupt`). Booleans are not numbers here.
+RUN_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,), "name": _OPTIONAL_STR, "error": _OPTIONAL_STR, "learning_rate": _OPTIONAL_NUMBER,
+    "batch_size": _OPTIONAL_INT, "optimizer": _OPTIONAL_STR, "epochs": _OPTIONAL_INT, "epochs_measured": _OPTIONAL_INT,
+    "epochs_run": _OPTIONAL_INT, "seed": _OPTIONAL_INT, "params": _OPTIONAL_INT, "filters": _OPTIONAL_INT,
+    "flops_per_sample": _OPTIONAL_INT, "best_epoch": _OPTIONAL_INT, "best_val_error": _OPTIONAL_NUMBER,
+    "final_val_error": _OPTIONAL_NUMBER, "final_loss": _OPTIONAL_NUMBER, "test_error": _OPTIONAL_NUMBER,
+    "total_time_s": _OPTIONAL_NUMBER, "peak_host_mem_mb": _OPTIONAL_NUMBER, "peak_gpu_mem_mb": _OPTIONAL_NUMBER,
+    "data": _OPTIONAL_DICT, "timing": _OPTIONAL_DICT, "environment": _OPTIONAL_DICT, "device": _OPTIONAL_STR,
+    "device_name": _OPTIONAL_STR, "backend": _OPTIONAL_STR, "started_at": _OPTIONAL_STR, "ended_at": _OPTIONAL_STR,
+    "learned": (bool, type(None)), "engine": _OPTIONAL_STR, "fused_k": _OPTIONAL_INT,
+}  # fmt: skip
+DATA_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": _OPTIONAL_STR, "requested": _OPTIONAL_STR, "source": _OPTIONAL_STR, "train_samples": _OPTIONAL_INT,
+    "val_samples": _OPTIONAL_INT, "test_samples": _OPTIONAL_INT, "num_classes": _OPTIONAL_INT, "warnings": (list, type(None)),
+}  # fmt: skip
+INDEX_FIELDS: dict[str, tuple[type, ...]] = {  # sweep.json and bench.json
+    "name": _OPTIONAL_STR, "status": _OPTIONAL_STR, "spec": _OPTIONAL_DICT, "options": _OPTIONAL_DICT, "models": _OPTIONAL_DICT,
+    "values": (list, type(None)), "runs": (list, type(None)), "warnings": (list, type(None)), "created_at": _OPTIONAL_STR,
+    "updated_at": _OPTIONAL_STR, "started_at": _OPTIONAL_STR, "ended_at": _OPTIONAL_STR,
+}  # fmt: skip
+CORRUPT = "corrupt"  # the status shown for a run.json that exists but cannot be trusted
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "an object", list: "a list",
+             type(None): "null"}  # fmt: skip
+    return " or ".join(dict.fromkeys(names[t] for t in types if not (t is int and float in types)))
+
+
+
+def _type_problem(record: dict, fields: dict[str, tuple[type, ...]], prefix: str = "") -> str | None:
+    for key, types in fields.items():
+        if key not in record:
+            continue
+        value = record[key]
+        wrong = isinstance(value, bool) and bool not in types or not isinstance(value, types)
+        if wrong:
+            return f"{prefix}{key} is {brief(value)}, expected {_type_names(types)}"
+    return None
+
+
+def record_problem(path: str | Path, record: Any) -> str | None:
+    """Why a parsed record file cannot be trusted (None when it can): not an object, or a key of the wrong type."""
+    if not isinstance(record, dict):
+        return f"holds {type(record).__name__ if record is not None else 'null'}, not a JSON object"
+    name = Path(path).name
+    if name == "run.json":
+        if "status" not in record:
+            return "has no status"
+        if problem := _type_problem(record, RUN_FIELDS):
+            return problem
+        if record["status"] not in STATUSES:
+            return f"status {brief(record['status'])} is not one of {', '.join(STATUSES)}"
+        if problem := _type_problem(record.get("data") or {}, DATA_FIELDS, "data."):
+            return problem
+        timing = record.get("timing") or {}
+        wrong = next((k for k, v in timing.items() if isinstance(v, bool) or not isinstance(v, _OPTIONAL_NUMBER)), None)
+        if wrong is not None:
+            return f"timing.{wrong} is {brief(timing[wrong])}, expected a number or null"
+    elif name in ("sweep.json", "bench.json"):
+        return _type_problem(record, INDEX_FIELDS)
+    return None
+
+
+def inspect_record(path: str | Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, problem) of a JSON record file: (dict, None) when it is valid, (None, None) when it is
+    missing, (None, why) when something is there that cannot be trusted (a folder, torn JSON, wrong types).
+
+    Every reader of run.json, sweep.json and bench.json goes through here.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return None, None
+    if path.is_dir():
+        return None, "is a folder, not a file"
     try:
         data = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    except (OSError, ValueError, RecursionError) as exc:
+        kind = "not valid JSON (torn or edited)" if isinstance(exc, (ValueError, RecursionError)) else f"unreadable ({type(exc).__name__})"
+        return None, kind
+    problem = record_problem(path, data)
+    return (None, problem) if problem else (data, None)
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """A valid JSON record (run.json, sweep.json, ...), or None when it is missing, torn, a folder or of the wrong types."""
+    return inspect_record(path)[0]
+
+
+def record_status(run_dir: str | Path) -> tuple[str | None, str | None]:
+    """(status, problem) of run_dir/run.json: (None, None) when there is none, ("corrupt", why) when it cannot be trusted."""
+    record, problem = inspect_record(Path(run_dir) / "run.json")
+    if problem:
+        return CORRUPT, problem
+    return (record or {}).get("status"), None
 
 
 def run_status(run_dir: str | Path) -> str | None:
-    """The status in run_dir/run.json, or None when there is no readable record."""
-    return (read_record(Path(run_dir) / "run.json") or {}).get("status")
+    """The status in run_dir/run.json: None when there is none, `corrupt` when it cannot be trusted."""
+    return record_status(run_dir)[0]
 
 
 def is_finished(run_dir: str | Path) -> bool:
     return run_status(run_dir) in FINISHED
+
+
+def set_aside(path: str | Path) -> Path | None:
+    """Move an untrusted record (file or folder) out of the way, to `<name>.corrupt[-N]` beside it; nothing is deleted."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return None
+    target, n = path.with_name(f"{path.name}.corrupt"), 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+    os.replace(path, target)
+    return target
 
 
 def package_version(*names: str) -> str | None:
@@ -183,30 +355,84 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+IDENTITY_COLUMNS = ("kind", "group", "filters", "epochs", "dataset")
+
+
+def _is_sweep(folder: Path) -> bool:
+    return (folder / "sweep.json").is_file()
+
+
+def _is_bench(folder: Path) -> bool:
+    return (folder / "bench.json").is_file() or (folder / "bench.csv").is_file()
+
+
+def run_identity(run_dir: str | Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What tells a run apart from unrelated ones, from the folder layout, run.json and spec.json (old results too).
+
+    kind: `sweep` (its folder's parent holds sweep.json), `bench` (it lives in <bench>/runs/) or `train`;
+    group: that sweep or bench folder's name ("" for a lone run); filters: the first layer's `filters`
+    in spec.json (None when no layer has one); epochs: planned; dataset: the data actually used.
+    """
+    run_dir = Path(run_dir)
+    record = read_record(run_dir / "run.json") if record is None else record
+    record = record or {}
+    parent = run_dir.parent
+    if _is_sweep(parent):
+        kind, group = "sweep", parent.name
+    elif parent.name == "runs" and _is_bench(parent.parent):
+        kind, group = "bench", parent.parent.name
+    else:
+        kind, group = "train", ""
+    spec = read_record(run_dir / "spec.json") or {}
+    layers = spec.get("layers") if isinstance(spec.get("layers"), list) else []
+    filters = next((layer["filters"] for layer in layers if isinstance(layer, dict) and "filters" in layer), record.get("filters"))
+    training = spec.get("training") if isinstance(spec.get("training"), dict) else {}
+    epochs = record.get("epochs") if record.get("epochs") is not None else training.get("epochs")
+    dataset = (record.get("data") or {}).get("name")
+    return {"kind": kind, "group": group, "filters": filters, "epochs": epochs, "dataset": dataset}
+
+
 def load_runs(root: str | Path):
-    """One row per run found below root: run.json flattened (`timing.epoch_s_median`, ...) + `run_dir`."""
+    """One row per run found below root: its identity (kind, group, filters, epochs, dataset), run_dir,
+    and run.json flattened (`timing.epoch_s_median`, ...). Runs without a trustworthy run.json are left out.
+
+    Select before comparing: `runs[(runs.kind == "sweep") & (runs.group == name)]`.
+    """
     import pandas as pd
 
     rows = []
     for run_dir in find_runs(root):
         if (record := read_record(run_dir / "run.json")) is None:
             continue
-        rows.append({"run_dir": str(run_dir), **_flatten(record)})
+        flat = _flatten(record)
+        identity = run_identity(run_dir, record)
+        rows.append({"run_dir": str(run_dir), **identity, **{k: v for k, v in flat.items() if k not in identity}})
     return pd.DataFrame(rows)
 
 
 def load_history(run_dir: str | Path):
-    """The per-epoch table of one run (empty frame with the standard columns if none yet)."""
+    """The per-epoch table of one run (empty frame with the standard columns if none yet, or if it is unreadable)."""
     import pandas as pd
 
     path = Path(run_dir) / "history.csv"
+    empty = pd.DataFrame(columns=list(HISTORY_COLUMNS))
     if not path.is_file() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=list(HISTORY_COLUMNS))
-    return pd.read_csv(path)
+        return empty
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return empty
+    if "epoch" not in frame or not pd.api.types.is_numeric_dtype(frame["epoch"]):
+        return empty  # not a history cnnbench wrote
+    return frame
 
 
 def load_histories(root: str | Path):
-    """Tidy per-epoch table of every run below root, tagged with run_dir, name, learning_rate, status."""
+    """Tidy per-epoch table of every run below root: run_dir, its identity (kind, group, filters, epochs,
+    dataset), name, status, learning_rate, batch_size, device and the history columns.
+
+    Pivot one sweep at a time, with `pivot` (which refuses duplicates) rather than `pivot_table` (which averages them).
+    """
     import pandas as pd
 
     frames = []
@@ -217,9 +443,11 @@ def load_histories(root: str | Path):
         if history.empty:
             continue
         history.insert(0, "run_dir", str(run_dir))
+        for i, (key, value) in enumerate(run_identity(run_dir, record).items(), start=1):
+            history = history.drop(columns=key, errors="ignore")
+            history.insert(i, key, value)
         for key in ("name", "status", "learning_rate", "batch_size"):
             history[key] = record.get(key)
-        history["dataset"] = (record.get("data") or {}).get("name")
         history["device"] = record.get("device")
         frames.append(history)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -261,3 +489,79 @@ def load_bench(bench_dir: str | Path):
     if "estimated" in frame:
         frame["estimated"] = frame["estimated"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
     return frame
+
+
+# --- one table of everything below a results folder (`cnnbench ls`) ------------------------------
+
+LIST_COLUMNS = ("kind", "name", "dataset", "epochs", "status", "best_val_error", "runs", "not_learned", "started_at", "path")
+
+
+def _run_row(run_dir: Path) -> dict[str, Any]:
+    """status, dataset, epochs, best error and start of one run folder (status `corrupt` for an untrusted run.json)."""
+    record, problem = inspect_record(run_dir / "run.json")
+    if problem:
+        return {"status": CORRUPT, "dataset": None, "epochs": None, "best_val_error": None, "started_at": None, "not_learned": 0}
+    record = record or {}
+    identity = run_identity(run_dir, record)
+    return {"status": record.get("status") or "pending", "dataset": identity["dataset"], "epochs": identity["epochs"],
+            "best_val_error": record.get("best_val_error"), "started_at": record.get("started_at"),
+            "not_learned": int(record.get("learned") is False)}  # fmt: skip
+
+
+def _group_status(statuses: list[str], overall: str | None = None) -> str:
+    """`ok` when every run is, else the counts (`2 ok, 1 diverged, 1 pending`), after the folder's own status if any."""
+    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+    text = "ok" if statuses and set(statuses) == {"ok"} else ", ".join(f"{n} {s}" for s, n in counts.items()) or "empty"
+    return f"{overall}: {text}" if overall and overall != "complete" else text
+
+
+def _group_row(kind: str, folder: Path, run_dirs: list[Path], index: dict[str, Any], epochs: Any) -> dict[str, Any]:
+    runs = [_run_row(d) for d in run_dirs]
+    ok_errors = [r["best_val_error"] for r in runs if r["status"] == "ok" and r["best_val_error"] is not None]
+    datasets = sorted({r["dataset"] for r in runs if r["dataset"]})
+    starts = sorted(r["started_at"] for r in runs if r["started_at"])
+    return {
+        "kind": kind,
+        "name": folder.name,
+        "dataset": ",".join(datasets) or None,  # what the runs used, not what the spec asked for
+        "epochs": epochs,
+        "status": _group_status([r["status"] for r in runs], index.get("status") if kind == "bench" else None),
+        "best_val_error": min(ok_errors) if kind == "sweep" and ok_errors else None,  # a bench measures time, not error
+        "runs": len(runs),
+        "not_learned": sum(r["not_learned"] for r in runs),
+        "started_at": index.get("created_at") or index.get("started_at") or (starts[0] if starts else None),
+        "path": str(folder),
+    }
+
+
+def _spec_epochs(index: dict[str, Any]) -> Any:
+    spec = index.get("spec") or {}
+    training = spec.get("training") if isinstance(spec.get("training"), dict) else {}
+    return training.get("epochs")
+
+
+def list_results(root: str | Path) -> list[dict[str, Any]]:
+    """One row per lone run, sweep and bench at or below root (LIST_COLUMNS), oldest first.
+
+    A sweep's status counts its runs' statuses (planned runs without a record are `pending`); its
+    best_val_error is the lowest of its ok runs; `dataset` is the data the runs actually used;
+    `not_learned` counts runs recorded `learned: false` (never clearly below chance level).
+    """
+    found = find_results(root)
+    rows = []
+    for run_dir in found["runs"]:
+        row = _run_row(run_dir)
+        rows.append({"kind": "train", "name": run_dir.name, **row, "runs": 1, "path": str(run_dir)})
+    for folder in found["sweeps"]:
+        index = read_record(folder / "sweep.json") or {}
+        planned = [r.get("run_dir") for r in index.get("runs") or [] if isinstance(r, dict) and isinstance(r.get("run_dir"), str)]
+        on_disk = [p.name for p in sorted(folder.iterdir()) if p.is_dir() and (p / "run.json").exists()]
+        names = list(dict.fromkeys([*planned, *on_disk]))
+        rows.append(_group_row("sweep", folder, [folder / n for n in names], index, _spec_epochs(index)))
+    for folder in found["benches"]:
+        index = read_record(folder / "bench.json") or {}
+        runs_dir = folder / "runs"
+        run_dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+        rows.append(_group_row("bench", folder, run_dirs, index, _spec_epochs(index)))
+    rows = [{key: row.get(key) for key in LIST_COLUMNS} for row in rows]
+    return sorted(rows, key=lambda row: (row["started_at"] is None, str(row["started_at"] or ""), row["path"]))

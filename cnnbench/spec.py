@@ -1,6 +1,6 @@
 """The spec format: reading JSON/YAML spec files, validating their structure, built-in specs by name.
 
-Layer-level checks that need Keras (layer types, arguments, shapes, size) live in `cnnbench.model`.
+What a spec may use (layer types, arguments, optimizers) is `cnnbench.catalog`; shapes and sizes are `cnnbench.model`.
 
 >>> spec = load_spec("convolutional_nn")          # a built-in name, or a path to .json/.yaml
 >>> spec.training.learning_rate, spec.layers[0]["filters"]
@@ -10,78 +10,68 @@ Layer-level checks that need Keras (layer types, arguments, shapes, size) live i
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cnnbench.errors import SpecError
+from cnnbench.catalog import (
+    LAYERS,
+    MAX_INT,
+    OPTIMIZERS,
+    SHARED_ARGS,
+    Arg,
+    check_layer,
+    check_optimizer,
+    did_you_mean,
+    enum,
+    integer,
+    is_number,
+    layer_name,
+    layer_schema,
+    nullable,
+)
+from cnnbench.errors import SpecError, brief
 
 DATASETS = ("mnist", "mnist-5k", "synthetic")
 ENGINES = ("auto", "fit", "fused")
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 
 
-# --- field checks: each returns an error message, or None when the value is fine -------------
+# --- field checks: each is a catalog `Arg`, the check cnnbench runs and the JSON Schema it publishes -------------
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def positive_int(value: Any) -> str | None:
-    if _is_int(value) and value > 0:
-        return None
-    return f"must be a positive integer, got {value!r}"
-
-
-def non_negative_int(value: Any) -> str | None:
-    if _is_int(value) and value >= 0:
-        return None
-    return f"must be a non-negative integer, got {value!r}"
-
-
-def positive_number(value: Any) -> str | None:
-    if (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0:
-        return None
-    return f"must be a positive number, got {value!r}"
-
-
-def non_empty_string(value: Any) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return None
-    return f"must be a non-empty string, got {value!r}"
-
-
-def one_of(*choices: str):
+def positive_number() -> Arg:
     def check(value: Any) -> str | None:
-        if value in choices:
+        return None if is_number(value) and value > 0 else f"must be a positive number, got {brief(value)}"
+
+    return Arg(check, {"type": "number", "exclusiveMinimum": 0})
+
+
+def text(max_chars: int, non_empty: bool = True) -> Arg:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and (value.strip() or not non_empty) and len(value) <= max_chars:
             return None
-        hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
-        return f"must be one of {', '.join(choices)}, got {value!r}{hint}"
+        return f"must be a {'non-empty ' if non_empty else ''}string of at most {max_chars:,} characters, got {brief(value)}"
 
-    return check
-
-
-def optional(check):
-    return lambda value: None if value is None else check(value)
+    return Arg(check, {"type": "string", "maxLength": max_chars, **({"pattern": r"\S"} if non_empty else {})})
 
 
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    if not close:
-        lowered = {c.lower(): c for c in choices}
-        close = [lowered[word.lower()]] if word.lower() in lowered else []
-    return f" (did you mean {close[0]!r}?)" if close else ""
+_did_you_mean = did_you_mean  # the old private name, still imported by train.py
 
 
-def _meta(default: Any, check, help: str) -> Any:
-    return field(default=default, metadata={"check": check, "help": help})
+def _meta(default: Any, arg: Arg, help: str) -> Any:
+    return field(default=default, metadata={"arg": arg, "help": help})
 
+
+MAX_SEED = 2**32 - 1  # NumPy, TensorFlow and JAX all take a 32-bit seed
+MAX_LAYERS = 1_000  # each layer is a Keras object built in Python: 50,000 of them would take minutes
+MAX_STEPS_PER_EXECUTION = 10_000  # beyond this one call outlasts any epoch of any dataset cnnbench reads
 
 # --- the spec --------------------------------------------------------------------------------
 
@@ -90,20 +80,20 @@ def _meta(default: Any, check, help: str) -> Any:
 class Training:
     """How a spec is trained; every key is optional."""
 
-    optimizer: str = _meta("sgd", non_empty_string, "Any Keras optimizer name (sgd, adam, rmsprop, ...).")
-    learning_rate: float = _meta(0.1, positive_number, "Optimizer learning rate.")
-    batch_size: int = _meta(64, positive_int, "Samples per gradient step.")
-    epochs: int = _meta(20, positive_int, "Passes over the training split.")
-    seed: int = _meta(0, non_negative_int, "Seeds weights, data split and shuffling.")
+    optimizer: str = _meta("sgd", Arg(check_optimizer, {"enum": list(OPTIMIZERS)}), "A Keras optimizer: " + ", ".join(OPTIMIZERS) + ".")
+    learning_rate: float = _meta(0.1, positive_number(), "Optimizer learning rate.")
+    batch_size: int = _meta(64, integer(1), "Samples per gradient step.")
+    epochs: int = _meta(20, integer(1), "Passes over the training split.")
+    seed: int = _meta(0, integer(0, MAX_SEED), "Seeds weights, data split and shuffling (0 to 2^32 - 1).")
     steps_per_execution: int = _meta(
         64,
-        positive_int,
+        integer(1, MAX_STEPS_PER_EXECUTION),
         "Training steps fused into one call of the compiled function (Keras `steps_per_execution`); "
-        "results are identical, per-step overhead shrinks. Ignored on the torch backend.",
+        "results are identical, per-step overhead shrinks. At most 10,000. Ignored on the torch backend.",
     )
     engine: str = _meta(
         "auto",
-        one_of(*ENGINES),
+        enum(*ENGINES),
         "Training engine: fit (Keras model.fit), fused (one compiled program per epoch, JAX backend only) or auto "
         "(fused for JAX on a GPU, fit everywhere else).",
     )
@@ -113,24 +103,24 @@ class Training:
 class Data:
     """Which data a spec trains on; every key is optional."""
 
-    dataset: str = _meta("mnist", one_of(*DATASETS), "mnist (70k), mnist-5k (embedded, offline) or synthetic.")
-    path: str | None = _meta(None, optional(non_empty_string), "A local mnist.npz (x_train, y_train, x_test, y_test).")
-    train_samples: int | None = _meta(None, optional(positive_int), "Training split size (default per dataset).")
-    val_samples: int | None = _meta(None, optional(positive_int), "Validation split size (default per dataset).")
-    test_samples: int | None = _meta(None, optional(positive_int), "Test split size (default per dataset).")
+    dataset: str = _meta("mnist", enum(*DATASETS), "mnist (70k), mnist-5k (embedded, offline) or synthetic.")
+    path: str | None = _meta(None, nullable(text(4096)), "A local mnist.npz (x_train, y_train, x_test, y_test).")
+    train_samples: int | None = _meta(None, nullable(integer(1)), "Training split size (default per dataset).")
+    val_samples: int | None = _meta(None, nullable(integer(1)), "Validation split size (default per dataset).")
+    test_samples: int | None = _meta(None, nullable(integer(1)), "Test split size (default per dataset).")
 
 
 def _check_input_shape(value: Any) -> str | None:
-    if isinstance(value, list) and 1 <= len(value) <= 4 and all(_is_int(v) and v > 0 for v in value):
+    if isinstance(value, list) and 1 <= len(value) <= 4 and all(integer(1).check(v) is None for v in value):
         return None
-    return f"must be a list of 1 to 4 positive integers, e.g. [28, 28, 1], got {value!r}"
+    return f"must be a list of 1 to 4 positive integers, e.g. [28, 28, 1], got {brief(value)}"
 
 
 TOP_LEVEL = {
     "name": "A short name for the network; defaults to the file name.",
     "description": "Free text.",
     "input_shape": "Shape of one sample without the batch axis, e.g. [28, 28, 1].",
-    "layers": "Keras layers in order: {type: <class in keras.layers>, <constructor argument>: value, ...}.",
+    "layers": "Layers in order: {type: <a type from the catalog>, <argument>: value, ...}.",
     "training": "Optimizer and schedule; see the training keys.",
     "data": "Dataset and split sizes; see the data keys.",
 }
@@ -139,7 +129,7 @@ REQUIRED = ("input_shape", "layers")
 
 @dataclass(frozen=True)
 class Spec:
-    """A structurally valid spec; `cnnbench.model.check_layers` validates its layers against Keras."""
+    """A valid spec (keys, types, layer arguments); `cnnbench.model.check_layers` checks its shapes and size."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -196,57 +186,77 @@ def _names(cls) -> set[str]:
 
 
 def _field_check(cls, name: str):
-    return next(f.metadata["check"] for f in dataclasses.fields(cls) if f.name == name)
+    return next(f.metadata["arg"].check for f in dataclasses.fields(cls) if f.name == name)
 
 
 def _parse_section(cls, value: Any, source: str, section: str):
     if value is None:
         return cls()
     if not isinstance(value, dict):
-        raise SpecError(source, section, f"must be a mapping of keys to values, got {value!r}")
+        raise SpecError(source, section, f"must be a mapping of keys to values, got {brief(value)}")
     known = [f.name for f in dataclasses.fields(cls)]
     for key, item in value.items():
+        if not isinstance(key, str):
+            raise SpecError(source, section, f"keys must be strings, got {brief(key)}")
         if key not in known:
-            raise SpecError(source, f"{section}.{key}", f"unknown key{_did_you_mean(str(key), known)}; known: {', '.join(known)}")
+            raise SpecError(source, f"{section}.{_short(key)}", f"unknown key{did_you_mean(key, known)}; known: {', '.join(known)}")
         message = _field_check(cls, key)(item)
         if message:
             raise SpecError(source, f"{section}.{key}", message)
     return cls(**value)
 
 
+def _short(key: str, limit: int = 40) -> str:
+    return key if len(key) <= limit else key[: limit - 3] + "..."
+
+
 def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> Spec:
-    """Validate the structure of a parsed spec document and fill in defaults."""
+    """Validate a parsed spec document against the catalog and fill in defaults.
+
+    Every check that needs neither Keras nor data happens here: keys, types, ranges, layer types and their
+    arguments. Shapes and sizes are checked by `cnnbench.model.check_layers`.
+    """
     if not isinstance(doc, dict):
         raise SpecError(source, "", f"the spec must be a mapping with keys {', '.join(REQUIRED)}, got {type(doc).__name__}")
     for key in doc:
+        if not isinstance(key, str):
+            raise SpecError(source, "", f"keys must be strings, got {brief(key)}")
         if key not in TOP_LEVEL:
-            raise SpecError(source, str(key), f"unknown top-level key{_did_you_mean(str(key), TOP_LEVEL)}; known: {', '.join(TOP_LEVEL)}")
+            raise SpecError(source, _short(key), f"unknown top-level key{did_you_mean(key, TOP_LEVEL)}; known: {', '.join(TOP_LEVEL)}")
     for key in REQUIRED:
         if key not in doc:
             raise SpecError(source, key, "is required")
     if message := _check_input_shape(doc["input_shape"]):
         raise SpecError(source, "input_shape", message)
     name = doc.get("name", default_name)
-    if message := non_empty_string(name):
+    if message := SPEC_NAME.check(name):
         raise SpecError(source, "name", message)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise SpecError(source, "name", f"may only contain letters, digits, '_', '-' and '.', got {name!r}")
     description = doc.get("description", "")
-    if not isinstance(description, str):
-        raise SpecError(source, "description", f"must be a string, got {description!r}")
+    if message := DESCRIPTION.check(description):
+        raise SpecError(source, "description", message)
     layers = doc["layers"]
     if not isinstance(layers, list):
-        raise SpecError(source, "layers", f"must be a list of layers, got {layers!r}")
+        raise SpecError(source, "layers", f"must be a list of layers, got {brief(layers)}")
     if not layers:
         raise SpecError(source, "layers", "has no layers; a model needs at least one")
+    if len(layers) > MAX_LAYERS:
+        raise SpecError(source, "layers", f"has {len(layers):,} layers; at most {MAX_LAYERS:,} are allowed")
+    names: dict[str, int] = {}
     for index, layer in enumerate(layers):
         where = f"layers[{index}]"
         if not isinstance(layer, dict):
-            raise SpecError(source, where, f"must be a mapping like {{type: Conv2D, filters: 16}}, got {layer!r}")
+            raise SpecError(source, where, f"must be a mapping like {{type: Conv2D, filters: 16}}, got {brief(layer)}")
+        if bad := next((k for k in layer if not isinstance(k, str)), None):
+            raise SpecError(source, where, f"keys must be strings, got {brief(bad)}")
         if "type" not in layer:
-            raise SpecError(source, f"{where}.type", "is required (a class name in keras.layers, e.g. Conv2D)")
-        if not isinstance(layer["type"], str) or not layer["type"]:
-            raise SpecError(source, f"{where}.type", f"must be a layer class name, got {layer['type']!r}")
+            raise SpecError(source, f"{where}.type", "is required (a layer type such as Conv2D; docs/spec.md lists them)")
+        if problem := check_layer(layer):
+            arg, message = problem
+            raise SpecError(source, f"{where}.{_short(arg)}" if arg else where, message)
+        layer_name = layer.get("name") or default_layer_name(index, layer["type"])
+        if layer_name in names:
+            raise SpecError(source, f"{where}.name", f"duplicate layer name {brief(layer_name)} (also layers[{names[layer_name]}])")
+        names[layer_name] = index
     return Spec(
         name=name,
         input_shape=tuple(doc["input_shape"]),
@@ -258,20 +268,176 @@ def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> 
     )
 
 
-# --- reading files ---------------------------------------------------------------------------
+def default_layer_name(index: int, kind: str) -> str:
+    """The Keras name of a layer the spec does not name: `02_conv2d` (the index keeps names unique)."""
+    return f"{index:02d}_{kind.lower()}"
+
+
+SPEC_NAME = layer_name()  # the same rule as a layer's name: it becomes a folder name
+DESCRIPTION = text(10_000, non_empty=False)
+
+
+# --- reading files: bounded before anything looks at the document ------------------------------
+
+MAX_SPEC_BYTES = 1_000_000  # the course spec is 700 bytes
+MAX_DEPTH = 32  # the course spec nests 4 deep
+MAX_NODES = 100_000  # values after YAML aliases are expanded: a 478-byte alias bomb expands to 10^9
+MAX_INT_DIGITS = 30
+
+
+def read_spec_file(path: Path, source: str) -> str:
+    """The text of a spec file: regular files only (a FIFO or /dev/zero must not hang), at most MAX_SPEC_BYTES."""
+    try:  # O_NONBLOCK: opening a FIFO returns at once, so fstat can refuse it
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise SpecError(source, "", "no such file") from None
+    except OSError as exc:
+        raise SpecError(source, "", f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise SpecError(source, "", "is a folder, not a spec file")
+        raise SpecError(source, "", "is not a regular file (a pipe, device or socket); a spec must be a file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+        except OSError as exc:
+            raise SpecError(source, "", f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(source, "", f"the file is larger than {MAX_SPEC_BYTES:,} bytes; a spec is a short text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(source, "", f"is not UTF-8 text (byte {exc.start:,})") from None
+
+
+class _Refused(Exception):
+    """A YAML form cnnbench refuses on purpose (ambiguous, too big): reported without 'invalid YAML'."""
+
+    def __init__(self, message: str, mark=None) -> None:
+        super().__init__(message)
+        self.message, self.mark = message, mark
+
+
+# YAML 1.2 core-schema scalars (what JSON means), plus the YAML 1.1 forms that would mean something else.
+_YAML12 = {  # the YAML 1.1 forms come first: they would otherwise read as YAML 1.2 numbers
+    "tag:cnnbench:yaml11": (r"^(?:[-+]?0[0-9_]+|[-+]?0b[01_]+|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|[-+]?[0-9][0-9_]*_[0-9_]*)$",
+                            list("-+0123456789")),  # fmt: skip
+    "tag:yaml.org,2002:null": (r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    "tag:yaml.org,2002:bool": (r"^(?:true|True|TRUE|false|False|FALSE)$", list("tTfF")),
+    "tag:yaml.org,2002:int": (r"^(?:[-+]?(?:0|[1-9][0-9]*)|0o[0-7]+|0x[0-9a-fA-F]+)$", list("-+0123456789")),
+    "tag:yaml.org,2002:float": (
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$",
+        list("-+0123456789."),
+    ),
+}
 
 
 def _yaml_loader():
     import yaml
+    from yaml.composer import ComposerError
 
     class Loader(yaml.SafeLoader):
-        """SafeLoader that also reads `1e-4` as a float (YAML 1.1 insists on `1.0e-4`)."""
+        """A SafeLoader that reads YAML as JSON would: YAML 1.2 core scalars, string keys, no duplicate keys,
+        JSON's types only, and a bounded document (depth, values after alias expansion)."""
 
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-        list("-+0123456789."),
-    )
+        yaml_implicit_resolvers: dict = {}
+        yaml_constructors: dict = {}
+
+        def __init__(self, stream) -> None:
+            super().__init__(stream)
+            self._depth = self._nodes = 0
+            self._anchor_sizes: dict[str, int] = {}
+
+        def _count(self, n: int, mark) -> None:
+            self._nodes += n
+            if self._nodes > MAX_NODES:
+                raise _Refused(f"the document holds more than {MAX_NODES:,} values once YAML aliases are expanded", mark)
+
+        def fetch_flow_collection_start(self, TokenClass):
+            # The scanner looks up to 1,024 characters ahead for keys; refusing deep [[[[ here keeps that lookahead short.
+            if self.flow_level >= MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep", self.get_mark())
+            super().fetch_flow_collection_start(TokenClass)
+
+        def compose_node(self, parent, index):
+            event = self.peek_event()
+            if isinstance(event, yaml.AliasEvent):
+                if event.anchor in self._anchor_sizes:
+                    self._count(self._anchor_sizes[event.anchor], event.start_mark)
+                return super().compose_node(parent, index)
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+            before = self._nodes
+            self._count(1, event.start_mark)
+            node = super().compose_node(parent, index)
+            self._depth -= 1
+            if event.anchor is not None:
+                self._anchor_sizes[event.anchor] = self._nodes - before
+            return node
+
+        def construct_mapping(self, node, deep=False):
+            if not isinstance(node, yaml.MappingNode):
+                raise ComposerError(None, None, f"expected a mapping, found {node.id}", node.start_mark)
+            mapping = {}
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, str):
+                    raise _Refused(f"keys must be strings, got {brief(key)}", key_node.start_mark)
+                if key in mapping:
+                    raise _Refused(f"duplicate key {brief(key)}", key_node.start_mark)
+                mapping[key] = self.construct_object(value_node, deep=deep)
+            return mapping
+
+    def construct_int(loader, node):
+        value = loader.construct_scalar(node)
+        digits = value.lstrip("+-")
+        if len(digits) > MAX_INT_DIGITS:
+            raise _Refused(f"an integer of more than {MAX_INT_DIGITS} digits", node.start_mark)
+        try:
+            sign = -1 if value.startswith("-") else 1
+            return sign * int(digits[2:], {"0o": 8, "0x": 16}[digits[:2]]) if digits[:2] in ("0o", "0x") else int(value)
+        except ValueError:
+            raise _Refused(f"{brief(value)} is not an integer", node.start_mark) from None
+
+    def construct_float(loader, node):
+        value = loader.construct_scalar(node)
+        special = {".inf": math.inf, "+.inf": math.inf, "-.inf": -math.inf, ".nan": math.nan}
+        try:
+            return special.get(value.lower(), None) if value.lower() in special else float(value)
+        except ValueError:
+            raise _Refused(f"{brief(value)} is not a number", node.start_mark) from None
+
+    def construct_str(loader, node):
+        value = loader.construct_scalar(node)
+        if any("\ud800" <= c <= "\udfff" for c in value):  # "\ud83d\ude00" escapes: PyYAML keeps the halves, JSON joins them
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+
+    def construct_yaml11(loader, node):
+        value = loader.construct_scalar(node)
+        raise _Refused(
+            f"{brief(value)} means a different thing in YAML 1.1 (octal, base 60 or digit groups) than in JSON; "
+            "write a plain decimal number, or quote it for text",
+            node.start_mark,
+        )
+
+    for tag, (pattern, first) in _YAML12.items():
+        Loader.add_implicit_resolver(tag, re.compile(pattern), first)
+    for tag, constructor in {
+        "tag:yaml.org,2002:null": yaml.SafeLoader.construct_yaml_null,
+        "tag:yaml.org,2002:bool": yaml.SafeLoader.construct_yaml_bool,
+        "tag:yaml.org,2002:int": construct_int,
+        "tag:yaml.org,2002:float": construct_float,
+        "tag:yaml.org,2002:str": construct_str,
+        "tag:yaml.org,2002:seq": yaml.SafeLoader.construct_yaml_seq,
+        "tag:yaml.org,2002:map": yaml.SafeLoader.construct_yaml_map,
+        "tag:cnnbench:yaml11": construct_yaml11,
+        None: yaml.SafeLoader.construct_undefined,
+    }.items():
+        Loader.add_constructor(tag, constructor)
     return Loader
 
 
@@ -279,31 +445,73 @@ def _reject_duplicates(pairs):
     seen = {}
     for key, value in pairs:
         if key in seen:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {brief(key)}")
         seen[key] = value
     return seen
 
 
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _json_constant(name: str):
+    raise ValueError(f"{name} is not JSON (use a number)")
+
+
+_JSON_STRUCTURE = re.compile(r'[\[\]{}"]')
+_JSON_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # "unrolled": linear time, no regex stack per character
+
+
+def _json_depth_problem(text: str) -> tuple[int, str] | None:
+    """(line, message) when brackets nest deeper than MAX_DEPTH; a linear scan, before json.loads recurses."""
+    depth, pos = 0, 0
+    while match := _JSON_STRUCTURE.search(text, pos):
+        char, pos = match.group(), match.end()
+        if char == '"':
+            rest = _JSON_STRING_REST.match(text, pos)
+            if rest is None:
+                return None  # an unterminated string: json.loads names the line
+            pos = rest.end()
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return text.count("\n", 0, pos) + 1, f"nested more than {MAX_DEPTH} levels deep"
+        else:
+            depth -= 1
+    return None
+
+
 def parse_text(text: str, source: str, suffix: str) -> Any:
-    """Parse JSON or YAML text; syntax errors become a SpecError with the line number."""
+    """Parse JSON or YAML text into JSON data; syntax errors and refused forms become a SpecError with the line."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(source, "", f"the text is longer than {MAX_SPEC_BYTES:,} characters; a spec is a short text file")
     if not text.strip():
         raise SpecError(source, "", "the file is empty")
     if suffix == ".json":
+        if problem := _json_depth_problem(text):
+            raise SpecError(source, f"line {problem[0]}", problem[1])
         try:
-            return json.loads(text, object_pairs_hook=_reject_duplicates)
+            return json.loads(text, object_pairs_hook=_reject_duplicates, parse_int=_json_int, parse_constant=_json_constant)
         except json.JSONDecodeError as exc:
             raise SpecError(source, f"line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise SpecError(source, "", f"invalid JSON: {exc}") from None
     import yaml
 
     try:
         return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except _Refused as exc:
+        line = f"line {exc.mark.line + 1}" if exc.mark else ""
+        raise SpecError(source, line, exc.message) from None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
-        raise SpecError(source, f"line {line}", f"invalid YAML: {exc.problem}") from None
+        raise SpecError(source, f"line {line}", f"invalid YAML: {brief(exc.problem, 200)[1:-1]}") from None
     except yaml.YAMLError as exc:
-        raise SpecError(source, "", f"invalid YAML: {exc}") from None
+        raise SpecError(source, "", f"invalid YAML: {brief(str(exc), 200)[1:-1]}") from None
+    except RecursionError:
+        raise SpecError(source, "", f"nested more than {MAX_DEPTH} levels deep") from None
 
 
 def builtin_specs() -> dict[str, Any]:
@@ -317,67 +525,58 @@ def builtin_specs() -> dict[str, Any]:
 
 
 def load_spec(ref: str | Path) -> Spec:
-    """Load a spec from a .json/.yaml path or a built-in name; structure is validated."""
+    """Load a spec from a .json/.yaml path or a built-in name; everything that needs no Keras is validated."""
     path = Path(ref)
     source = str(ref)
     if path.suffix.lower() in SPEC_SUFFIXES or path.exists():
-        if path.is_dir():
-            raise SpecError(source, "", "is a folder, not a spec file")
-        if not path.exists():
-            raise SpecError(source, "", "no such file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError(source, "", f"cannot read the file: {exc}") from None
         suffix = ".json" if path.suffix.lower() == ".json" else ".yaml"
-        return parse_spec(parse_text(text, source, suffix), source, default_name=path.stem)
+        return parse_spec(parse_text(read_spec_file(path, source), source, suffix), source, default_name=path.stem)
     builtins = builtin_specs()
     if source in builtins:
         entry = builtins[source]
         suffix = ".json" if entry.name.endswith(".json") else ".yaml"
         return parse_spec(parse_text(entry.read_text(encoding="utf-8"), source, suffix), source, default_name=source)
-    hint = _did_you_mean(source, builtins)
+    hint = did_you_mean(source, builtins)
     raise SpecError(source, "", f"no such file, and not a built-in spec{hint}; built-in: {', '.join(builtins)}")
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of the spec format, layer types and arguments taken from Keras."""
-    from cnnbench.model import layer_catalog
+    """JSON Schema (draft 2020-12) of the spec format, generated from the same catalog cnnbench checks against.
+
+    Each layer is checked by an `if type == X then <X's arguments>` rule, so a validator names the field at fault.
+    """
 
     def section(cls) -> dict[str, Any]:
-        props = {}
-        for f in dataclasses.fields(cls):
-            kind = {"str": "string", "float": "number", "int": "integer"}
-            base = str(f.type).split(" ")[0]
-            prop: dict[str, Any] = {"description": f.metadata["help"], "default": f.default}
-            prop["type"] = [kind.get(base, "string"), "null"] if "None" in str(f.type) else kind.get(base, "string")
-            if f.name == "dataset":
-                prop["enum"] = list(DATASETS)
-            props[f.name] = prop
-        return {"type": "object", "additionalProperties": False, "properties": props, "description": cls.__doc__}
+        props = {
+            f.name: {**f.metadata["arg"].schema, "description": f.metadata["help"], "default": f.default} for f in dataclasses.fields(cls)
+        }
+        return {"type": ["object", "null"], "additionalProperties": False, "properties": props, "description": cls.__doc__}
 
-    layer_variants = []
-    for name, arguments in layer_catalog().items():
-        props: dict[str, Any] = {"type": {"const": name}}
-        props.update({arg: {} for arg in arguments})
-        layer_variants.append({"type": "object", "properties": props, "required": ["type"], "additionalProperties": False})
+    rules = [{"if": {"properties": {"type": {"const": n}}, "required": ["type"]}, "then": layer_schema(e)} for n, e in LAYERS.items()]
+    layer = {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": list(LAYERS), "description": "A layer type from cnnbench's catalog (docs/spec.md)."}},
+        "allOf": rules,
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "cnnbench spec",
+        "$defs": {name: arg.schema for name, arg in SHARED_ARGS.items()},
         "type": "object",
         "additionalProperties": False,
         "required": list(REQUIRED),
         "properties": {
-            "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$", "description": TOP_LEVEL["name"]},
-            "description": {"type": "string", "description": TOP_LEVEL["description"]},
+            "name": {**SPEC_NAME.schema, "description": TOP_LEVEL["name"]},
+            "description": {**DESCRIPTION.schema, "description": TOP_LEVEL["description"]},
             "input_shape": {
                 "type": "array",
-                "items": {"type": "integer", "minimum": 1},
+                "items": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
                 "minItems": 1,
                 "maxItems": 4,
                 "description": TOP_LEVEL["input_shape"],
             },
-            "layers": {"type": "array", "minItems": 1, "items": {"oneOf": layer_variants}, "description": TOP_LEVEL["layers"]},
+            "layers": {"type": "array", "minItems": 1, "maxItems": MAX_LAYERS, "items": layer, "description": TOP_LEVEL["layers"]},
             "training": section(Training),
             "data": section(Data),
         },

@@ -12,19 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench import __version__
+from cnnbench import __version__, results
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError
-from cnnbench.executor import Event, RayConfig, Task, interrupt_reason, make_executor, quiet_retracing, release_previous_run
+from cnnbench.executor import Event, InlineExecutor, RayConfig, Task, interrupt_reason, make_executor, quiet_retracing, release_previous_run
 from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
-from cnnbench.train import RunOptions
+from cnnbench.train import RunOptions, engine_for
 from cnnbench.values import check_values, format_value, parse_values
 
 __all__ = [
@@ -34,7 +35,8 @@ __all__ = [
 
 SUMMARY_COLUMNS = (
     "learning_rate", "status", "final_val_error", "best_val_error", "best_epoch", "epochs_run", "total_time_s",
-    "final_loss", "test_error", "epoch_s_median", "device", "backend", "error", "run_dir",
+    "final_loss", "test_error", "epoch_s_median", "device", "backend", "error", "run_dir", "dataset",
+    "learned", "engine", "fused_k",
 )  # fmt: skip
 PENDING = "pending"  # summary status of a planned run that has no run.json yet
 
@@ -43,15 +45,19 @@ PENDING = "pending"  # summary status of a planned run that has no run.json yet
 class SweepOptions:
     """How a sweep's runs are executed (what they train is in the spec).
 
-    parallel: runs at once; 1 trains in this process, more on worker processes (or Ray actors).
-    threads: CPU threads per run; None means all cores when sequential and cores // workers per
-    worker when parallel. ray: execute on a Ray cluster (a RayConfig) instead of this machine.
+    parallel: worker processes; 1 trains in this process. threads: CPU threads per run; None means
+    all cores when sequential and cores // workers per worker when parallel. engine: fit, fused or auto
+    (None: the spec's). fuse: with the fused engine, at most this many rates share one program (None: all,
+    capped by the device memory estimate); sequential sweeps only. ray: execute on a Ray cluster (a
+    RayConfig) instead of this machine; parallel then caps the runs at once.
     """
 
     device: str = "auto"
     backend: str | None = None
     parallel: int = 1
     threads: int | None = None
+    engine: str | None = None
+    fuse: int | None = None
     ray: RayConfig | None = None
 
 
@@ -63,6 +69,7 @@ class PlannedRun:
     run_dir: Path
     status: str | None  # in run.json before the sweep; None when the run was never started
     skip: bool  # finished (ok, diverged, oom) and kept because --force was not given
+    problem: str | None = None  # why run.json cannot be trusted, when status is `corrupt`
 
     @property
     def label(self) -> str:
@@ -93,7 +100,7 @@ class SweepEvent:
     """Progress of a sweep, for `run_sweep(on_event=...)`.
 
     kind: "skip" (a finished run is kept; record is its run.json), "start" (record: the initial
-    record), "epoch" (row: a history row), "end" (record: the final record), "info" (message). done and total count
+    record), "epoch" (row: a history row), "end" (record: the final record). done and total count
     the runs this sweep trains (kept runs excluded), done including this one for "end".
     """
 
@@ -120,9 +127,30 @@ class SweepResult:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        """The ok run with the lowest best_val_error (None when no run is ok)."""
-        ok = [row for row in self.rows if row["status"] == "ok" and row["best_val_error"] is not None]
-        return min(ok, key=lambda row: (row["best_val_error"], row["learning_rate"])) if ok else None
+        """The best learning rate's row: None when no run is `ok` and learned (`learned` not false).
+
+        Ties are broken explicitly, in this order: the lowest best_val_error, then the lowest
+        final_val_error (the run that stayed good), then the smaller learning rate (the safer one).
+        """
+        ok = [row for row in self.rows if row["status"] == "ok" and row["best_val_error"] is not None and row.get("learned") is not False]
+
+        def rank(row: dict[str, Any]) -> tuple:
+            final = row.get("final_val_error")
+            return row["best_val_error"], final if final is not None else float("inf"), row["learning_rate"]
+
+        return min(ok, key=rank) if ok else None
+
+    @property
+    def best_at_edge(self) -> bool:
+        """True when the best rate is the smallest or largest of the grid (of 2+ rates): the optimum may lie outside."""
+        best = self.best
+        values = self.plan.values
+        return best is not None and len(values) > 1 and best["learning_rate"] in (min(values), max(values))
+
+    @property
+    def never_learned(self) -> list[dict[str, Any]]:
+        """Rows of runs that ended no better than chance (`learned` false in run.json)."""
+        return [row for row in self.rows if row.get("learned") is False]
 
 
 # --- planning --------------------------------------------------------------------------------
@@ -134,9 +162,16 @@ def sweep_name(spec: Spec, values: Sequence[float]) -> str:
     The same spec, options and values give the same name, so the same command resumes its sweep;
     another epoch count, dataset, seed, layer or value list gives another folder.
 
+    The epochs (`e20`) and seed (`s0`) are in the readable part: sweeps of one grid for different
+    epochs are told apart by name, not only by the digest.
+
     >>> sweep_name(load_spec("convolutional_nn"), [0.01, 0.03, 0.05])
-    'convolutional_nn-lr-sweep-0.01..0.05-n3-895f24'
+    'convolutional_nn-lr-sweep-0.01..0.05-n3-e20-s0-2aaa81'
     """
+    return _sweep_name(spec, values, legacy=False)
+
+
+def _sweep_name(spec: Spec, values: Sequence[float], legacy: bool) -> str:
     doc = spec.to_dict()
     doc.pop("description")  # free text: editing it must not orphan a sweep
     doc["training"].pop("learning_rate")  # replaced in every run
@@ -144,22 +179,32 @@ def sweep_name(spec: Spec, values: Sequence[float]) -> str:
     digest = hashlib.sha1(identity.encode()).hexdigest()[:6]
     lo, hi = format_value(min(values)), format_value(max(values))
     span = lo if lo == hi else f"{lo}..{hi}"
-    return f"{spec.name}-lr-sweep-{span}-n{len(values)}-{digest}"
+    if legacy:  # the name before 0.x: no epochs and seed in it
+        return f"{spec.name}-lr-sweep-{span}-n{len(values)}-{digest}"
+    return f"{spec.name}-lr-sweep-{span}-n{len(values)}-e{spec.training.epochs}-s{spec.training.seed}-{digest}"
 
 
 def plan_sweep(spec: Spec, values: str | Sequence[float], out: str | Path = "results", force: bool = False) -> SweepPlan:
     """Plan a sweep of `spec` over learning rates (`--values` text or numbers) in `out/<sweep_name>`.
 
-    Reads the statuses already on disk; writes nothing. Raises UsageError for bad values.
+    Reads the statuses already on disk; writes nothing. Raises UsageError for bad values. A run.json
+    that cannot be trusted (a folder, torn JSON, wrong types) is planned as `corrupt`, with a warning
+    naming it: it is trained again, its record set aside as run.json.corrupt (see run_sweep).
     """
     text = values if isinstance(values, str) else None
     rates = parse_values(values) if isinstance(values, str) else check_values(values)
     sweep_dir = Path(out) / sweep_name(spec, rates)
+    legacy = Path(out) / _sweep_name(spec, rates, legacy=True)
+    if not sweep_dir.exists() and (legacy / "sweep.json").is_file():
+        sweep_dir = legacy  # a sweep started before names carried epochs and seed resumes where it is
     runs = []
     for rate in rates:
         run_dir = sweep_dir / f"lr-{format_value(rate)}"
-        status = (_record(run_dir) or {}).get("status")
-        runs.append(PlannedRun(rate, run_dir, status, skip=status in FINISHED and not force))
+        status, problem = results.record_status(run_dir)
+        if problem:
+            note = f"{run_dir / 'run.json'}: {problem}; this run will be trained again (the record is kept as run.json.corrupt)"
+            warnings.warn(note, stacklevel=2)
+        runs.append(PlannedRun(rate, run_dir, status, skip=status in FINISHED and not force, problem=problem))
     return SweepPlan(spec, tuple(rates), sweep_dir, tuple(runs), force, text)
 
 
@@ -181,6 +226,7 @@ def summary_rows(plan: SweepPlan) -> list[dict[str, Any]]:
             learning_rate=run.learning_rate,
             status=record.get("status") or PENDING,
             epoch_s_median=timing.get("epoch_s_median"),
+            dataset=(record.get("data") or {}).get("name"),  # the data actually used (mnist may fall back to mnist-5k)
             run_dir=run.run_dir.name,  # relative: the sweep folder can be moved or shared
         )
         rows.append(row)
@@ -196,8 +242,11 @@ def _write_summary(plan: SweepPlan) -> list[dict[str, Any]]:
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     path = plan.sweep_dir / "sweep.json"
+    if results.inspect_record(path)[1]:
+        results.set_aside(path)  # an untrusted sweep.json is kept beside the new one
     previous = read_record(path) or {}
-    options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads}
+    options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads,
+                   "engine": options.engine, "fuse": options.fuse}  # fmt: skip
     index = {
         "kind": "lr-sweep",
         "parameter": "learning_rate",
@@ -242,10 +291,15 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     """
     if options.parallel < 1:
         raise UsageError(f"--parallel must be at least 1, got {options.parallel}")
+    if options.fuse is not None and options.fuse < 1:
+        raise UsageError(f"--fuse must be at least 1, got {options.fuse}")
     emit = on_event or (lambda event: None)
     todo = plan.to_train
     new_folder = not plan.sweep_dir.exists()
     with folder_lock(plan.sweep_dir, "sweep"):
+        for run in plan.runs:
+            if run.status == results.CORRUPT:
+                results.set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
         _write_index(plan, options)
         for run in plan.runs:
             if run.skip:
@@ -257,7 +311,10 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
             if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
                 shutil.rmtree(plan.sweep_dir)  # a typo in --data or the spec leaves no empty sweep behind
             else:
-                _write_summary(plan)  # on Ctrl-C too: the summary always matches the run folders
+                try:
+                    _write_summary(plan)  # on Ctrl-C too: the summary always matches the run folders
+                except OSError:
+                    pass  # a full disk: the error being raised says more than this one would
             raise
         return SweepResult(plan, _write_summary(plan), plan.sweep_dir / "summary.csv")
 
@@ -270,21 +327,33 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
     """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
     if not todo:
         return
-    parallel = min(options.parallel, len(todo)) or 1
+    parallel = min(options.parallel, len(todo))
     threads = options.threads
     if options.ray is None and parallel > 1 and threads is None:
         # The cores are shared out: N workers x (cores // N) threads; TensorFlow reads the count once, at import.
         threads = max(1, devices.cpu_cores() // parallel)
-    run_options = RunOptions(device=options.device, backend=options.backend, threads=threads)
+    run_options = RunOptions(device=options.device, backend=options.backend, threads=threads, engine=options.engine)
     executor = make_executor(parallel, run_options, plan.spec, len(todo), options.ray)
-    tasks = [Task(index, ((plan.spec_for(run), run.run_dir),)) for index, run in enumerate(todo)]
+    size = 1
+    if isinstance(executor, InlineExecutor):
+        # With the fused engine, up to --fuse runs share one program as lanes (train_group); otherwise one run at a time.
+        fused = engine_for(plan.spec, run_options) == "fused"
+        if options.fuse and not fused:
+            warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)",
+                          stacklevel=3)  # fmt: skip
+        size = (options.fuse or len(todo)) if fused else 1
+    elif options.fuse:
+        warnings.warn("--fuse has no effect with --parallel: each worker trains one run at a time", stacklevel=3)
+    groups = [list(range(start, min(start + size, len(todo)))) for start in range(0, len(todo), size)]
+    tasks = [Task(key, tuple((plan.spec_for(todo[i]), todo[i].run_dir) for i in group), "train_run" if len(group) == 1 else "train_group")
+             for key, group in enumerate(groups)]  # fmt: skip
     if hasattr(executor, "on_info"):
         executor.on_info = lambda message: emit(SweepEvent("info", None, 0, len(todo), message=message))
     total, done = len(todo), 0
 
     def on_event(event: Event) -> None:
         nonlocal done
-        run = todo[event.key]
+        run = todo[groups[event.key][event.lane]]
         if event.kind in ("start", "epoch"):
             key = "record" if event.kind == "start" else "row"
             emit(SweepEvent(event.kind, run, done, total, **{key: event.payload}))

@@ -6,17 +6,21 @@ distributed executor can call it too. The record is also written to `run_dir/run
 
 from __future__ import annotations
 
+import errno
+import math
 import statistics
+import sys
 import time
 import traceback
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
-from cnnbench.errors import SpecError
-from cnnbench.results import atomic_write_text, environment, now_iso, write_json
+from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError
+from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
 
@@ -28,6 +32,8 @@ class RunOptions:
     device: cpu, gpu or auto. backend: the Keras backend, set in the environment before Keras is
     imported (None: leave KERAS_BACKEND as it is). threads: CPU threads for the process.
     measure_epochs: train only this many epochs and estimate the time of the spec's epochs.
+    resume: continue the run already in run_dir from its checkpoint (`train --resume`).
+    engine: fit, fused or auto (None: the spec's training.engine); see cnnbench/fused.py.
     """
 
     device: str = "auto"
@@ -35,6 +41,8 @@ class RunOptions:
     threads: int | None = None
     measure_epochs: int | None = None
     save_model: bool = True
+    resume: bool = False
+    engine: str | None = None  # fit, fused or auto; None: the spec's training.engine
 
 
 # How TensorFlow, JAX, torch, the C++ runtime and the OS word a failed allocation (lower case).
@@ -92,25 +100,25 @@ def _load_data(*key):
 
 
 def _check_fit(spec: Spec, model, data) -> None:
+    # The output's shape and class count need no data: `build_model` checks them (cnnbench.model.check_output).
     if tuple(spec.input_shape) != data.sample_shape:
         raise SpecError(
             spec.source, "input_shape", f"is {list(spec.input_shape)} but {data.name} samples have shape {list(data.sample_shape)}"
         )
-    out = tuple(model.output_shape)
-    if len(out) != 2 or out[-1] != data.num_classes:
-        last = len(spec.layers) - 1
-        raise SpecError(
-            spec.source, f"layers[{last}]",
-            f"the model must end in {data.num_classes} outputs (one per class of {data.name}), but it outputs shape {out}",
-        )  # fmt: skip
 
 
-def prepare(spec: Spec, options: RunOptions = RunOptions()):
-    """Validate and build everything a run needs, before any file is written: (model, data, summary)."""
+def prepare(spec: Spec, options: RunOptions = RunOptions(), startup: dict | None = None):
+    """Validate and build everything a run needs, before any file is written: (model, data, summary).
+
+    `startup`, if given, gets `startup_s`: the time spent importing Keras and loading the data here
+    (about 0 when this process had done both already, as in a sweep's later runs).
+    """
     from cnnbench.model import build_model, summarize
 
     devices.configure(options.device, options.backend, options.threads)
+    t0 = time.perf_counter()
     keras = devices.import_keras()
+    startup_s = time.perf_counter() - t0
 
     devices.after_import(options.threads)
     model = build_model(spec)
@@ -118,11 +126,15 @@ def prepare(spec: Spec, options: RunOptions = RunOptions()):
     last_activation = getattr(model.layers[-1], "activation", None)
     from_logits = getattr(last_activation, "__name__", "") != "softmax"
     optimizer = make_optimizer(spec)
+    t0 = time.perf_counter()
     data = load_data_for(spec, int(model.output_shape[-1]) if spec.data.dataset == "synthetic" else 10)
+    startup_s += time.perf_counter() - t0
+    if startup is not None:
+        startup["startup_s"] = startup_s
     _check_fit(spec, model, data)
     compile_kwargs = {}
     if keras.backend.backend() != "torch":  # torch does not support steps_per_execution
-        compile_kwargs["steps_per_execution"] = spec.training.steps_per_execution
+        compile_kwargs["steps_per_execution"] = steps_per_execution(spec, len(data.x_train))
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
@@ -130,6 +142,109 @@ def prepare(spec: Spec, options: RunOptions = RunOptions()):
         **compile_kwargs,
     )
     return model, data, summary
+
+
+def steps_per_execution(spec: Spec, train_samples: int) -> int:
+    """The spec's steps_per_execution, at most one epoch's steps (beyond that Keras trains nothing at all)."""
+    steps = max(1, math.ceil(train_samples / spec.training.batch_size))
+    return max(1, min(spec.training.steps_per_execution, steps))
+
+
+# --- did the run learn anything? -------------------------------------------------------------
+
+LEARNED_MIN_MARGIN = 0.02  # below chance by at least this much, however large the validation set
+
+
+def chance_error(num_classes: int) -> float:
+    """The error of guessing uniformly among `num_classes` classes: 1 - 1/classes (0.9 for digits)."""
+    return 1.0 - 1.0 / max(num_classes, 1)
+
+
+def learned_margin(num_classes: int, val_samples: int) -> float:
+    """How far below chance a validation error must be to count as learning.
+
+    Three binomial standard deviations of the error of a chance-level model on `val_samples`
+    images, and never less than LEARNED_MIN_MARGIN: 0.040 for 500 validation images, 0.080 for 128,
+    0.020 for 10,000.
+    """
+    p = chance_error(num_classes)
+    return max(LEARNED_MIN_MARGIN, 3.0 * math.sqrt(p * (1.0 - p) / max(val_samples, 1)))
+
+
+def learned(best_val_error: float | None, num_classes: int, val_samples: int) -> bool | None:
+    """False when the best validation error is not clearly below chance (None when there is none)."""
+    if best_val_error is None or best_val_error != best_val_error:
+        return None
+    return bool(best_val_error < chance_error(num_classes) - learned_margin(num_classes, val_samples))
+
+
+# --- resuming --------------------------------------------------------------------------------
+
+
+def load_run(run_dir: str | Path) -> tuple[Spec, dict[str, Any]]:
+    """The spec and record of an existing run folder (for `train --resume`); UsageError if it is not one."""
+    from cnnbench.spec import load_spec
+
+    run_dir = Path(run_dir)
+    shown = str(run_dir) if len(str(run_dir)) <= 120 else str(run_dir)[:120] + "…"
+    if not run_dir.is_dir():
+        raise UsageError(f"--resume {shown}: not a folder")
+    record, problem = inspect_record(run_dir / "run.json")
+    if problem:
+        raise UsageError(f"--resume {shown}: its run.json cannot be trusted ({problem})")
+    if record is None:
+        raise UsageError(f"--resume {shown}: no run.json (not a run folder)")
+    if not (run_dir / "spec.json").is_file():
+        raise UsageError(f"--resume {shown}: no spec.json (not a run folder)")
+    return load_spec(str(run_dir / "spec.json")), record
+
+
+def _history_rows(path: Path, epochs: int) -> list[dict[str, Any]]:
+    """The first `epochs` rows of a history.csv as numbers (what a resumed run keeps)."""
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = []
+        for raw in csv.DictReader(f):
+            row = {k: float(v) for k, v in raw.items() if k and v not in (None, "")}
+            row["epoch"] = int(row["epoch"])
+            rows.append(row)
+    return [row for row in rows if row["epoch"] <= epochs][:epochs]
+
+
+def _resume_point(run_dir: Path, model) -> tuple[int, list[dict[str, Any]]]:
+    """Restore the checkpoint into `model`: (epochs already finished, their history rows)."""
+    from cnnbench.callbacks import CHECKPOINT, read_checkpoint, restore_checkpoint
+
+    try:
+        state = read_checkpoint(run_dir / CHECKPOINT)
+        if state is None:
+            return 0, []
+        restore_checkpoint(model, state)
+    except ValueError as exc:
+        raise UsageError(f"--resume: {exc}; delete {CHECKPOINT} to start the run again") from None
+    rows = _history_rows(run_dir / "history.csv", state.epoch)
+    if len(rows) != state.epoch:
+        raise UsageError(f"--resume: history.csv has {len(rows)} epochs but the checkpoint {state.epoch}")
+    return state.epoch, rows
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def engine_for(spec: Spec, options: RunOptions = RunOptions()) -> str:
+    """The engine (fit or fused) `spec` trains with under `options` in this process; imports Keras.
+
+    Raises UsageError for fused on a backend other than JAX, DeviceError for an unusable device.
+    """
+    from cnnbench.fused import resolve_engine
+
+    devices.configure(options.device, options.backend, options.threads)
+    keras = devices.import_keras()
+    device_kind, _ = devices.resolve(options.device)
+    return resolve_engine(options.engine or spec.training.engine, keras.backend.backend(), device_kind)
 
 
 def train_run(
@@ -141,99 +256,298 @@ def train_run(
 ) -> dict[str, Any]:
     """Train `spec` once, writing spec.json, run.json, history.csv and model.keras into `run_dir`.
 
-    Bad specs or data raise (SpecError, DataError, DeviceError) before anything is written. A run
-    that diverges, runs out of memory or crashes is recorded with that status and returned; Ctrl-C
-    records `interrupted` and re-raises KeyboardInterrupt. `on_start` gets the initial record once
-    every check has passed; `on_epoch` gets each history row.
+    Bad specs or data raise (SpecError, DataError, DeviceError, UsageError) before anything is written; a
+    results folder that cannot be written raises OutputError. A run that diverges, runs out of
+    memory (synthetic data too large included) or crashes — a full disk while saving included — is
+    recorded with that status and returned; Ctrl-C records `interrupted` and re-raises
+    KeyboardInterrupt. `on_start` gets the initial record once every check has passed; `on_epoch`
+    gets each history row. With `options.resume` the run in `run_dir` continues from its checkpoint.
+    The one-run case of `train_group`.
     """
+    return train_group(
+        [spec], [run_dir], options,
+        on_epoch=(lambda lane, row: on_epoch(row)) if on_epoch else None,
+        on_start=(lambda lane, record: on_start(record)) if on_start else None,
+    )[0]  # fmt: skip
+
+
+def train_group(
+    specs: Sequence[Spec],
+    run_dirs: Sequence[str | Path],
+    options: RunOptions = RunOptions(),
+    on_epoch: Callable[[int, dict], None] | None = None,
+    on_start: Callable[[int, dict], None] | None = None,
+    on_end: Callable[[int, dict], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train several runs (specs that differ only in learning rate), each into its own run folder; their records.
+
+    With the fused engine they are lanes of one compiled program (as many at once as the device memory
+    estimate allows; the rest in further programs); otherwise, or when the specs cannot be fused (said with
+    a warning), one after another. Callbacks get the index of the run in `specs`; `on_end` gets each final
+    record as soon as its run ends (a diverged lane before the others). Errors and Ctrl-C as in `train_run`,
+    for every run in progress.
+    """
+    if len(specs) != len(run_dirs) or not specs:
+        raise UsageError(f"train_group needs one run folder per spec, got {len(specs)} specs and {len(run_dirs)} folders")
+    records: list[dict[str, Any]] = []
+    while len(records) < len(specs):
+        offset = len(records)
+        if offset and devices.keras_imported():
+            sys.modules["keras"].backend.clear_session()  # free the previous program's model; every run re-seeds itself
+        records += _train_lanes(
+            specs[offset:], [Path(d) for d in run_dirs[offset:]], options,
+            (lambda lane, row, o=offset: on_epoch(o + lane, row)) if on_epoch else None,
+            (lambda lane, record, o=offset: on_start(o + lane, record)) if on_start else None,
+            (lambda lane, record, o=offset: on_end(o + lane, record)) if on_end else None,
+        )  # fmt: skip
+    return records
+
+
+class _Lane:
+    """One run inside a training program: its folder, record and epoch-level callbacks."""
+
+    def __init__(self, run_dir: Path, record: dict[str, Any], history, guard, checkpoint, notifier, kept_rows: list[dict]) -> None:
+        self.run_dir, self.record, self.history, self.guard, self.checkpoint = run_dir, record, history, guard, checkpoint
+        self.kept_rows = kept_rows
+        self.done = False
+        # History first (the row on disk), the checkpoint after it (a crash between the two leaves a
+        # history one epoch ahead, which --resume trims), the caller's notification last.
+        self.callbacks = [history, guard, checkpoint, *([notifier] if notifier else [])]
+
+
+def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[dict[str, Any]]:
+    """Train the first run of `specs`, or as many as share one fused program; returns their records."""
     started_wall = time.perf_counter()
     started_at = now_iso()
-    model, data, summary = prepare(spec, options)
-    setup_s = time.perf_counter() - started_wall
+    spec, run_dir = specs[0], run_dirs[0]
+    startup: dict[str, float] = {}
+    try:
+        model, data, summary = prepare(spec, options, startup)
+    except CnnbenchError:
+        raise
+    except Exception as exc:  # too large to allocate (synthetic data of a huge input_shape): a result, not a crash
+        if not is_oom(exc):
+            raise
+        record = _record_oom_at_start(spec, run_dir, options, exc, started_at)
+        if on_end:
+            on_end(0, dict(record))
+        return [record]
+    setup_s = time.perf_counter() - started_wall  # everything before training, startup_s included (bench's setup_s)
     import keras
 
-    from cnnbench.callbacks import DivergenceGuard, EpochTimer, HistoryWriter
+    from cnnbench.callbacks import CHECKPOINT, Checkpoint, DivergenceGuard, EpochNotifier, EpochTimer, HistoryWriter
+    from cnnbench.fused import lane_cap, resolve_engine, unfusable_reason
 
     device_kind, device_name = devices.resolve(options.device)  # DeviceError before anything is written
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("history.csv", "model.keras", "error.txt"):
-        (run_dir / stale).unlink(missing_ok=True)
+    engine = resolve_engine(options.engine or spec.training.engine, keras.backend.backend(), device_kind)
+    take = 1
+    if engine == "fused" and len(specs) > 1 and not options.resume:
+        reason = unfusable_reason(specs)
+        if reason:
+            warnings.warn(f"not fusing: {reason}; training the runs one after another", stacklevel=2)
+        else:
+            take = min(len(specs), lane_cap(model, spec.training.batch_size, summary))
+            if take < len(specs):
+                warnings.warn(f"fusing {take} of {len(specs)} runs at once (device memory estimate); the rest follow", stacklevel=2)
+    specs, run_dirs = list(specs[:take]), run_dirs[:take]
+    if engine == "fused":  # refused in one line before anything is written, like every other bad input
+        from cnnbench.fused import check_model
+
+        check_model(model, data, spec.training.batch_size)
+    previous = read_record(run_dir / "run.json") if options.resume else None
+    first_epoch, kept_rows = _resume_point(run_dir, model) if options.resume else (0, [])
     epochs = spec.training.epochs
     fit_epochs = min(options.measure_epochs, epochs) if options.measure_epochs else epochs
-    record: dict[str, Any] = {
-        "name": spec.name,
-        "status": "running",
-        "error": None,
-        "learning_rate": spec.training.learning_rate,
-        "batch_size": spec.training.batch_size,
-        "optimizer": spec.training.optimizer,
-        "epochs": epochs,
-        "epochs_measured": fit_epochs,
-        "seed": spec.training.seed,
-        "params": summary.total_params,
-        "trainable_params": summary.trainable_params,
-        "flops_per_sample": summary.flops_per_sample,
-        "data": {**data.describe(), "requested": spec.data.dataset, "warnings": data.warnings},
-        "device": device_kind,
-        "device_requested": options.device,
-        "device_name": device_name,
-        "backend": keras.backend.backend(),
-        "environment": environment(options.threads),
-        "started_at": started_at,
-    }
-    write_json(run_dir / "spec.json", spec.to_dict())
-    write_json(run_dir / "run.json", record)
-    if on_start:
-        on_start(dict(record))
+    timer = EpochTimer(len(data.x_train))  # one timer: lanes share each epoch's program and its time
+    lanes: list[_Lane] = []
+    for k, (lane_spec, lane_dir) in enumerate(zip(specs, run_dirs, strict=True)):
+        record: dict[str, Any] = {
+            "name": lane_spec.name,
+            "status": "running",
+            "error": None,
+            "learning_rate": lane_spec.training.learning_rate,
+            "batch_size": lane_spec.training.batch_size,
+            "optimizer": lane_spec.training.optimizer,
+            "epochs": epochs,
+            "epochs_measured": fit_epochs,
+            "seed": lane_spec.training.seed,
+            "params": summary.total_params,
+            "trainable_params": summary.trainable_params,
+            "flops_per_sample": summary.flops_per_sample,
+            "data": {**data.describe(), "requested": lane_spec.data.dataset, "warnings": data.warnings},
+            "device": device_kind,
+            "device_requested": options.device,
+            "device_name": device_name,
+            "backend": keras.backend.backend(),
+            "engine": engine,
+            "fused_k": take,
+            "environment": environment(options.threads),
+            "steps_per_execution": steps_per_execution(lane_spec, len(data.x_train)),
+            "chance_error": chance_error(data.num_classes),
+            "learned_margin": learned_margin(data.num_classes, len(data.x_val)),
+            "started_at": (previous or {}).get("started_at") or started_at,
+        }
+        if options.resume:
+            record["resumed"] = [*(previous or {}).get("resumed", []), {"at": started_at, "from_epoch": first_epoch}]
+        try:
+            lane_dir.mkdir(parents=True, exist_ok=True)
+            if not options.resume:
+                for stale in ("history.csv", "model.keras", "error.txt", CHECKPOINT):
+                    (lane_dir / stale).unlink(missing_ok=True)
+            write_json(lane_dir / "spec.json", lane_spec.to_dict())
+            write_json(lane_dir / "run.json", record)
+        except OSError as exc:
+            raise OutputError(f"cannot write the run folder {_shown(lane_dir)}: {_os_reason(exc)}") from None
+        if on_start:
+            on_start(k, dict(record))
+        lane_epoch = (lambda row, k=k: on_epoch(k, row)) if on_epoch else None
+        extra = {"fused_k": take} if engine == "fused" else None
+        history = HistoryWriter(lane_dir / "history.csv", timer, lane_spec.training.learning_rate, rows=kept_rows, extra=extra)
+        notifier = EpochNotifier(history, lane_epoch) if lane_epoch else None
+        checkpoint = Checkpoint(lane_dir / CHECKPOINT)
+        lanes.append(_Lane(lane_dir, record, history, DivergenceGuard(data.num_classes), checkpoint, notifier, kept_rows))
 
-    timer = EpochTimer(len(data.x_train))
-    guard = DivergenceGuard(data.num_classes)
-    history = HistoryWriter(run_dir / "history.csv", timer, spec.training.learning_rate, on_epoch)
-    interrupted = False
+    def finish(k: int, status: str | None = None, error: str | None = None, timing: dict | None = None) -> None:
+        """Record lane k's end; for an ok run the model holds its weights: test evaluation and model.keras first."""
+        lane = lanes[k]
+        lane.checkpoint.wait(raise_error=False)  # a run that ended otherwise (failed, Ctrl-C) leaves no write in flight
+        record, timing = lane.record, dict(timing or {})
+        if status is None:
+            status, error = ("diverged", lane.guard.reason) if lane.guard.reason else ("ok", None)
+            if status == "ok":
+                try:  # the test evaluation and the model file can fail too (a full disk): inside the run's handling
+                    t0 = time.perf_counter()
+                    test_loss, test_accuracy = model.evaluate(
+                        data.x_test, data.y_test, batch_size=max(spec.training.batch_size, 256), verbose=0
+                    )
+                    record.update(test_loss=float(test_loss), test_error=1.0 - float(test_accuracy))
+                    timing["test_s"] = time.perf_counter() - t0
+                    if options.save_model:
+                        _save_model(model, lane.run_dir / "model.keras")
+                except Exception as exc:
+                    status, error = ("oom" if is_oom(exc) else "failed"), _error_line(exc)
+                    _write_traceback(lane.run_dir)
+        record["error"] = error
+        rows = lane.history.rows
+        record.update(_metrics(rows))
+        record["learned"] = learned(record["best_val_error"], data.num_classes, len(data.x_val))
+        timing = {**summarize_epochs([r["epoch_time_s"] for r in rows]), **timing}
+        if rows:
+            timing["samples_per_s_median"] = statistics.median(r["samples_per_s"] for r in rows[1:] or rows)
+        if options.measure_epochs and rows:
+            timing["estimated_train_s"] = extrapolate_total(timing["first_epoch_s"], timing["epoch_s_median"], epochs)
+        timing["setup_s"] = setup_s
+        timing["startup_s"] = startup.get("startup_s", 0.0)
+        timing["checkpoint_s"] = lane.checkpoint.seconds
+        if status in FINISHED:  # nothing left to resume: the checkpoint only costs disk space now
+            (lane.run_dir / CHECKPOINT).unlink(missing_ok=True)
+        record["timing"] = timing
+        record["epochs_run"] = len(rows)
+        # Process start-up (Keras import, data load) is timing.startup_s: a sweep's first run is comparable to the others.
+        total = time.perf_counter() - started_wall - timing["startup_s"]
+        record["total_time_s"] = total + sum(r["epoch_time_s"] for r in lane.kept_rows)  # a resumed run counts its earlier epochs
+        record["peak_host_mem_mb"] = devices.peak_host_memory_mb()
+        record["peak_gpu_mem_mb"] = devices.peak_gpu_memory_mb() if device_kind == "gpu" else None
+        record["status"] = status
+        record["ended_at"] = now_iso()
+        lane.done = True
+        _write_final(lane.run_dir, record)
+        if on_end:
+            on_end(k, dict(record))
+
     try:
-        model.fit(
-            data.x_train, data.y_train,
-            batch_size=spec.training.batch_size, epochs=fit_epochs,
-            validation_data=(data.x_val, data.y_val),
-            callbacks=[timer, history, guard], verbose=0, shuffle=True,
-        )  # fmt: skip
-        status = "diverged" if guard.reason else "ok"
-        record["error"] = guard.reason
-    except KeyboardInterrupt:
-        status, interrupted = "interrupted", True
-        record["error"] = "interrupted by the user (Ctrl-C)"
-    except Exception as exc:  # the run is recorded, not lost: the caller decides what a failure means
-        status = "oom" if is_oom(exc) else "failed"
-        record["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".strip()
-        atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+        if engine == "fit":
+            lane = lanes[0]
+            if first_epoch < fit_epochs:
+                model.fit(
+                    data.x_train, data.y_train,
+                    batch_size=spec.training.batch_size, epochs=fit_epochs, initial_epoch=first_epoch,
+                    validation_data=(data.x_val, data.y_val),
+                    callbacks=[timer, *lane.callbacks], verbose=0, shuffle=True,
+                )  # fmt: skip
+            finish(0)
+        else:
+            from cnnbench.fused import FusedTrainer
 
-    rows = history.rows
-    record.update(_metrics(rows))
-    timing = summarize_epochs([r["epoch_time_s"] for r in rows])
-    if rows:
-        timing["samples_per_s_median"] = statistics.median(r["samples_per_s"] for r in rows[1:] or rows)
-    if options.measure_epochs and rows:
-        timing["estimated_train_s"] = extrapolate_total(timing["first_epoch_s"], timing["epoch_s_median"], epochs)
-    timing["setup_s"] = setup_s
-    if status == "ok" and not interrupted:
-        t0 = time.perf_counter()
-        test_loss, test_accuracy = model.evaluate(data.x_test, data.y_test, batch_size=max(spec.training.batch_size, 256), verbose=0)
-        record.update(test_loss=float(test_loss), test_error=1.0 - float(test_accuracy))
-        timing["test_s"] = time.perf_counter() - t0
-        if options.save_model:
-            _save_model(model, run_dir / "model.keras")
-    record["timing"] = timing
-    record["epochs_run"] = len(rows)
-    record["total_time_s"] = time.perf_counter() - started_wall
-    record["peak_host_mem_mb"] = devices.peak_host_memory_mb()
-    record["peak_gpu_mem_mb"] = devices.peak_gpu_memory_mb() if device_kind == "gpu" else None
-    record["status"] = status
-    record["ended_at"] = now_iso()
-    write_json(run_dir / "run.json", record)
-    if interrupted:
-        raise KeyboardInterrupt
+            t0 = time.perf_counter()
+            rates = [s.training.learning_rate for s in specs]
+            trainer = FusedTrainer(model, data, spec.training.batch_size, spec.training.seed, rates, checked=True)
+            setup_s += time.perf_counter() - t0  # building the state and putting the data on the device
+            callbacks = [keras.callbacks.CallbackList(lane.callbacks, model=model) for lane in lanes]
+            if first_epoch < fit_epochs:
+                stopped = lambda k: lanes[k].guard.reason is not None
+                trainer.fit(fit_epochs, timer, callbacks, on_lane_end=finish, stopped=stopped, initial_epoch=first_epoch)
+            for k, lane in enumerate(lanes):
+                if not lane.done:  # resumed at its last epoch: nothing left to train
+                    trainer.write_back(k)
+                    finish(k)
+    except KeyboardInterrupt:
+        for k, lane in enumerate(lanes):
+            if not lane.done:
+                finish(k, "interrupted", "interrupted by the user (Ctrl-C)")
+        raise
+    except OutputError:  # a record that cannot be written: nothing left to record it in
+        raise
+    except Exception as exc:  # the runs are recorded, not lost: the caller decides what a failure means
+        status, error = ("oom" if is_oom(exc) else "failed"), _error_line(exc)
+        for k, lane in enumerate(lanes):
+            if not lane.done:
+                _write_traceback(lane.run_dir)
+                finish(k, status, error)
+    return [lane.record for lane in lanes]
+
+
+def _write_traceback(run_dir: Path) -> None:
+    try:
+        atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+    except OSError:
+        pass  # a full disk: the record says what happened, if it can be written at all
+
+
+def _write_final(run_dir: Path, record: dict[str, Any]) -> None:
+    try:
+        write_json(run_dir / "run.json", record)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot record the run's end ({record['status']}) in {_shown(run_dir)}: {_os_reason(exc)}; its run.json still says running"
+        ) from None
+
+
+def _record_oom_at_start(spec: Spec, run_dir: Path, options: RunOptions, exc: BaseException, started_at: str) -> dict[str, Any]:
+    """A run whose model or data could not even be allocated: recorded `oom` so that a sweep or bench goes on."""
+    record = {
+        "name": spec.name, "status": "oom", "error": _error_line(exc), "learning_rate": spec.training.learning_rate,
+        "batch_size": spec.training.batch_size, "optimizer": spec.training.optimizer, "epochs": spec.training.epochs,
+        "seed": spec.training.seed, "device_requested": options.device, "epochs_run": 0, "learned": None,
+        "final_val_error": None, "best_val_error": None, "best_epoch": None, "timing": {}, "total_time_s": None,
+        "peak_host_mem_mb": devices.peak_host_memory_mb(), "started_at": started_at, "ended_at": now_iso(),
+    }  # fmt: skip
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "spec.json", spec.to_dict())
+    except OSError as exc2:
+        raise OutputError(f"cannot write the run folder {_shown(run_dir)}: {_os_reason(exc2)}") from None
+    _write_final(run_dir, record)
     return record
+
+
+def _shown(path: Path, limit: int = 120) -> str:
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _error_line(exc: BaseException, limit: int = 300) -> str:
+    """One line for run.json's `error`: the exception's type and first line, a full disk said plainly."""
+    text = str(exc).strip()
+    if getattr(exc, "errno", None) == errno.ENOSPC or "no space left on device" in text.lower():
+        where = getattr(exc, "filename", None)
+        return f"no space left on device{f' while writing {Path(where).name}' if where else ''}"
+    line = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".strip().rstrip(":")
+    return line if len(line) <= limit else line[:limit] + "…"
 
 
 def _metrics(rows: list[dict]) -> dict[str, Any]:
@@ -255,5 +569,9 @@ def _metrics(rows: list[dict]) -> dict[str, Any]:
 
 def _save_model(model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the .keras suffix
-    model.save(tmp)
-    tmp.replace(path)
+    try:
+        model.save(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a torn file must not be left behind (a full disk, Ctrl-C)
+        raise

@@ -331,3 +331,42 @@ def test_unavailable_rows_name_the_device(course_spec, monkeypatch):
     monkeypatch.setattr(devices, "nvidia_gpus", lambda: ["NVIDIA H100"])
     row = bench.bench_row(Combination("gpu", "jax", 8), [], course_spec, {"params": 1, "flops_per_sample": 2}, "jax missing")
     assert (row["device_name"], row["status"], row["error"], row["params"]) == ("NVIDIA H100", "unavailable", "jax missing", 1)
+
+
+def test_a_corrupt_record_on_resume_is_named_kept_aside_and_measured_again(tmp_path, fake_children, no_gpu):
+    options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(8, 16))
+    first = run_bench(fake_children.spec, options, tmp_path)
+    typed = first.path / "runs" / "cpu-tensorflow-f8-r1" / "run.json"
+    write_json(typed, {**read_json(typed), "timing": "fast"})  # valid JSON, wrong type
+    folder = first.path / "runs" / "cpu-tensorflow-f16-r1" / "run.json"
+    folder.unlink()
+    folder.mkdir()  # a folder where run.json should be
+    (first.path / "runs" / "cpu-tensorflow-f16-r1" / "history.csv").write_text("epoch,epoch_time_s\n1,garbage\n")
+    fake_children.launched.clear()
+    with pytest.warns(UserWarning) as caught:
+        second = run_bench(fake_children.spec, options, tmp_path)
+    assert fake_children.launched == ["cpu-tensorflow-f8-r1", "cpu-tensorflow-f16-r1"]
+    notes = [str(w.message) for w in caught if "run.json" in str(w.message)]
+    assert notes == [
+        f"{typed}: timing is 'fast', expected an object or null; measuring this run again (the record is kept as run.json.corrupt)",
+        f"{folder}: is a folder, not a file; measuring this run again (the record is kept as run.json.corrupt)",
+    ]
+    assert read_json(typed.with_name("run.json.corrupt"))["timing"] == "fast" and folder.with_name("run.json.corrupt").is_dir()
+    assert [r["status"] for r in second.rows] == ["ok", "ok"]
+
+
+def test_a_garbage_history_gives_no_timing_instead_of_a_traceback(tmp_path):
+    (tmp_path / "history.csv").write_text("epoch,epoch_time_s,samples_per_s\n1,fast,1\n")
+    assert bench._history_times(tmp_path) == ([], [])
+    (tmp_path / "history.csv").write_text("epoch,epoch_time_s,samples_per_s\n1,1.0,100\n2,nan,100\n3,0.5,200\n")
+    assert bench._history_times(tmp_path) == ([1.0, 0.5], [100.0, 200.0])
+
+
+def test_a_bench_json_of_the_wrong_shape_is_named_and_kept_aside(tmp_path, fake_children, no_gpu):
+    options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(8,))
+    first = run_bench(fake_children.spec, options, tmp_path)
+    write_json(first.path / "bench.json", {"models": ["8"], "status": "complete"})
+    with pytest.warns(UserWarning, match=r"bench.json: models is \['8'\], expected an object or null; writing a new one"):
+        run_bench(fake_children.spec, options, tmp_path)
+    assert read_json(first.path / "bench.json.corrupt")["models"] == ["8"]
+    assert read_json(first.path / "bench.json")["models"]["8"]["params"] == params(8)

@@ -97,8 +97,8 @@ def test_misspelled_layer_argument_suggests(write_spec):
 @pytest.mark.parametrize(
     ("index", "key", "value", "expected"),
     [
-        (0, "kernel_size", "3x3", "layers[0].kernel_size: must be a positive integer or a list of them, got '3x3'"),
-        (0, "padding", "full", "layers[0].padding: must be one of valid, same, causal, got 'full'"),
+        (0, "kernel_size", "3x3", "layers[0].kernel_size: must be a positive integer or a list of 2, got '3x3'"),
+        (0, "padding", "full", "layers[0].padding: must be one of valid, same, got 'full'"),
         (0, "activation", "rellu", "layers[0].activation: unknown activation 'rellu' (did you mean 'relu'?)"),
         (5, "units", 0, "layers[5].units: must be a positive integer, got 0"),
         (5, "units", 12.5, "layers[5].units: must be a positive integer, got 12.5"),
@@ -204,6 +204,8 @@ def test_schema_describes_the_format():
     schema = json_schema()
     assert schema["required"] == ["input_shape", "layers"]
     assert schema["properties"]["training"]["properties"]["learning_rate"]["default"] == 0.1
-    variants = {v["properties"]["type"]["const"]: v for v in schema["properties"]["layers"]["items"]["oneOf"]}
-    assert "filters" in variants["Conv2D"]["properties"]
-    assert "Lambda" not in variants
+    layer = schema["properties"]["layers"]["items"]
+    rules = {rule["if"]["properties"]["type"]["const"]: rule["then"] for rule in layer["allOf"]}
+    assert rules["Conv2D"]["required"] == ["type", "filters", "kernel_size"]
+    assert rules["Conv2D"]["properties"]["filters"] == {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+    assert "Lambda" not in rules and "Lambda" not in layer["properties"]["type"]["enum"]

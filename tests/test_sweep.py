@@ -278,3 +278,21 @@ def test_ctrl_c_in_a_terminal_stops_a_parallel_sweep_cleanly(tiny_spec, tmp_path
             assert read_json(sweep_dir / row["run_dir"] / "run.json")["status"] == row["status"]
     dry = runner.invoke(app, [*args, "--dry-run"])
     assert f"{statuses.count('ok')} kept" in dry.stdout
+
+
+def test_best_rate_ties_are_broken_by_final_error_then_the_smaller_rate_and_never_learned_runs_are_not_best(course_spec, tmp_path):
+    from cnnbench.sweep import SweepResult, plan_sweep
+
+    plan = plan_sweep(course_spec, [0.01, 0.03, 0.1, 0.3], tmp_path)
+
+    def row(lr, best, final, learned=True, status="ok"):
+        return {"learning_rate": lr, "status": status, "best_val_error": best, "final_val_error": final, "learned": learned}
+
+    def best(*rows):
+        result = SweepResult(plan, list(rows), tmp_path / "summary.csv")
+        return result.best and result.best["learning_rate"], result.best_at_edge
+
+    assert best(row(0.01, 0.9, 0.9, False), row(0.03, 0.05, 0.07), row(0.1, 0.05, 0.06), row(0.3, 0.2, 0.2)) == (0.1, False)
+    assert best(row(0.01, 0.9, 0.9, False), row(0.03, 0.05, 0.06), row(0.1, 0.05, 0.06), row(0.3, 0.2, 0.2)) == (0.03, False)
+    assert best(row(0.01, 0.04, 0.04), row(0.03, 0.05, 0.06), row(0.1, 0.05, 0.06), row(0.3, 0.2, 0.2)) == (0.01, True)
+    assert best(row(0.01, 0.88, 0.9, False), row(0.3, 0.1, 0.1, status="diverged")) == (None, False)

@@ -138,3 +138,112 @@ def test_a_killed_training_process_leaves_only_whole_files(tmp_path):
     assert read_json(run_dir / "run.json")["status"] == "running"  # never finished: a sweep would redo it
     leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
     assert all(name.endswith(".tmp") for name in leftovers)  # at most an abandoned temp file, never a torn real one
+
+
+# --- honest verdicts, start-up apart, resuming ------------------------------------------------
+
+
+def test_learned_rule_is_three_binomial_sigmas_below_chance_and_at_least_0_02():
+    from cnnbench.train import chance_error, learned, learned_margin
+
+    assert chance_error(10) == pytest.approx(0.9)
+    assert learned_margin(10, 500) == pytest.approx(0.0402, abs=1e-4)
+    assert learned_margin(10, 128) == pytest.approx(0.0795, abs=1e-4)
+    assert learned_margin(10, 1_000_000) == 0.02
+    assert learned(0.87, 10, 500) is False and learned(0.85, 10, 500) is True and learned(None, 10, 500) is None
+
+
+def test_a_run_that_never_learns_is_recorded_learned_false(tiny_spec, tmp_path):
+    """Adam at 0.05 keeps the course net at chance (0.9) — status ok, but learned: false."""
+    stuck = train_run(tiny_spec.with_overrides(optimizer="adam", learning_rate=0.05), tmp_path / "stuck", RunOptions(save_model=False))
+    good = train_run(tiny_spec, tmp_path / "good", RunOptions(save_model=False))
+    assert stuck["status"] == "ok" and stuck["learned"] is False and stuck["chance_error"] == pytest.approx(0.9)
+    assert stuck["best_val_error"] >= 0.9 - stuck["learned_margin"]
+    assert good["learned"] is True
+    assert read_json(tmp_path / "stuck" / "run.json")["learned"] is False
+
+
+def test_startup_is_recorded_apart_from_the_run_time(tiny_spec, tmp_path):
+    from cnnbench import train
+
+    train._DATA_CACHE.clear()  # as in a fresh process: the data load is start-up
+    first = train_run(tiny_spec, tmp_path / "a", RunOptions(save_model=False))
+    second = train_run(tiny_spec, tmp_path / "b", RunOptions(save_model=False))
+    assert first["timing"]["startup_s"] > second["timing"]["startup_s"] >= 0
+    assert second["timing"]["startup_s"] < 0.05  # Keras and the data were already there
+
+
+def test_steps_per_execution_beyond_an_epoch_is_clamped_and_trains(tiny_spec, tmp_path):
+    record = train_run(tiny_spec.with_overrides(steps_per_execution=10_000), tmp_path / "run", RunOptions(save_model=False))  # the maximum
+    assert record["status"] == "ok" and record["epochs_run"] == 2
+    assert record["steps_per_execution"] == 8  # 512 samples / batch 64
+
+
+def test_synthetic_data_too_large_to_allocate_is_recorded_oom(write_spec, tmp_path):
+    from cnnbench.spec import load_spec
+
+    layers = [{"type": "Conv2D", "filters": 2, "kernel_size": 3}, {"type": "GlobalAveragePooling2D"}, {"type": "Dense", "units": 10}]
+    doc = {"name": "huge", "input_shape": [30000, 30000, 3], "data": {"dataset": "synthetic"}, "training": {"epochs": 1}, "layers": layers}
+    record = train_run(load_spec(str(write_spec(doc))), tmp_path / "run")
+    assert record["status"] == "oom" and "GiB" in record["error"] and "free memory" in record["error"]
+    assert read_json(tmp_path / "run" / "run.json")["status"] == "oom"
+
+
+def _stop_at(epoch):
+    def stop(row):
+        if row["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    return stop
+
+
+def test_resume_continues_with_the_model_and_optimizer_state(tiny_spec, tmp_path):
+    """Adam's moments are part of the checkpoint: a resumed run follows the uninterrupted curve."""
+    spec = tiny_spec.with_overrides(epochs=4, optimizer="adam", learning_rate=0.001)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(spec, tmp_path / "run", on_epoch=_stop_at(3))
+    assert read_json(tmp_path / "run" / "run.json")["status"] == "interrupted"
+    assert (tmp_path / "run" / "checkpoint.npz").is_file()
+    resumed = train_run(spec, tmp_path / "run", RunOptions(resume=True))
+    full = train_run(spec, tmp_path / "full")
+    assert resumed["status"] == "ok" and resumed["epochs_run"] == 4
+    assert resumed["resumed"][0]["from_epoch"] == 3  # epoch 3 was reported, so its row and checkpoint were already taken
+    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-3)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["history.csv", "model.keras", "run.json", "spec.json"]
+
+
+def test_resume_refuses_a_damaged_checkpoint_in_one_line(tiny_spec, tmp_path):
+    from cnnbench.errors import UsageError
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tiny_spec.with_overrides(epochs=3), tmp_path / "run", on_epoch=_stop_at(2))
+    (tmp_path / "run" / "checkpoint.npz").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(UsageError, match=r"unreadable checkpoint .*; delete checkpoint.npz to start the run again"):
+        train_run(tiny_spec.with_overrides(epochs=3), tmp_path / "run", RunOptions(resume=True))
+
+
+# --- full disks -------------------------------------------------------------------------------
+
+
+def _fill(disk, leave: int) -> None:
+    stat = os.statvfs(disk)
+    with open(disk / "filler", "wb") as f:
+        f.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - leave))
+
+
+def test_a_full_disk_while_saving_the_model_is_recorded_failed_and_leaves_no_temp_file(tiny_spec, small_disk):
+    """The last checkpoint (≈420 kB) still fits, model.keras (≈450 kB) does not."""
+
+    def fill_at_last_epoch(row):
+        if row["epoch"] == 2:
+            _fill(small_disk, leave=435_000)
+
+    record = train_run(tiny_spec, small_disk / "run", on_epoch=fill_at_last_epoch)
+    assert record["status"] == "failed"
+    assert record["error"].startswith("no space left on device")
+    assert record["test_error"] is not None  # the test evaluation had run
+    assert read_json(small_disk / "run" / "run.json")["status"] == "failed"
+    assert sorted(p.name for p in (small_disk / "run").iterdir() if p.name.startswith(".")) == []
+    assert not (small_disk / "run" / "model.keras").exists()

@@ -1,0 +1,293 @@
+"""Reading results folders for figures: every value a figure uses is checked once, here.
+
+A file that cannot be read, or holds a value of the wrong kind, raises DataError naming the file and
+the field; the caller skips that folder with a warning and draws the rest.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnbench.errors import DataError
+from cnnbench.plot.figure import short
+from cnnbench.results import HISTORY_COLUMNS, inspect_record
+
+MAX_FILE_BYTES = 64 * 2**20  # a results file larger than this is not one cnnbench wrote
+DEFAULT_CLASSES = 10
+LEARN_MARGIN = 0.05  # fallback rule when run.json has no `learned`: best error ≥ chance − margin
+
+
+class PlotWarning(UserWarning):
+    """Something in a results folder was left out of a figure; the message says what and why."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, PlotWarning, stacklevel=2)
+
+
+@contextmanager
+def reporting() -> Iterator[None]:
+    """Report every PlotWarning, however often the same file is read in one process."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", PlotWarning)
+        yield
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def _read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise DataError(f"{path}: {size / 2**20:.0f} MiB is too large for a results file")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not text (byte {exc.start} is not UTF-8)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+
+
+def read_table(path: Path):
+    """A CSV file as a DataFrame of strings-or-numbers (empty frame when absent or empty)."""
+    import pandas as pd
+
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return pd.DataFrame()
+    text = _read_text(path)
+    if "\x00" in text:
+        raise DataError(f"{path}: not a CSV table (it holds NUL bytes)")
+    if text and not text.endswith("\n"):  # cnnbench ends every line: the last one was cut off (a torn copy or a full disk)
+        text = text[: text.rfind("\n") + 1]
+        warn(f"{path}: its last line is incomplete (cut off); that row is not drawn")
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (pd.errors.ParserError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a CSV table ({reason[:120]})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def numeric(frame, column: str, path: Path) -> np.ndarray:
+    """`column` as floats. Empty cells become NaN; text that is not a number is a DataError."""
+    import pandas as pd
+
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+    if bad.any():
+        i = bad.to_numpy().nonzero()[0][0]
+        raise DataError(f"{path}: column {column!r}, row {int(raw.index[i]) + 1}: {short(raw.iloc[i])} is not a number")
+    return values.to_numpy(dtype=float)
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def read_record_checked(path: Path) -> dict[str, Any]:
+    """A run.json, sweep.json or bench.json through cnnbench's one record reader (`inspect_record`), with
+    null values dropped; DataError naming the file when it is absent or cannot be trusted."""
+    record, problem = inspect_record(path)
+    if problem or record is None:
+        raise DataError(f"{path}: {problem or 'is missing'}")
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _finite_number(record: dict[str, Any], key: str, path: Path, positive: bool = False) -> None:
+    """Values the record reader accepts but no figure can use: NaN, inf (JSON allows them), ≤ 0 where a rate is meant."""
+    value = record.get(key)
+    if value is not None and (not math.isfinite(value) or (positive and value <= 0)):
+        raise DataError(f"{path}: {key} must be a {'positive' if positive else 'finite'} number, got {short(value)}")
+
+
+@dataclass
+class Run:
+    """One run folder as figures see it: checked run.json fields and a numeric history."""
+
+    run_dir: Path
+    record: dict[str, Any]
+    history: Any  # DataFrame: epoch plus the HISTORY_COLUMNS present, as floats
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.record.get("name") or self.run_dir.name
+
+    @property
+    def status(self) -> str:
+        return self.record.get("status", "?")
+
+    @property
+    def lr(self) -> float | None:
+        lr = self.record.get("learning_rate")
+        if lr is None and "learning_rate" in self.history and len(self.history):
+            first = float(self.history["learning_rate"].iloc[0])
+            lr = first if math.isfinite(first) and first > 0 else None
+        return None if lr is None else float(lr)
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.get("num_classes") or DEFAULT_CLASSES
+
+    @property
+    def chance(self) -> float:
+        """The error of guessing: 1 − 1/classes."""
+        return 1.0 - 1.0 / self.num_classes
+
+    @property
+    def epochs(self) -> np.ndarray:
+        return self.history["epoch"].to_numpy(dtype=float)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.history[name].to_numpy(dtype=float) if name in self.history else np.full(len(self.history), np.nan)
+
+    @property
+    def val_error(self) -> np.ndarray:
+        if "val_error" in self.history and np.isfinite(self.column("val_error")).any():
+            return self.column("val_error")
+        return 1.0 - self.column("val_accuracy")
+
+    @property
+    def best_val_error(self) -> float:
+        finite = self.val_error[np.isfinite(self.val_error)]
+        return float(finite.min()) if len(finite) else float("nan")
+
+    @property
+    def learned(self) -> bool | None:
+        """run.json's `learned`; without it (or null), False when the best validation error is ≥ chance − 0.05."""
+        if "learned" in self.record:
+            return self.record["learned"]
+        best = self.best_val_error
+        return None if math.isnan(best) else best < self.chance - LEARN_MARGIN
+
+    def label_note(self) -> str:
+        """'' for an ok run that learned; else ' (diverged)', ' (did not learn)', …"""
+        notes = [] if self.status == "ok" else [self.status]
+        if self.learned is False and self.status != "diverged":
+            notes.append("did not learn")
+        return f" ({', '.join(notes)})" if notes else ""
+
+
+_UNIT_INTERVAL = ("accuracy", "val_accuracy", "val_error")
+
+
+def read_history(path: Path):
+    """history.csv with numeric columns: rows without an epoch dropped, sorted by epoch. Loss may be
+    NaN or inf (a diverged run); errors outside 0…1 and negative times become NaN, with a warning."""
+    import pandas as pd
+
+    frame = read_table(path)
+    if frame.empty:
+        return pd.DataFrame(columns=["epoch"])
+    if "epoch" not in frame:
+        raise DataError(f"{path}: no 'epoch' column (columns: {short(', '.join(map(str, frame.columns)), 60)})")
+    out = pd.DataFrame({c: numeric(frame, c, path) for c in HISTORY_COLUMNS if c in frame})
+    out = out[np.isfinite(out["epoch"])].sort_values("epoch", kind="stable").drop_duplicates("epoch", keep="last")
+    dropped = []
+    for column in out.columns:
+        values = out[column].to_numpy(dtype=float)
+        if column in _UNIT_INTERVAL:
+            bad = ~((values >= 0) & (values <= 1)) & ~np.isnan(values)
+        elif column.endswith("_s") or column == "samples_per_s":
+            bad = ~(values >= 0) & ~np.isnan(values) | np.isinf(values)
+        else:
+            continue
+        if bad.any():
+            dropped.append(f"{int(bad.sum())} {column}")
+            out.loc[bad, column] = np.nan
+    if dropped:
+        warn(f"{path}: not drawn: {', '.join(dropped)} value(s) out of range or not finite")
+    return out.reset_index(drop=True)
+
+
+def read_run(run_dir: Path) -> Run:
+    """The run in `run_dir`; DataError when run.json or history.csv is unreadable or holds wrong kinds."""
+    path = run_dir / "run.json"
+    record = read_record_checked(path)
+    _finite_number(record, "learning_rate", path, positive=True)
+    for key in ("best_val_error", "final_val_error", "test_error"):
+        _finite_number(record, key, path)
+    data = {k: v for k, v in (record.get("data") or {}).items() if v is not None}
+    if data.get("num_classes", 2) < 2 or data.get("val_samples", 1) < 1:
+        raise DataError(f"{path}: data.num_classes must be ≥ 2 and data.val_samples ≥ 1")
+    return Run(run_dir, record, read_history(run_dir / "history.csv"), data)
+
+
+# --- benches ---------------------------------------------------------------------------------
+
+BENCH_NUMERIC = ("filters", "params", "flops_per_sample", "batch_size", "epochs", "measured_epochs", "first_epoch_s",
+                 "epoch_s_median", "epoch_s_min", "epoch_s_max", "total_s", "samples_per_s", "gflops_per_s",
+                 "train_samples", "repeats")  # fmt: skip
+_TIMES = ("first_epoch_s", "epoch_s_median", "epoch_s_min", "epoch_s_max", "total_s", "samples_per_s", "gflops_per_s")
+
+
+def read_bench(bench_dir: Path):
+    """(all rows, ok rows, bench.json) of a bench. The ok rows have numeric columns, a positive
+    parameter count and a finite positive total or steady time; other ok rows are dropped with a warning."""
+    import pandas as pd
+
+    path = bench_dir / "bench.csv"
+    frame = read_table(path)
+    info: dict[str, Any] = {}
+    if (bench_dir / "bench.json").exists():
+        try:
+            info = read_record_checked(bench_dir / "bench.json")
+        except DataError as exc:
+            warn(f"{exc}; the captions go without it")
+    if frame.empty:
+        return frame, frame, info
+    missing = [c for c in ("status", "device", "backend", "params") if c not in frame]
+    if missing or not {"epoch_s_median", "total_s"} & set(frame.columns):
+        need = ", ".join(repr(c) for c in missing) or "'epoch_s_median' or 'total_s'"
+        raise DataError(f"{path}: no {need} column")
+    for column in ("status", "device", "backend", "device_name", "engine", "dataset"):
+        if column in frame:
+            frame[column] = frame[column].astype(str).str.strip().replace("nan", "")
+    ok = frame[frame["status"] == "ok"].copy()
+    skipped = []
+    for column in BENCH_NUMERIC:
+        if column in ok:
+            try:
+                ok[column] = numeric(ok, column, path)
+            except DataError:
+                ok[column] = pd.to_numeric(ok[column], errors="coerce")
+                skipped.append(f"{column} not a number")
+    for column in _TIMES:
+        if column in ok:
+            values = ok[column].to_numpy(dtype=float)
+            bad = np.isinf(values) | (values <= 0)
+            if bad.any():
+                skipped.append(f"{column} {short(values[bad][0])}")
+                ok.loc[bad, column] = np.nan
+    if "device_name" not in ok:
+        ok["device_name"] = ok["device"]
+    if "engine" not in ok:
+        ok["engine"] = ""
+    ok["estimated"] = ok["estimated"].astype(str).str.strip().str.lower().isin(("true", "1", "yes")) if "estimated" in ok else False
+    steady = ok["epoch_s_median"] if "epoch_s_median" in ok else pd.Series(np.nan, index=ok.index)
+    total = ok["total_s"] if "total_s" in ok else pd.Series(np.nan, index=ok.index)
+    usable = np.isfinite(ok["params"]) & (ok["params"] > 0) & (np.isfinite(steady) | np.isfinite(total))
+    if skipped:
+        warn(f"{path}: values left out of the figures: {'; '.join(dict.fromkeys(skipped))}")
+    if not usable.all():
+        where = ", ".join(_row_name(r) for r in ok[~usable].to_dict("records")[:4])
+        warn(f"{path}: {int((~usable).sum())} ok row(s) not drawn (no usable parameter count or time): {where}")
+    return frame, ok[usable].copy(), info
+
+
+def _row_name(row: dict[str, Any]) -> str:
+    filters = row.get("filters")
+    filters = f"{filters:g} filters" if isinstance(filters, float) and math.isfinite(filters) else "? filters"
+    return "·".join(str(row.get(k)) for k in ("device", "backend", "engine") if row.get(k)) + f" {filters}"
