@@ -824,11 +824,13 @@ class RayExecutor:
                     time.sleep(_RAY_POLL_S)
                     continue
                 ready, _ = ray.wait(list(busy), num_returns=1, timeout=_RAY_POLL_S)  # a finished run is handled at once
-                for ref in [r for r in busy if r not in ready]:
-                    actor, task = busy[ref]
+                # Progress of the runs still going: one poll per busy worker, all sent at once, not one round trip each.
+                polls = {busy[ref][0].poll.remote(): busy[ref][1] for ref in busy if ref not in ready}
+                answered, _ = ray.wait(list(polls), num_returns=len(polls), timeout=10) if polls else ([], [])
+                for poll in answered:
                     try:
-                        relay(task, ray.get(actor.poll.remote(), timeout=10))
-                    except (RayActorError, ray.exceptions.GetTimeoutError):
+                        relay(polls[poll], ray.get(poll))
+                    except RayActorError:
                         pass  # the train ref will say what happened
                 for ref in ready:
                     actor, task = busy.pop(ref)
