@@ -36,12 +36,15 @@ def local_ray():
     mp = pytest.MonkeyPatch()
     for name, value in RAY_ENV.items():
         mp.setenv(name, value if name != "PYTHONPATH" else os.pathsep.join(p for p in (value, os.environ.get("PYTHONPATH")) if p))
+    before = set(os.environ)
     if ray.is_initialized():
         ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
     mp.undo()
+    for name in set(os.environ) - before:  # what Ray itself put there (RAY_AUTH_MODE, ...) goes too
+        os.environ.pop(name)
 
 
 def ray_workers() -> list[psutil.Process]:
@@ -161,18 +164,23 @@ def free_port() -> int:
 @pytest.fixture
 def head_node(tmp_path):
     """`ray start --head` on 127.0.0.1 in its own session; ended by its process group and pids, never `ray stop`."""
+    if ray.is_initialized():
+        ray.shutdown()  # `ray start --head` will not start beside a running instance of this machine's Ray
     port = free_port()
     ray_cli = Path(sys.executable).parent / "ray"
-    env = {**os.environ, **RAY_ENV, "HOME": str(tmp_path)}
+    # Not the token-auth settings a Ray instance of this process left in its environment: a head of its own.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}, **RAY_ENV, "HOME": str(tmp_path)}
     head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
-                             "--num-cpus", "2", "--include-dashboard", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=env)  # fmt: skip
+                             "--num-cpus", "2", "--include-dashboard", "false"], stdout=open(tmp_path / "head.log", "wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True, env=env)  # fmt: skip
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start --head did not come up: {(tmp_path / 'head.log').read_text()[-1500:]}")
             time.sleep(0.3)
     time.sleep(2)  # the GCS port opens before the raylet registers
     try:
@@ -180,7 +188,8 @@ def head_node(tmp_path):
     finally:
         family = [head, *psutil.Process(head.pid).children(recursive=True)] if head.poll() is None else []
         pids = [p.pid for p in family]
-        os.killpg(head.pid, signal.SIGTERM)
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGTERM)
         _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=5)
         for proc in alive:
             proc.kill()
