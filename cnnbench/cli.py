@@ -586,6 +586,7 @@ class _SweepProgress:
 
         self.total, self.epochs = total, epochs
         self.in_flight: dict[str, int] = {}  # learning rate -> epochs finished, for the runs in progress
+        self.lanes_to_start = 0  # runs of the current fused program not yet started
         columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
                    TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
         self.progress = Progress(*columns, console=Console(stderr=True))
@@ -603,6 +604,11 @@ class _SweepProgress:
             return
         if event.kind == "start":
             self.in_flight[lr] = 0
+            lanes = (event.record or {}).get("fused_k") or 1
+            if lanes > 1 and self.lanes_to_start <= 0:  # the first run of a fused program
+                self.print(f"fused engine: {lanes} learning rates train together as one program (epoch times are shared)")
+                self.lanes_to_start = lanes
+            self.lanes_to_start -= 1
         elif event.kind == "epoch":
             self.in_flight[lr] = event.row["epoch"]
         elif event.kind == "end":
