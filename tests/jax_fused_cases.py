@@ -196,3 +196,20 @@ def test_an_interrupted_fused_run_resumes_from_its_checkpoint(spec, tmp_path):
     assert resumed["status"] == "ok" and resumed["epochs_run"] == 3 and resumed["resumed"][-1]["from_epoch"] == 1
     assert [int(r["epoch"]) for r in history(tmp_path / "run")] == [1, 2, 3]
     assert not (tmp_path / "run" / "checkpoint.npz").exists()  # finished: nothing left to resume
+
+
+def test_sweep_lr_engine_fused_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnbench.cli import app
+
+    args = ["sweep-lr", "--values", "0.05,0.1", "--engine", "fused", "--backend", "jax", "--device", "cpu", "--data", "mnist-5k",
+            "--train-samples", "300", "--val-samples", "80", "--test-samples", "128", "--epochs", "1", "--out", str(tmp_path)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "fused engine: 2 learning rates train together as one program" in result.stderr
+    assert "fused x2" in result.stdout
+    (summary,) = tmp_path.glob("*/summary.csv")
+    with open(summary, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["status"], r["engine"], r["fused_k"]) for r in rows] == [("ok", "fused", "2")] * 2
