@@ -108,6 +108,7 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         warnings.showwarning = _show_warning
+        _BROKEN.clear()  # a new command (in-process callers run several) starts with working streams
         try:
             return command(*args, **kwargs)
         except CnnbenchError as exc:

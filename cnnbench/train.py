@@ -332,7 +332,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
         if on_end:
             on_end(0, dict(record))
         return [record]
-    setup_s = time.perf_counter() - started_wall - startup.get("startup_s", 0.0)
+    setup_s = time.perf_counter() - started_wall  # everything before training, startup_s included (bench's setup_s)
     import keras
 
     from cnnbench.callbacks import CHECKPOINT, Checkpoint, DivergenceGuard, EpochNotifier, EpochTimer, HistoryWriter
