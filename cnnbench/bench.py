@@ -15,7 +15,6 @@ import math
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +25,8 @@ from typing import Any
 from cnnbench import device as devices
 from cnnbench import results
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError
+from cnnbench.executor import RayConfig, RayLauncher, interrupt_reason, ray_launcher, run_fresh
+from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
 from cnnbench.spec import Spec, parse_spec
 from cnnbench.timing import extrapolate_total
@@ -70,6 +71,7 @@ class BenchOptions:
     timeout_s: float | None = None
     force: bool = False
     engines: tuple[str, ...] = ("auto",)
+    ray: RayConfig | None = None  # where the runs execute: None on this machine
 
     def resolved(self) -> BenchOptions:
         """A copy with the default devices and backends filled in and every value checked."""
@@ -135,7 +137,7 @@ def bench_dir(out: str | Path, spec: Spec, options: BenchOptions) -> Path:
     """The bench folder: the same spec and options give the same folder, so a re-run resumes it."""
     options = options.resolved()
     key = {**asdict(options), "spec": spec.to_dict()}
-    for volatile in ("force", "timeout_s"):  # they change how a bench runs, not what it measures
+    for volatile in ("force", "timeout_s", "ray"):  # they change how a bench runs, not what it measures
         key.pop(volatile)
     if tuple(key["engines"]) == ("auto",):
         key.pop("engines")  # benches made before the engine dimension keep their folder
@@ -197,7 +199,7 @@ def _child_task(job: dict, timeout_s: float) -> tuple[dict, str]:
 
 @dataclass(frozen=True)
 class BenchEvent:
-    """Progress for a caller: `begin` (total runs known), then per run `start`, `done` or `skipped`."""
+    """Progress for a caller: `info` (where runs execute), `begin` (total runs known), then per run `start`, `done` or `skipped`."""
 
     kind: str
     index: int = 0
@@ -248,61 +250,65 @@ def run_bench(
         _warn(notes, "--measure-epochs 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
 
     previous, problem = results.inspect_record(path / "bench.json")
-    if problem:
-        _warn(notes, f"{path / 'bench.json'}: {problem}; writing a new one (the old one is kept as bench.json.corrupt)")
-        results.set_aside(path / "bench.json")
     previous = previous or {}
     models = previous.get("models") if not options.force else None
-    if not models or any(str(f) not in models for f in options.filters):
+    if not models or any(str(f) not in models for f in options.filters):  # spec errors surface here, before any folder
         models = model_sizes(spec, options.filters, next(b for (_, b), r in reasons.items() if r is None))
-    record = {
-        "spec": spec.to_dict(),
-        "options": asdict(options),
-        "machine": machine(),
-        "versions": versions(),
-        "started_at": now_iso(),
-        "status": "running",
-        "warnings": notes,
-        "models": models,
-    }
-    write_json(path / "bench.json", record)
+    with folder_lock(path, "bench"), ray_launcher(options.ray) as launcher:
+        if launcher is not None:
+            emit(BenchEvent("info", message=launcher.session.description))
+        if problem:  # set aside only once this process holds the folder
+            _warn(notes, f"{path / 'bench.json'}: {problem}; writing a new one (the old one is kept as bench.json.corrupt)")
+            results.set_aside(path / "bench.json")
+        record = {
+            "spec": spec.to_dict(),
+            "options": asdict(options),
+            "machine": machine(),
+            "versions": versions(),
+            "started_at": now_iso(),
+            "status": "running",
+            "warnings": notes,
+            "models": models,
+        }
+        write_json(path / "bench.json", record)
 
-    grid = combinations(options)
-    todo = [(r, c) for r in range(1, options.repeats + 1) for c in grid if not combination_reason(c, reasons)]
-    if not todo:
-        raise DeviceError("nothing to measure: " + "; ".join(sorted({combination_reason(c, reasons) or "" for c in grid})))
-    for reason in dict.fromkeys(combination_reason(c, reasons) for c in grid):
-        if reason and reason not in reasons.values():
-            _warn(notes, f"{', '.join(sorted({f'{c.backend}/{c.engine}' for c in grid if combination_reason(c, reasons) == reason}))} "
-                         f"rows are unavailable: {reason}")  # fmt: skip
-    emit(BenchEvent("begin", total=len(todo), message=str(path)))
-    status = "aborted"
-    try:
-        # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
-        for index, (repeat, combo) in enumerate(todo, start=1):
-            run_dir = path / "runs" / combo.run_name(repeat)
-            status, problem = results.record_status(run_dir)
-            if not options.force and status in FINISHED:
-                emit(BenchEvent("skipped", index, len(todo), combo, repeat, status))
-                continue
-            if problem:  # measured again, but said so; the record is set aside, not deleted
-                _warn(notes, f"{run_dir / 'run.json'}: {problem}; measuring this run again (the record is kept as run.json.corrupt)")
-                results.set_aside(run_dir / "run.json")
-            emit(BenchEvent("start", index, len(todo), combo, repeat))
-            outcome = _measure(spec, combo, run_dir, options)
-            for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
-                if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
-                    _warn(notes, note)
-            emit(BenchEvent("done", index, len(todo), combo, repeat, outcome))
-            _write_rows(path, spec, options, reasons, record["models"])
-        status = "complete"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        rows = _write_rows(path, spec, options, reasons, record["models"])
-        write_json(path / "bench.json", {**record, "status": status, "ended_at": now_iso(), "warnings": notes})
-    return BenchResult(path, rows, notes)
+        grid = combinations(options)
+        todo = [(r, c) for r in range(1, options.repeats + 1) for c in grid if not combination_reason(c, reasons)]
+        if not todo:
+            raise DeviceError("nothing to measure: " + "; ".join(sorted({combination_reason(c, reasons) or "" for c in grid})))
+        for reason in dict.fromkeys(combination_reason(c, reasons) for c in grid):
+            if reason and reason not in reasons.values():
+                _warn(notes, f"{', '.join(sorted({f'{c.backend}/{c.engine}' for c in grid if combination_reason(c, reasons) == reason}))} "
+                             f"rows are unavailable: {reason}")  # fmt: skip
+        emit(BenchEvent("begin", total=len(todo), message=str(path)))
+        status = "aborted"
+        try:
+            # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
+            for index, (repeat, combo) in enumerate(todo, start=1):
+                run_dir = path / "runs" / combo.run_name(repeat)
+                run_state, run_problem = results.record_status(run_dir)
+                if not options.force and run_state in FINISHED:
+                    emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_state))
+                    continue
+                if run_problem:  # measured again, but said so; the record is set aside, not deleted
+                    kept = "the record is kept as run.json.corrupt"
+                    _warn(notes, f"{run_dir / 'run.json'}: {run_problem}; measuring this run again ({kept})")
+                    results.set_aside(run_dir / "run.json")
+                emit(BenchEvent("start", index, len(todo), combo, repeat))
+                outcome = _measure(spec, combo, run_dir, options, launcher)
+                for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
+                    if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
+                        _warn(notes, note)
+                emit(BenchEvent("done", index, len(todo), combo, repeat, outcome))
+                _write_rows(path, spec, options, reasons, record["models"])
+            status = "complete"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            rows = _write_rows(path, spec, options, reasons, record["models"])
+            write_json(path / "bench.json", {**record, "status": status, "ended_at": now_iso(), "warnings": notes})
+        return BenchResult(path, rows, notes)
 
 
 def _warn(notes: list[str], message: str) -> None:
@@ -341,7 +347,7 @@ def model_sizes(spec: Spec, filters: Iterable[int], backend: str) -> dict[str, d
     return outcome["models"]
 
 
-def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOptions) -> str:
+def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOptions, launcher: RayLauncher | None = None) -> str:
     """Train one run in a fresh process; returns its final status, recording it when the child could not."""
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("run.json", "history.csv", "error.txt", "child.json"):
@@ -354,9 +360,12 @@ def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOption
     write_json(run_dir / "job.json", job)
     limit = child_memory_limit_mb(combo, options)
     try:
-        code, timed_out = _launch(run_dir / "job.json", run_dir / "child.json", run_dir / "child.log", limit, options.timeout_s)
-    except KeyboardInterrupt:
-        _record_death(run_dir, combo, "interrupted", "interrupted by the user (Ctrl-C)")
+        if launcher is not None:  # on Ray: the same child on a node the cluster picks, its files shipped back
+            code, timed_out = launcher.launch(_launch, job, run_dir, limit, options.timeout_s)
+        else:
+            code, timed_out = _launch(run_dir / "job.json", run_dir / "child.json", run_dir / "child.log", limit, options.timeout_s)
+    except KeyboardInterrupt as exc:
+        _record_death(run_dir, combo, "interrupted", interrupt_reason(exc))
         raise
     outcome = read_record(run_dir / "child.json") or {}
     status = run_status(run_dir)
@@ -450,47 +459,12 @@ def _rebuild_error(error: dict) -> CnnbenchError:
 
 
 def _launch(job: Path, result: Path, log: Path, memory_limit_mb: int | None = None, timeout_s: float | None = None) -> tuple[int, bool]:
-    """Run `python -m cnnbench.bench job result` to its end: (exit code, timed out).
+    """Do `job` in a fresh process to its end (`child_main`): (exit code, timed out); output goes to `log`.
 
-    The child gets its own session, so Ctrl-C reaches only this process, which then stops the child.
+    The executor's fresh process: pinned before Keras is imported, dies with this process, its own
+    session (Ctrl-C reaches only this process, which then interrupts it), killed after `timeout_s`.
     """
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # peak GPU memory then means what a run used
-    limit = None
-    if memory_limit_mb:
-
-        def limit() -> None:
-            import resource
-
-            size = memory_limit_mb * 2**20
-            resource.setrlimit(resource.RLIMIT_AS, (size, size))
-
-    command = [sys.executable, "-m", "cnnbench.bench", str(job), str(result)]
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=limit)  # fmt: skip
-        try:
-            return proc.wait(timeout=timeout_s), False
-        except subprocess.TimeoutExpired:
-            _stop(proc, signal.SIGKILL)
-            return proc.wait(), True
-        except BaseException:  # Ctrl-C: let train_run record `interrupted`, then make sure the child is gone
-            _stop(proc, signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _stop(proc, signal.SIGKILL)
-                proc.wait()
-            raise
-
-
-def _stop(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)  # the child's whole session: its own helpers die with it
-    except (ProcessLookupError, PermissionError):
-        pass
+    return run_fresh(child_main, (str(job), str(result)), log, memory_limit_mb, timeout_s)
 
 
 # --- rows ------------------------------------------------------------------------------------

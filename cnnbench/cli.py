@@ -437,15 +437,27 @@ def compare(
 
 @contextmanager
 def _resumable(progress, folder):
-    """Stop the progress bar however the work ends; on Ctrl-C say where the kept runs are, exit 130."""
+    """Stop the progress bar however the work ends; on Ctrl-C (exit 130) or SIGTERM (exit 143) say where the kept runs are."""
+    from cnnbench.executor import Terminated, sigterm_as_interrupt
+
     try:
-        yield
-    except KeyboardInterrupt:
+        with sigterm_as_interrupt():
+            yield
+    except KeyboardInterrupt as exc:
         progress.stop()
-        err(f"interrupted: finished runs are kept in {folder()}; run the same command to resume")
-        raise typer.Exit(130) from None
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        err(f"{how}: finished runs are kept in {folder()}; run the same command to resume")
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     finally:
         progress.stop()
+
+
+RayOption = Annotated[bool, typer.Option("--ray", help="Run on a private local Ray instance (pip install 'cnnbench[ray]').")]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Run on this Ray cluster: HOST:PORT, auto or ray://... (default: $RAY_ADDRESS).")
+]
+CpusPerRunOption = Annotated[float | None, typer.Option("--cpus-per-run", help="Ray: CPUs (threads) reserved per run.")]
+GpusPerRunOption = Annotated[float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run; fractions share a GPU (0.25: 4 runs).")]
 
 
 class _BenchProgress:
@@ -457,6 +469,9 @@ class _BenchProgress:
 
     @_output_may_fail
     def __call__(self, event) -> None:
+        if event.kind == "info":
+            err(event.message)
+            return
         if event.kind == "begin":
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -525,11 +540,16 @@ def bench(
     test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
     engines: Annotated[str, typer.Option(help="Comma list of training engines: fit, fused, auto (auto: the spec's engine).")] = "auto",
+    ray: RayOption = False,
+    address: AddressOption = None,
+    cpus_per_run: CpusPerRunOption = None,
+    gpus_per_run: GpusPerRunOption = None,
 ) -> None:
     """Time training per device x Keras backend x filter count (x engine), each run in a fresh process."""
     _go_offline(offline)
     from cnnbench.bench import BenchOptions, parse_list, run_bench
     from cnnbench.device import check_threads
+    from cnnbench.executor import ray_config
     from cnnbench.results import check_out_dir
     from cnnbench.spec import load_spec
 
@@ -545,6 +565,7 @@ def bench(
         filters=parse_list(filters, "--filters", int),
         repeats=repeats, measure_epochs=measure_epochs, threads=threads,
         memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force, engines=parse_list(engines, "--engines"),
+        ray=ray_config(ray, address, cpus_per_run, gpus_per_run),
     )  # fmt: skip
     progress = _BenchProgress()
     with _resumable(progress, lambda: progress.path):
@@ -599,6 +620,9 @@ class _SweepProgress:
 
     @_output_may_fail
     def __call__(self, event) -> None:
+        if event.kind == "info":
+            self.print(event.message)
+            return
         lr = event.run.label
         if event.kind == "skip":
             self.print(f"{_sweep_run_line(lr, event.record)}  (kept: finished earlier)")
@@ -694,13 +718,19 @@ def sweep_lr(
     fuse: Annotated[
         int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all, capped by device memory).")
     ] = None,
+    ray: RayOption = False,
+    address: AddressOption = None,
+    cpus_per_run: CpusPerRunOption = None,
+    gpus_per_run: GpusPerRunOption = None,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
     _go_offline(offline)
+    from cnnbench.executor import ray_config
     from cnnbench.results import FINISHED
     from cnnbench.spec import load_spec
     from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
 
+    on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
     loaded = load_spec(spec).with_overrides(
         epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, val_samples=val_samples,
         test_samples=test_samples, **_data_override(data),
@@ -734,7 +764,8 @@ def sweep_lr(
     progress = _SweepProgress(len(todo), t.epochs)
     with _resumable(progress, lambda: plan.sweep_dir):
         sweep_options = SweepOptions(
-            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse
+            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
+            ray=on_ray,
         )
         result = run_sweep(plan, sweep_options, on_event=progress)
     _sweep_table(result)

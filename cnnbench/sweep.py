@@ -11,16 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import queue
 import shutil
-import signal
-import sys
-import time
-import traceback
 import warnings
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +22,11 @@ from typing import Any
 from cnnbench import __version__, results
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError
+from cnnbench.executor import Event, RayConfig, Task, interrupt_reason, make_executor, quiet_retracing, release_previous_run
+from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
-from cnnbench.train import RunOptions, engine_for, load_data_for, train_group, train_run
+from cnnbench.train import RunOptions
 from cnnbench.values import check_values, format_value, parse_values
 
 __all__ = [
@@ -51,10 +46,11 @@ PENDING = "pending"  # summary status of a planned run that has no run.json yet
 class SweepOptions:
     """How a sweep's runs are executed (what they train is in the spec).
 
-    parallel: worker processes; 1 trains in this process. threads: CPU threads per run; None means
-    all cores when sequential and cores // workers per worker when parallel. engine: fit, fused or auto
-    (None: the spec's). fuse: with the fused engine, at most this many rates share one program (None: all,
-    capped by the device memory estimate); sequential sweeps only.
+    parallel: runs at once; 1 trains in this process, more on worker processes (or Ray actors).
+    threads: CPU threads per run; None means all cores when sequential and cores // workers per
+    worker when parallel. ray: execute on a Ray cluster (a RayConfig) instead of this machine.
+    engine: fit, fused or auto (None: the spec's). fuse: with the fused engine, at most this many
+    rates share one program (None: all, capped by the device memory estimate).
     """
 
     device: str = "auto"
@@ -63,6 +59,7 @@ class SweepOptions:
     threads: int | None = None
     engine: str | None = None
     fuse: int | None = None
+    ray: RayConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -104,16 +101,17 @@ class SweepEvent:
     """Progress of a sweep, for `run_sweep(on_event=...)`.
 
     kind: "skip" (a finished run is kept; record is its run.json), "start" (record: the initial
-    record), "epoch" (row: a history row), "end" (record: the final record). done and total count
+    record), "epoch" (row: a history row), "end" (record: the final record), "info" (message). done and total count
     the runs this sweep trains (kept runs excluded), done including this one for "end".
     """
 
     kind: str
-    run: PlannedRun
+    run: PlannedRun | None  # None for "info"
     done: int
     total: int
     record: dict[str, Any] | None = None
     row: dict[str, Any] | None = None
+    message: str = ""  # "info": where the runs execute (e.g. which Ray cluster, its CPUs and GPUs)
 
 
 @dataclass(frozen=True)
@@ -289,7 +287,8 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
 
     Diverged and failed runs are recorded and the sweep goes on. Ctrl-C marks the run(s) in
     progress `interrupted`, writes the summary and re-raises KeyboardInterrupt; a bad spec or
-    dataset raises its CnnbenchError. `on_event` gets a SweepEvent at each step.
+    dataset raises its CnnbenchError. `on_event` gets a SweepEvent at each step. The sweep folder
+    is locked: a second process on it gets a UsageError.
     """
     if options.parallel < 1:
         raise UsageError(f"--parallel must be at least 1, got {options.parallel}")
@@ -298,302 +297,92 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     emit = on_event or (lambda event: None)
     todo = plan.to_train
     new_folder = not plan.sweep_dir.exists()
-    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-    for run in plan.runs:
-        if run.status == results.CORRUPT:
-            results.set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
-    _write_index(plan, options)
-    for run in plan.runs:
-        if run.skip:
-            emit(SweepEvent("skip", run, 0, len(todo), record=_record(run.run_dir)))
-    _write_summary(plan)
-    try:
-        # One remaining run gains nothing from a worker but its start-up cost.
-        if options.parallel > 1 and len(todo) > 1:
-            if options.fuse:
-                warnings.warn("--fuse has no effect with --parallel: each worker trains one run at a time", stacklevel=2)
-            _run_parallel(plan, todo, options, emit)
-        else:
-            _run_sequential(plan, todo, options, emit)
-    except BaseException as exc:
-        if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
-            shutil.rmtree(plan.sweep_dir)  # a typo in --data or the spec leaves no empty sweep behind
-        else:
-            try:
-                _write_summary(plan)  # on Ctrl-C too: the summary always matches the run folders
-            except OSError:
-                pass  # a full disk: the error being raised says more than this one would
-        raise
-    return SweepResult(plan, _write_summary(plan), plan.sweep_dir / "summary.csv")
-
-
-def _not_retracing(record: logging.LogRecord) -> bool:
-    return "triggered tf.function retracing" not in record.getMessage()
-
-
-def _quiet_retracing() -> None:
-    """Each run builds a new model, so TensorFlow's "triggered tf.function retracing" warning is expected noise."""
-    logger = logging.getLogger("tensorflow")
-    if _not_retracing not in logger.filters:
-        logger.addFilter(_not_retracing)
-
-
-def _release_previous_run() -> None:
-    """Free the previous run's model and traced functions; every run re-seeds itself in build_model."""
-    if devices.keras_imported():
-        sys.modules["keras"].backend.clear_session()
-
-
-def _run_sequential(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
-    # Nothing is pinned: one process, all cores, Keras imported and the data loaded once for all runs.
-    run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine)
-    _quiet_retracing()
-    total = len(todo)
-    progress = {"done": 0}
-    # With the fused engine, up to --fuse runs share one program as lanes (train_group); otherwise one run at a time.
-    fused = bool(todo) and engine_for(plan.spec, run_options) == "fused"
-    if options.fuse and not fused:
-        warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=2)
-    size = (options.fuse or total) if fused else 1
-    for start in range(0, total, size):
-        group = todo[start : start + size]
-        if start:
-            _release_previous_run()
-
-        def ended(lane: int, record: dict, group=group) -> None:
-            progress["done"] += 1
-            emit(SweepEvent("end", group[lane], progress["done"], total, record=record))
-            _write_summary(plan)
-
-        def started(lane: int, record: dict, group=group) -> None:
-            emit(SweepEvent("start", group[lane], progress["done"], total, record=record))
-
-        def epoch(lane: int, row: dict, group=group) -> None:
-            emit(SweepEvent("epoch", group[lane], progress["done"], total, row=row))
-
+    with folder_lock(plan.sweep_dir, "sweep"):
+        for run in plan.runs:
+            if run.status == results.CORRUPT:
+                results.set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
+        _write_index(plan, options)
+        for run in plan.runs:
+            if run.skip:
+                emit(SweepEvent("skip", run, 0, len(todo), record=_record(run.run_dir)))
+        _write_summary(plan)
         try:
-            if len(group) == 1:
-                run = group[0]
-                ended(0, train_run(plan.spec_for(run), run.run_dir, run_options, lambda row: epoch(0, row), lambda r: started(0, r)))
+            _execute(plan, todo, options, emit)
+        except BaseException as exc:
+            if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
+                shutil.rmtree(plan.sweep_dir)  # a typo in --data or the spec leaves no empty sweep behind
             else:
-                specs = [plan.spec_for(run) for run in group]
-                train_group(specs, [run.run_dir for run in group], run_options, on_epoch=epoch, on_start=started, on_end=ended)
-        except KeyboardInterrupt:
-            for run in group:
-                _mark_interrupted(run.run_dir)
+                try:
+                    _write_summary(plan)  # on Ctrl-C too: the summary always matches the run folders
+                except OSError:
+                    pass  # a full disk: the error being raised says more than this one would
             raise
+        return SweepResult(plan, _write_summary(plan), plan.sweep_dir / "summary.csv")
 
 
-# --- parallel: N spawned workers, each trains many runs --------------------------------------
-
-_START_TIMEOUT_S = 600.0  # a worker that is not ready by then (import + data) is considered stuck
-_INTERRUPT_GRACE_S = 1.0  # a terminal's Ctrl-C reaches the workers too; give them this long before forwarding it
-_INTERRUPT_WAIT_S = 30.0  # how long interrupted workers get to write their records
+# The executor owns these now; the names stay for callers of the sweep module.
+_quiet_retracing, _release_previous_run = quiet_retracing, release_previous_run
 
 
-def _worker_main(tasks, events, stop, spec: Spec, run_options: RunOptions) -> None:
-    """A worker process: configure threads and device, import Keras and load the data once, then train runs.
+def planned_engine(spec: Spec, options: SweepOptions) -> str:
+    """The engine the sweep's runs will use, decided here without importing Keras (workers may train elsewhere).
 
-    Messages to the parent are (kind, task index, pid, payload). SIGINT is ignored between runs, so
-    the parent decides what an interrupt means; during a run it interrupts the run (train_run
-    records `interrupted`) and the worker exits.
+    UsageError for fused on a backend other than JAX, as train_run would raise in every run.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    pid = os.getpid()
-    warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
-    try:
-        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # N workers share one GPU: none may take it all
-        devices.configure(run_options.device, run_options.backend, run_options.threads)
-        devices.import_keras()
-        _quiet_retracing()
-        if spec.data.dataset != "synthetic":  # synthetic data is shaped by the model; it is generated quickly anyway
-            load_data_for(spec, 10)
-    except Exception as exc:
-        events.put(("fatal", None, pid, _describe(exc)))
+    from cnnbench.fused import resolve_engine
+
+    backend = options.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    gpu = options.device == "gpu" or (options.device == "auto" and bool(devices.nvidia_gpus()))
+    return resolve_engine(options.engine or spec.training.engine, backend, "gpu" if gpu else "cpu")
+
+
+def _groups(todo: list[PlannedRun], options: SweepOptions, fused: bool) -> list[list[PlannedRun]]:
+    """Runs that train together: up to --fuse rates as lanes of one fused program, else one run each."""
+    size = (options.fuse or len(todo)) if fused else 1
+    return [todo[start : start + size] for start in range(0, len(todo), size)]
+
+
+def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
+    """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
+    if not todo:
         return
-    events.put(("ready", None, pid, None))
-    trained = 0
-    while (task := tasks.get()) is not None:
-        index, run_spec, run_dir = task
-        events.put(("take", index, pid, None))
-        if trained:
-            _release_previous_run()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            if stop.is_set():  # checked after the handler is set, so a stop is never missed
-                raise KeyboardInterrupt
-            record = train_run(
-                run_spec, run_dir, run_options,
-                on_epoch=lambda row, i=index: events.put(("epoch", i, pid, row)),
-                on_start=lambda record, i=index: events.put(("start", i, pid, record)),
-            )  # fmt: skip
-        except KeyboardInterrupt:
-            events.put(("interrupted", index, pid, None))
-            return
-        except Exception as exc:  # a bad spec or dataset: every other run would fail the same way
-            events.put(("fatal", index, pid, _describe(exc)))
-            return
-        finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        trained += 1
-        events.put(("end", index, pid, record))
-
-
-def _describe(exc: BaseException) -> tuple[bool, str]:
-    """(is a user error, message) of an exception raised in a worker; a bug keeps its traceback."""
-    if isinstance(exc, CnnbenchError):
-        return True, str(exc)
-    return False, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-
-
-class _Workers:
-    """The worker processes of one parallel sweep and the two queues that connect them to the parent."""
-
-    def __init__(self, size: int, spec: Spec, run_options: RunOptions) -> None:
-        import multiprocessing
-
-        # spawn, not fork: a fresh interpreter whose Keras is configured (threads, device) before it is imported.
-        self.context = multiprocessing.get_context("spawn")
-        self.tasks, self.events, self.stop = self.context.Queue(), self.context.Queue(), self.context.Event()
-        self.spec, self.run_options = spec, run_options
-        self.processes: dict[int, Any] = {}
-        self.ready: set[int] = set()
-        self.started = time.monotonic()
-        for _ in range(size):
-            self.spawn()
-
-    def spawn(self) -> None:
-        process = self.context.Process(
-            target=_worker_main, args=(self.tasks, self.events, self.stop, self.spec, self.run_options), daemon=True
-        )
-        process.start()
-        self.processes[process.pid] = process
-
-    def dead(self) -> list[tuple[int, int]]:
-        """(pid, exit code) of workers that exited since the last call; they are forgotten."""
-        gone = [(pid, p.exitcode) for pid, p in self.processes.items() if p.exitcode is not None]
-        for pid, _ in gone:
-            self.processes.pop(pid)
-        return gone
-
-    def interrupt(self, busy: Sequence[int]) -> None:
-        """Stop: no run starts any more, runs in progress are interrupted and write their records."""
-        self.stop.set()
-        for _ in self.processes:
-            self.tasks.put(None)
-        self._wait(_INTERRUPT_GRACE_S)
-        for pid in busy:
-            if pid in self.processes and self.processes[pid].exitcode is None:
-                try:
-                    os.kill(pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        self._wait(_INTERRUPT_WAIT_S)
-
-    def _wait(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and any(p.exitcode is None for p in self.processes.values()):
-            try:
-                self.events.get(timeout=0.1)  # drained, or a worker could block flushing its last messages
-            except queue.Empty:
-                pass
-
-    def close(self) -> None:
-        """Let idle workers exit, and end any that do not."""
-        for _ in self.processes:
-            self.tasks.put(None)
-        self._wait(10.0)
-        for process in self.processes.values():
-            if process.exitcode is None:
-                process.terminate()
-            process.join(5.0)
-        self.tasks.cancel_join_thread()  # sentinels nobody reads must not keep this process alive
-        self.tasks.close()
-        self.events.close()
-
-
-def _run_parallel(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
-    size = min(options.parallel, len(todo))
-    # The cores are shared out: N workers x (cores // N) threads; TensorFlow reads the count once, at import.
-    threads = options.threads or max(1, devices.cpu_cores() // size)
+    fused = planned_engine(plan.spec, options) == "fused"
+    if options.fuse and not fused:
+        warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=3)
+    groups = _groups(todo, options, fused)
+    parallel = min(options.parallel, len(groups)) or 1
+    threads = options.threads
+    if options.ray is None and parallel > 1 and threads is None:
+        # The cores are shared out: N workers x (cores // N) threads; TensorFlow reads the count once, at import.
+        threads = max(1, devices.cpu_cores() // parallel)
     run_options = RunOptions(device=options.device, backend=options.backend, threads=threads, engine=options.engine)
-    _ParallelSweep(plan, todo, run_options, size, emit).run()
+    executor = make_executor(parallel, run_options, plan.spec, len(groups), options.ray)
+    tasks = [
+        Task(key, tuple((plan.spec_for(run), run.run_dir) for run in group), "train_run" if len(group) == 1 else "train_group")
+        for key, group in enumerate(groups)
+    ]
+    if hasattr(executor, "on_info"):
+        executor.on_info = lambda message: emit(SweepEvent("info", None, 0, len(todo), message=message))
+    total, done = len(todo), 0
 
+    def on_event(event: Event) -> None:
+        nonlocal done
+        run = groups[event.key][event.lane]
+        if event.kind in ("start", "epoch"):
+            key = "record" if event.kind == "start" else "row"
+            emit(SweepEvent(event.kind, run, done, total, **{key: event.payload}))
+            return
+        if event.kind == "died":
+            _mark_failed(run.run_dir, plan.spec.name, run.learning_rate, event.payload)
+        done += 1
+        emit(SweepEvent("end", run, done, total, record=_record(run.run_dir) if event.kind == "died" else event.payload))
+        _write_summary(plan)
 
-class _ParallelSweep:
-    """The parent's side of a parallel sweep: hands runs to workers, relays their events, handles stops and deaths."""
-
-    def __init__(self, plan: SweepPlan, todo: list[PlannedRun], run_options: RunOptions, size: int, emit) -> None:
-        self.plan, self.todo, self.size, self.emit = plan, todo, size, emit
-        self.workers = _Workers(size, plan.spec, run_options)
-        self.waiting = deque(range(len(todo)))
-        self.taken: dict[int, int] = {}  # task index -> pid of the worker training it
-        self.done = self.queued = 0
-
-    def run(self) -> None:
-        try:
-            self.feed()
-            while self.done < len(self.todo):
-                try:
-                    message = self.workers.events.get(timeout=0.5)
-                except queue.Empty:
-                    self.check_workers()
-                    continue
-                self.handle(*message)
-        except BaseException:  # Ctrl-C, or an error every run would hit: stop the others cleanly
-            try:
-                self.workers.interrupt(list(self.taken.values()))
-            finally:
-                for run in self.todo:
-                    _mark_interrupted(run.run_dir)
-            raise
-        finally:
-            self.workers.close()
-
-    def feed(self) -> None:
-        # One task per idle worker, never a backlog: a stop then never finds runs already queued.
-        while self.waiting and self.queued < self.size:
-            index = self.waiting.popleft()
-            self.workers.tasks.put((index, self.plan.spec_for(self.todo[index]), self.todo[index].run_dir))
-            self.queued += 1
-
-    def handle(self, kind: str, index: int | None, pid: int, payload: Any) -> None:
-        if kind == "ready":
-            self.workers.ready.add(pid)
-        elif kind == "fatal":
-            user_error, message = payload
-            raise CnnbenchError(message) if user_error else RuntimeError(f"a sweep worker failed:\n{message}")
-        elif kind == "take":
-            self.taken[index] = pid
-        elif kind == "start":
-            self.emit(SweepEvent("start", self.todo[index], self.done, len(self.todo), record=payload))
-        elif kind == "epoch":
-            self.emit(SweepEvent("epoch", self.todo[index], self.done, len(self.todo), row=payload))
-        elif kind == "end":
-            self.finish(index, payload)
-        elif kind == "interrupted":  # a Ctrl-C that reached a worker alone still stops the sweep
-            self.taken.pop(index, None)
-            raise KeyboardInterrupt
-
-    def finish(self, index: int, record: dict[str, Any] | None) -> None:
-        self.taken.pop(index, None)
-        self.done += 1
-        self.queued -= 1
-        self.emit(SweepEvent("end", self.todo[index], self.done, len(self.todo), record=record))
-        _write_summary(self.plan)
-        self.feed()
-
-    def check_workers(self) -> None:
-        """A worker that died (killed, out of memory, a crash in native code) fails its run; another takes its place."""
-        for pid, code in self.workers.dead():
-            if pid not in self.workers.ready:
-                raise CnnbenchError(f"a sweep worker exited while starting (exit code {code}); try --parallel 1 to see why")
-            for index in [i for i, p in self.taken.items() if p == pid]:
-                killed = ", killed: perhaps out of memory" if code == -signal.SIGKILL else ""
-                run = self.todo[index]
-                _mark_failed(run.run_dir, self.plan.spec.name, run.learning_rate, f"the worker process died (exit code {code}{killed})")
-                self.finish(index, _record(run.run_dir))
-            if self.done < len(self.todo):
-                self.workers.spawn()
-        if not self.workers.ready and time.monotonic() - self.workers.started > _START_TIMEOUT_S:
-            raise CnnbenchError(f"no sweep worker became ready within {_START_TIMEOUT_S:.0f} s")
+    try:
+        executor.run(tasks, on_event)
+    except BaseException as exc:
+        for run in todo:
+            _mark_interrupted(run.run_dir, interrupt_reason(exc))
+        raise
+    finally:
+        executor.close()

@@ -183,17 +183,17 @@ def test_an_interrupted_fused_run_resumes_from_its_checkpoint(spec, tmp_path):
     from cnnbench.results import read_record
 
     def ctrl_c(row):
-        if row["epoch"] == 1:  # the caller hears of an epoch last: its row and checkpoint are already taken
+        if row["epoch"] == 2:  # raised as epoch 2 is reported: its row and checkpoint are already taken
             raise KeyboardInterrupt
 
     three = spec.with_overrides(epochs=3)
     with pytest.raises(KeyboardInterrupt):
         train_run(three, tmp_path / "run", JAX_CPU, on_epoch=ctrl_c)
     assert read_record(tmp_path / "run" / "run.json")["status"] == "interrupted"
-    assert (tmp_path / "run" / "checkpoint.npz").is_file() and len(history(tmp_path / "run")) == 1
+    assert (tmp_path / "run" / "checkpoint.npz").is_file() and len(history(tmp_path / "run")) == 2
     keras.backend.clear_session()
     resumed = train_run(three, tmp_path / "run", RunOptions(device="cpu", backend="jax", engine="fused", resume=True))
-    assert resumed["status"] == "ok" and resumed["epochs_run"] == 3 and resumed["resumed"][-1]["from_epoch"] == 1
+    assert resumed["status"] == "ok" and resumed["epochs_run"] == 3 and resumed["resumed"][-1]["from_epoch"] == 2
     assert [int(r["epoch"]) for r in history(tmp_path / "run")] == [1, 2, 3]
     assert not (tmp_path / "run" / "checkpoint.npz").exists()  # finished: nothing left to resume
 

@@ -1,0 +1,61 @@
+"""Folder locks: one cnnbench process at a time writes a sweep or bench folder.
+
+An advisory `fcntl.flock` on `<folder>/.cnnbench.lock`: the kernel drops it when its owner dies, however it dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cnnbench.errors import UsageError
+from cnnbench.results import now_iso
+
+LOCK_NAME = ".cnnbench.lock"
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
+    """Hold `folder` (created if missing) for this process; UsageError naming the owner when another holds it.
+
+    The lock file records the owner (pid, command, start time) for that message; it stays behind
+    and is harmless: a lock file nobody holds locks nothing.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UsageError(f"{folder} is in use by {_owner(path)}; wait for it to end or stop it, then run the command again") from None
+    try:
+        program = "cnnbench" if Path(sys.argv[0]).parent.name == "cnnbench" or Path(sys.argv[0]).name == "cnnbench" else sys.argv[0]
+        owner = {"pid": os.getpid(), "what": what, "command": " ".join([program, *sys.argv[1:]])[:200], "since": now_iso()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(owner).encode(), 0)
+        yield folder
+    finally:
+        if path.exists():  # the folder may have been removed meanwhile (an empty sweep after a typo)
+            os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _owner(path: Path) -> str:
+    """'cnnbench pid 123 (sweep-lr ..., since ...)' from a lock file, as far as it can be read."""
+    try:
+        owner = json.loads(path.read_text()[:1000])
+        pid = int(owner["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another cnnbench process"
+    command = str(owner.get("command") or "")[:80]
+    since = str(owner.get("since") or "")[:40]
+    return f"cnnbench pid {pid} ({command}{', ' if command and since else ''}{'since ' + since if since else ''})"

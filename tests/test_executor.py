@@ -1,0 +1,196 @@
+"""Executors and process hygiene: no worker outlives its parent, SIGTERM is a Ctrl-C, one process per folder.
+
+Real processes throughout (the faults are faults of processes): a CLI in its own session, killed or
+terminated while its workers train, then every process it had is looked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from cnnbench.cli import app
+from cnnbench.errors import UsageError
+from cnnbench.executor import Event, InlineExecutor, LocalExecutor, Task, ray_config
+from cnnbench.lock import folder_lock
+from cnnbench.results import read_json
+from cnnbench.train import RunOptions
+
+runner = CliRunner()
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cnnbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process.poll() is not None:
+            pytest.fail(f"the command ended early ({process.returncode}): {process.stderr.read()[-2000:]}")
+        time.sleep(0.2)
+    pytest.fail("timed out waiting for the command to get going")
+
+
+def training(out: Path, pattern: str, count: int = 1, since: float = 0.0):
+    """True once `count` run folders under `out` have a history row (written after `since`): they are training."""
+
+    def check() -> bool:
+        started = [p for p in out.glob(pattern) if p.is_file() and p.stat().st_mtime > since and len(p.read_text().splitlines()) >= 2]
+        return len(started) >= count
+
+    return check
+
+
+def survivors(pids: list[int], within_s: float) -> list[str]:
+    """Processes among `pids` still alive after `within_s` seconds (zombies count as gone)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(f"{pid} {' '.join(proc.cmdline())[:120]}")
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+def finish(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture
+def long_spec(tiny_spec, write_spec):
+    """The tiny course net for 300 epochs: still training whenever a test strikes."""
+    return write_spec(tiny_spec.with_overrides(epochs=300).to_dict(), "long.json")
+
+
+def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_no_stuck_lock(long_spec, tmp_path):
+    out = tmp_path / "results"
+    process = start_cli("sweep-lr", str(long_spec), "--values", "0.01,0.02,0.03", "--parallel", "2", "--out", str(out))
+    try:
+        wait_for(training(out, "*/lr-*/history.csv", 2), process)
+        descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
+        assert len(descendants) >= 2  # the two workers (and multiprocessing's helpers)
+        process.kill()
+        process.wait()
+        assert survivors(descendants, within_s=8) == []
+    finally:
+        finish(process)
+    (sweep_dir,) = out.iterdir()
+    with folder_lock(sweep_dir):  # the dead owner's lock went with it
+        pass
+
+
+def test_sigterm_records_interrupted_with_a_consistent_summary_and_a_second_sweep_is_refused(long_spec, tmp_path):
+    out = tmp_path / "results"
+    args = ["sweep-lr", str(long_spec), "--values", "0.01,0.02,0.03", "--parallel", "2", "--out", str(out)]
+    process = start_cli(*args)
+    try:
+        wait_for(training(out, "*/lr-*/history.csv", 2), process)
+        (sweep_dir,) = out.iterdir()
+        second = runner.invoke(app, args)  # the same command again, while the first is training
+        assert second.exit_code == 2
+        assert "Traceback" not in second.stderr and second.stderr.count("error:") == 1
+        error = second.stderr.strip().splitlines()[-1]
+        assert error.startswith(f"error: {sweep_dir} is in use by cnnbench pid {process.pid} (cnnbench sweep-lr ")
+        descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=90)
+    finally:
+        finish(process)
+    assert process.returncode == 143, stderr
+    assert "terminated (SIGTERM): finished runs are kept" in stderr and "Traceback" not in stderr
+    assert survivors(descendants, within_s=5) == []
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["status"] for row in rows] == ["interrupted", "interrupted", "pending"]
+    for row in rows[:2]:
+        record = read_json(sweep_dir / row["run_dir"] / "run.json")
+        assert record["status"] == "interrupted"  # the run.json files say what the summary says
+
+
+@pytest.fixture
+def long_bench_args(tmp_path):
+    return ["bench", "--devices", "cpu", "--filters", "4", "--epochs", "300", "--data", "mnist-5k", "--train-samples", "512",
+            "--out", str(tmp_path / "results")]  # fmt: skip
+
+
+def test_kill_9_of_a_bench_leaves_no_child_and_sigterm_marks_it_interrupted(long_bench_args, tmp_path):
+    out = tmp_path / "results"
+    process = start_cli(*long_bench_args)
+    try:
+        wait_for(training(out, "*/runs/*/history.csv"), process)
+        descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
+        assert descendants
+        process.kill()
+        process.wait()
+        killed_at = time.time()
+        assert survivors(descendants, within_s=8) == []
+    finally:
+        finish(process)
+
+    process = start_cli(*long_bench_args)  # resumes the same folder: the lock is free again
+    try:
+        wait_for(training(out, "*/runs/*/history.csv", since=killed_at), process)
+        descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=90)
+    finally:
+        finish(process)
+    assert process.returncode == 143, stderr
+    assert survivors(descendants, within_s=5) == []
+    (bench_dir,) = out.iterdir()
+    assert read_json(bench_dir / "bench.json")["status"] == "interrupted"
+    (run_json,) = bench_dir.glob("runs/*/run.json")
+    assert read_json(run_json)["status"] == "interrupted"
+
+
+# --- the executors' contract, in-process ----------------------------------------------------------
+
+
+def test_inline_and_local_executors_give_the_same_events(tiny_spec, tmp_path):
+    spec = tiny_spec.with_overrides(epochs=1)
+    for name, executor in (("inline", InlineExecutor(RunOptions(threads=1))), ("local", LocalExecutor(2, RunOptions(threads=1), spec))):
+        tasks = [Task(key, ((spec.with_overrides(learning_rate=lr), tmp_path / name / f"lr-{lr}"),)) for key, lr in enumerate((0.01, 0.1))]
+        events: list[Event] = []
+        executor.run(tasks, events.append)
+        assert sorted((e.key, e.kind) for e in events) == [(0, "end"), (0, "epoch"), (0, "start"), (1, "end"), (1, "epoch"), (1, "start")]
+        assert [e.payload["status"] for e in events if e.kind == "end"] == ["ok", "ok"]
+        assert all((tmp_path / name / f"lr-{lr}" / "run.json").is_file() for lr in (0.01, 0.1))
+
+
+def test_a_lock_names_its_owner_and_ray_options_need_ray(tmp_path, monkeypatch):
+    with folder_lock(tmp_path / "sweep", "sweep"):
+        code = f"from cnnbench.lock import folder_lock\nwith folder_lock({str(tmp_path / 'sweep')!r}): pass"
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+        holder = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert f"is in use by cnnbench pid {os.getpid()} (" in holder.stderr
+    with folder_lock(tmp_path / "sweep"):  # released when the owner is done
+        pass
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_config() is None
+    with pytest.raises(UsageError, match="apply to Ray"):
+        ray_config(cpus_per_run=2)
+    with pytest.raises(UsageError, match="give one of them"):
+        ray_config(True, "127.0.0.1:6379")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert ray_config(gpus_per_run=0.25).address == "auto" and ray_config().source == "RAY_ADDRESS"

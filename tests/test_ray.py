@@ -1,0 +1,233 @@
+"""Sweeps and benches on Ray (real Ray, no mocks): same results as locally, faults, Ctrl-C, --address, a killed node.
+
+Marked `ray` and skipped where Ray is not installed (`pip install -e '.[dev,ray]'`). One private Ray
+instance is shared by the in-process tests; the --address and node tests bring their own.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from cnnbench.executor import RayConfig  # noqa: E402
+from cnnbench.results import read_json  # noqa: E402
+from cnnbench.sweep import SweepOptions, plan_sweep, run_sweep  # noqa: E402
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parent.parent
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One private Ray instance (2 CPUs, loopback) for the in-process tests of this module."""
+    mp = pytest.MonkeyPatch()
+    for name, value in RAY_ENV.items():
+        mp.setenv(name, value if name != "PYTHONPATH" else os.pathsep.join(p for p in (value, os.environ.get("PYTHONPATH")) if p))
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+    mp.undo()
+
+
+def ray_workers() -> list[psutil.Process]:
+    """The live RayWorker actor processes of this test process's Ray instance."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and "RayWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            pass  # exited meanwhile
+    return found
+
+
+def statuses(result) -> list[str]:
+    return [row["status"] for row in result.rows]
+
+
+def test_a_sweep_on_ray_matches_the_local_one_and_survives_killed_workers(local_ray, tiny_spec, tmp_path):
+    """Rate 0.05 loses its worker once (re-queued, then ok); 0.2 loses it on both attempts (failed, the sweep goes on)."""
+    local = run_sweep(plan_sweep(tiny_spec, "0.05,0.1", tmp_path / "local"), SweepOptions(threads=2))
+    kills: list[str] = []
+    events = []
+
+    def on_event(event) -> None:
+        events.append((event.kind, event.run.label if event.run else event.message))
+        if event.kind == "epoch" and event.row["epoch"] == 1 and (event.run.label == "0.2" or (event.run.label == "0.05" and not kills)):
+            (worker,) = ray_workers()  # the one worker, training this run
+            kills.append(event.run.label)
+            worker.kill()
+
+    options = SweepOptions(ray=RayConfig("local", "--ray", cpus_per_run=2, retries=1))
+    on_ray = run_sweep(plan_sweep(tiny_spec, "0.05,0.1,0.2", tmp_path / "ray"), options, on_event=on_event)
+    assert kills == ["0.05", "0.2", "0.2"]
+    assert statuses(on_ray) == ["ok", "ok", "failed"] and statuses(local) == ["ok", "ok"]
+    assert on_ray.rows[2]["error"].startswith("its Ray worker or node died (") and on_ray.rows[2]["error"].endswith("(tried 2 times)")
+    assert events.count(("start", "0.05")) == 2  # re-queued once after its worker died, then trained to the end
+    assert events[0][0] == "info" and events[0][1].endswith("1 node, 2 CPUs, 0 GPUs")
+    for a, b in zip(local.rows, on_ray.rows[:2], strict=True):  # same threads (2), same seed: the same numbers
+        assert a["best_val_error"] == b["best_val_error"] and a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-6)
+    first = on_ray.plan.sweep_dir / on_ray.rows[0]["run_dir"]
+    assert sorted(p.name for p in first.iterdir()) == ["history.csv", "model.keras", "run.json", "spec.json"]  # shipped back
+    assert read_json(first / "run.json")["epochs_run"] == 2
+
+
+def test_ctrl_c_on_ray_records_interrupted_keeps_finished_runs(local_ray, tiny_spec, tmp_path):
+    def on_event(event) -> None:
+        if event.kind == "epoch" and event.run.label == "0.1" and event.row["epoch"] == 2:
+            raise KeyboardInterrupt  # what Ctrl-C does in the driver loop
+
+    plan = plan_sweep(tiny_spec.with_overrides(epochs=12), "0.05,0.1,0.2", tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(plan, SweepOptions(ray=RayConfig(cpus_per_run=2)), on_event=on_event)
+    with open(plan.sweep_dir / "summary.csv", newline="") as f:
+        assert [row["status"] for row in csv.DictReader(f)] == ["ok", "interrupted", "pending"]
+    record = read_json(plan.sweep_dir / "lr-0.1" / "run.json")
+    assert record["status"] == "interrupted" and record["epochs_run"] >= 2  # the worker's own record, shipped back
+    assert (plan.sweep_dir / "lr-0.1" / "history.csv").is_file()
+
+
+def test_a_bench_through_ray_runs_each_combination_in_a_fresh_pinned_child(local_ray, tmp_path, monkeypatch):
+    from cnnbench import device as devices
+    from cnnbench.bench import BenchOptions, run_bench
+    from cnnbench.spec import load_spec
+
+    monkeypatch.setattr(devices, "nvidia_gpus", lambda: [])
+    spec = load_spec("convolutional_nn").with_overrides(epochs=2, dataset="synthetic", train_samples=256)
+    events = []
+    options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(4,), ray=RayConfig(cpus_per_run=1))
+    result = run_bench(spec, options, tmp_path, on_event=events.append)
+    assert [row["status"] for row in result.rows] == ["ok"]
+    assert "Ray" in events[0].message
+    run_dir = result.path / "runs" / "cpu-tensorflow-f4-r1"
+    child = read_json(run_dir / "child.json")
+    assert child["pinning"]["CUDA_VISIBLE_DEVICES"] == "-1" and child["pinning"]["KERAS_BACKEND"] == "tensorflow"
+    assert child["pid"] not in {p.pid for p in psutil.Process().children(recursive=True)}  # it was fresh, and it is gone
+    assert (run_dir / "history.csv").is_file()
+
+
+# --- processes of their own: a CLI on a private instance, a head node, a two-node cluster -------------
+
+
+def test_ctrl_c_in_a_terminal_stops_a_ray_sweep_and_its_private_instance(tiny_spec, write_spec, tmp_path):
+    spec_file = write_spec(tiny_spec.with_overrides(epochs=300).to_dict(), "long.json")
+    out = tmp_path / "results"
+    env = {**os.environ, **RAY_ENV}
+    process = subprocess.Popen([sys.executable, "-m", "cnnbench", "sweep-lr", str(spec_file), "--values", "0.05,0.1", "--ray",
+                                "--cpus-per-run", "2", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            if any(len(p.read_text().splitlines()) >= 3 for p in out.glob("*/lr-*/run.json") if p.is_file()):
+                break
+            time.sleep(0.3)
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        assert any("raylet" in p.name() for p in descendants)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "executing on a private local Ray instance (from --ray)" in stderr and "Traceback" not in stderr
+    (sweep_dir,) = out.iterdir()
+    assert read_json(sweep_dir / "lr-0.05" / "run.json")["status"] == "interrupted"
+    time.sleep(3)
+    assert [p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def head_node(tmp_path):
+    """`ray start --head` on 127.0.0.1 in its own session; ended by its process group and pids, never `ray stop`."""
+    port = free_port()
+    ray_cli = Path(sys.executable).parent / "ray"
+    env = {**os.environ, **RAY_ENV, "HOME": str(tmp_path)}
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
+                             "--num-cpus", "2", "--include-dashboard", "false"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.3)
+    time.sleep(2)  # the GCS port opens before the raylet registers
+    try:
+        yield f"127.0.0.1:{port}", env
+    finally:
+        family = [head, *psutil.Process(head.pid).children(recursive=True)] if head.poll() is None else []
+        pids = [p.pid for p in family]
+        os.killpg(head.pid, signal.SIGTERM)
+        _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=5)
+        for proc in alive:
+            proc.kill()
+        head.wait(10)
+
+
+def test_address_joins_a_running_head_node_and_an_unreachable_one_is_one_line(head_node, tiny_spec, write_spec, tmp_path):
+    address, env = head_node
+    spec_file = write_spec(tiny_spec.to_dict(), "tiny.json")
+    args = [sys.executable, "-m", "cnnbench", "sweep-lr", str(spec_file), "--values", "0.05,0.1", "--out", str(tmp_path / "r")]
+    cli = subprocess.run([*args, "--address", address], capture_output=True, text=True, env=env, timeout=240)
+    assert cli.returncode == 0, cli.stderr
+    assert f"executing on the Ray cluster at {address} (from --address): 1 node, 2 CPUs, 0 GPUs" in cli.stderr
+    (sweep_dir,) = (tmp_path / "r").iterdir()
+    assert [read_json(sweep_dir / f"lr-{v}" / "run.json")["status"] for v in ("0.05", "0.1")] == ["ok", "ok"]
+
+    started = time.monotonic()
+    closed = f"127.0.0.1:{free_port()}"
+    cli = subprocess.run([*args, "--force"], capture_output=True, text=True, env={**env, "RAY_ADDRESS": closed}, timeout=60)
+    assert cli.returncode == 2 and time.monotonic() - started < 15
+    assert cli.stderr.strip().splitlines()[-1] == f"error: cannot reach a Ray cluster at {closed}: Connection refused"
+    assert "Traceback" not in cli.stderr
+
+
+def test_a_killed_node_requeues_its_run_on_the_other(tiny_spec, tmp_path, monkeypatch):
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setenv("PYTHONPATH", RAY_ENV["PYTHONPATH"])
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)  # it refuses multi-node clusters
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})  # two raylets on this machine
+    worker_node = cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        removed = threading.Event()
+
+        def on_event(event) -> None:
+            if event.kind == "epoch" and not removed.is_set():
+                removed.set()
+                cluster.remove_node(worker_node)  # one of the two runs was on it (one CPU per node, one run per CPU)
+
+        spec = tiny_spec.with_overrides(epochs=6)
+        options = SweepOptions(parallel=2, ray=RayConfig(cpus_per_run=1))
+        result = run_sweep(plan_sweep(spec, "0.05,0.1", tmp_path), options, on_event=on_event)
+        assert removed.is_set() and statuses(result) == ["ok", "ok"]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
