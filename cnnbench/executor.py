@@ -823,7 +823,7 @@ class RayExecutor:
                         replace_actor()
                     time.sleep(_RAY_POLL_S)
                     continue
-                ready, _ = ray.wait(list(busy), num_returns=len(busy), timeout=_RAY_POLL_S)
+                ready, _ = ray.wait(list(busy), num_returns=1, timeout=_RAY_POLL_S)  # a finished run is handled at once
                 for ref in [r for r in busy if r not in ready]:
                     actor, task = busy[ref]
                     try:

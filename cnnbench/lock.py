@@ -22,20 +22,27 @@ LOCK_NAME = ".cnnbench.lock"
 def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
     """Hold `folder` (created if missing) for this process; UsageError naming the owner when another holds it.
 
-    The lock file records the owner (pid, command, start time) for that message; it stays behind
-    and is harmless: a lock file nobody holds locks nothing.
+    The lock file records the owner (pid, command, start time) for that message and is removed on
+    release; after a crash it stays behind, harmless: a lock file nobody holds locks nothing.
     """
     import fcntl
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UsageError(f"{folder} is in use by {_owner(path)}; wait for it to end or stop it, then run the command again") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break  # the file we hold is still the lock file (its last owner did not remove it meanwhile)
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        raise UsageError(f"{folder} is in use by {_owner(path)}; wait for it to end or stop it, then run the command again") from None
     try:
         program = "cnnbench" if Path(sys.argv[0]).parent.name == "cnnbench" or Path(sys.argv[0]).name == "cnnbench" else sys.argv[0]
         owner = {"pid": os.getpid(), "what": what, "command": " ".join([program, *sys.argv[1:]])[:200], "since": now_iso()}
@@ -43,8 +50,10 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
         os.pwrite(fd, json.dumps(owner).encode(), 0)
         yield folder
     finally:
-        if path.exists():  # the folder may have been removed meanwhile (an empty sweep after a typo)
-            os.ftruncate(fd, 0)
+        try:
+            os.unlink(path)  # removed while still held: nothing is left behind, and a waiter re-checks the inode
+        except OSError:
+            pass  # the folder was removed meanwhile (an empty sweep after a typo)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 

@@ -101,7 +101,7 @@ class SweepEvent:
     """Progress of a sweep, for `run_sweep(on_event=...)`.
 
     kind: "skip" (a finished run is kept; record is its run.json), "start" (record: the initial
-    record), "epoch" (row: a history row), "end" (record: the final record), "info" (message). done and total count
+    record), "epoch" (row: a history row), "end" (record: the final record). done and total count
     the runs this sweep trains (kept runs excluded), done including this one for "end".
     """
 

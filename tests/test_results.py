@@ -232,7 +232,7 @@ def fake_training(monkeypatch):
         records.write_json(Path(run_dir) / "run.json", record)
         return record
 
-    monkeypatch.setattr("cnnbench.sweep.train_run", fake_train_run)
+    monkeypatch.setattr("cnnbench.train.train_run", fake_train_run)  # the one door, whichever executor calls it
     return trained
 
 
