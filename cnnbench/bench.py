@@ -250,9 +250,6 @@ def run_bench(
         _warn(notes, "--measure-epochs 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
 
     previous, problem = results.inspect_record(path / "bench.json")
-    if problem:
-        _warn(notes, f"{path / 'bench.json'}: {problem}; writing a new one (the old one is kept as bench.json.corrupt)")
-        results.set_aside(path / "bench.json")
     previous = previous or {}
     models = previous.get("models") if not options.force else None
     if not models or any(str(f) not in models for f in options.filters):  # spec errors surface here, before any folder
@@ -260,6 +257,9 @@ def run_bench(
     with folder_lock(path, "bench"), ray_launcher(options.ray) as launcher:
         if launcher is not None:
             emit(BenchEvent("info", message=launcher.session.description))
+        if problem:  # set aside only once this process holds the folder
+            _warn(notes, f"{path / 'bench.json'}: {problem}; writing a new one (the old one is kept as bench.json.corrupt)")
+            results.set_aside(path / "bench.json")
         record = {
             "spec": spec.to_dict(),
             "options": asdict(options),
@@ -286,12 +286,13 @@ def run_bench(
             # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
             for index, (repeat, combo) in enumerate(todo, start=1):
                 run_dir = path / "runs" / combo.run_name(repeat)
-                status, problem = results.record_status(run_dir)
-                if not options.force and status in FINISHED:
-                    emit(BenchEvent("skipped", index, len(todo), combo, repeat, status))
+                run_state, run_problem = results.record_status(run_dir)
+                if not options.force and run_state in FINISHED:
+                    emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_state))
                     continue
-                if problem:  # measured again, but said so; the record is set aside, not deleted
-                    _warn(notes, f"{run_dir / 'run.json'}: {problem}; measuring this run again (the record is kept as run.json.corrupt)")
+                if run_problem:  # measured again, but said so; the record is set aside, not deleted
+                    kept = "the record is kept as run.json.corrupt"
+                    _warn(notes, f"{run_dir / 'run.json'}: {run_problem}; measuring this run again ({kept})")
                     results.set_aside(run_dir / "run.json")
                 emit(BenchEvent("start", index, len(todo), combo, repeat))
                 outcome = _measure(spec, combo, run_dir, options, launcher)

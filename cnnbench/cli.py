@@ -608,6 +608,7 @@ class _SweepProgress:
 
         self.total, self.epochs = total, epochs
         self.in_flight: dict[str, int] = {}  # learning rate -> epochs finished, for the runs in progress
+        self.lanes_to_start = 0  # runs of the current fused program not yet started
         columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
                    TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
         self.progress = Progress(*columns, console=Console(stderr=True))
@@ -628,6 +629,11 @@ class _SweepProgress:
             return
         if event.kind == "start":
             self.in_flight[lr] = 0
+            lanes = (event.record or {}).get("fused_k") or 1
+            if lanes > 1 and self.lanes_to_start <= 0:  # the first run of a fused program
+                self.print(f"fused engine: {lanes} learning rates train together as one program (epoch times are shared)")
+                self.lanes_to_start = lanes
+            self.lanes_to_start -= 1
         elif event.kind == "epoch":
             self.in_flight[lr] = event.row["epoch"]
         elif event.kind == "end":
@@ -758,7 +764,8 @@ def sweep_lr(
     progress = _SweepProgress(len(todo), t.epochs)
     with _resumable(progress, lambda: plan.sweep_dir):
         sweep_options = SweepOptions(
-            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse, ray=on_ray
+            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
+            ray=on_ray,
         )
         result = run_sweep(plan, sweep_options, on_event=progress)
     _sweep_table(result)

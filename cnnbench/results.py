@@ -429,7 +429,7 @@ def load_history(run_dir: str | Path):
 
 def load_histories(root: str | Path):
     """Tidy per-epoch table of every run below root: run_dir, its identity (kind, group, filters, epochs,
-    dataset), name, status, learning_rate, batch_size, device and the history columns.
+    dataset), name, status, learning_rate, batch_size, seed, device, backend, engine, learned and the history columns.
 
     Pivot one sweep at a time, with `pivot` (which refuses duplicates) rather than `pivot_table` (which averages them).
     """
@@ -446,9 +446,8 @@ def load_histories(root: str | Path):
         for i, (key, value) in enumerate(run_identity(run_dir, record).items(), start=1):
             history = history.drop(columns=key, errors="ignore")
             history.insert(i, key, value)
-        for key in ("name", "status", "learning_rate", "batch_size"):
+        for key in ("name", "status", "learning_rate", "batch_size", "seed", "device", "backend", "engine", "learned"):
             history[key] = record.get(key)
-        history["device"] = record.get("device")
         frames.append(history)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

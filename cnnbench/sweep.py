@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,11 +22,11 @@ from typing import Any
 from cnnbench import __version__, results
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError
-from cnnbench.executor import Event, InlineExecutor, RayConfig, Task, interrupt_reason, make_executor, quiet_retracing, release_previous_run
+from cnnbench.executor import Event, RayConfig, Task, interrupt_reason, make_executor, quiet_retracing, release_previous_run
 from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
-from cnnbench.train import RunOptions, engine_for
+from cnnbench.train import RunOptions
 from cnnbench.values import check_values, format_value, parse_values
 
 __all__ = [
@@ -45,11 +46,11 @@ PENDING = "pending"  # summary status of a planned run that has no run.json yet
 class SweepOptions:
     """How a sweep's runs are executed (what they train is in the spec).
 
-    parallel: worker processes; 1 trains in this process. threads: CPU threads per run; None means
-    all cores when sequential and cores // workers per worker when parallel. engine: fit, fused or auto
-    (None: the spec's). fuse: with the fused engine, at most this many rates share one program (None: all,
-    capped by the device memory estimate); sequential sweeps only. ray: execute on a Ray cluster (a
-    RayConfig) instead of this machine; parallel then caps the runs at once.
+    parallel: runs at once; 1 trains in this process, more on worker processes (or Ray actors).
+    threads: CPU threads per run; None means all cores when sequential and cores // workers per
+    worker when parallel. ray: execute on a Ray cluster (a RayConfig) instead of this machine.
+    engine: fit, fused or auto (None: the spec's). fuse: with the fused engine, at most this many
+    rates share one program (None: all, capped by the device memory estimate).
     """
 
     device: str = "auto"
@@ -323,37 +324,50 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
 _quiet_retracing, _release_previous_run = quiet_retracing, release_previous_run
 
 
+def planned_engine(spec: Spec, options: SweepOptions) -> str:
+    """The engine the sweep's runs will use, decided here without importing Keras (workers may train elsewhere).
+
+    UsageError for fused on a backend other than JAX, as train_run would raise in every run.
+    """
+    from cnnbench.fused import resolve_engine
+
+    backend = options.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    gpu = options.device == "gpu" or (options.device == "auto" and bool(devices.nvidia_gpus()))
+    return resolve_engine(options.engine or spec.training.engine, backend, "gpu" if gpu else "cpu")
+
+
+def _groups(todo: list[PlannedRun], options: SweepOptions, fused: bool) -> list[list[PlannedRun]]:
+    """Runs that train together: up to --fuse rates as lanes of one fused program, else one run each."""
+    size = (options.fuse or len(todo)) if fused else 1
+    return [todo[start : start + size] for start in range(0, len(todo), size)]
+
+
 def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
     """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
     if not todo:
         return
-    parallel = min(options.parallel, len(todo))
+    fused = planned_engine(plan.spec, options) == "fused"
+    if options.fuse and not fused:
+        warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=3)
+    groups = _groups(todo, options, fused)
+    parallel = min(options.parallel, len(groups)) or 1
     threads = options.threads
     if options.ray is None and parallel > 1 and threads is None:
         # The cores are shared out: N workers x (cores // N) threads; TensorFlow reads the count once, at import.
         threads = max(1, devices.cpu_cores() // parallel)
     run_options = RunOptions(device=options.device, backend=options.backend, threads=threads, engine=options.engine)
-    executor = make_executor(parallel, run_options, plan.spec, len(todo), options.ray)
-    size = 1
-    if isinstance(executor, InlineExecutor):
-        # With the fused engine, up to --fuse runs share one program as lanes (train_group); otherwise one run at a time.
-        fused = engine_for(plan.spec, run_options) == "fused"
-        if options.fuse and not fused:
-            warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)",
-                          stacklevel=3)  # fmt: skip
-        size = (options.fuse or len(todo)) if fused else 1
-    elif options.fuse:
-        warnings.warn("--fuse has no effect with --parallel: each worker trains one run at a time", stacklevel=3)
-    groups = [list(range(start, min(start + size, len(todo)))) for start in range(0, len(todo), size)]
-    tasks = [Task(key, tuple((plan.spec_for(todo[i]), todo[i].run_dir) for i in group), "train_run" if len(group) == 1 else "train_group")
-             for key, group in enumerate(groups)]  # fmt: skip
+    executor = make_executor(parallel, run_options, plan.spec, len(groups), options.ray)
+    tasks = [
+        Task(key, tuple((plan.spec_for(run), run.run_dir) for run in group), "train_run" if len(group) == 1 else "train_group")
+        for key, group in enumerate(groups)
+    ]
     if hasattr(executor, "on_info"):
         executor.on_info = lambda message: emit(SweepEvent("info", None, 0, len(todo), message=message))
     total, done = len(todo), 0
 
     def on_event(event: Event) -> None:
         nonlocal done
-        run = todo[groups[event.key][event.lane]]
+        run = groups[event.key][event.lane]
         if event.kind in ("start", "epoch"):
             key = "record" if event.kind == "start" else "row"
             emit(SweepEvent(event.kind, run, done, total, **{key: event.payload}))

@@ -340,6 +340,10 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
 
     device_kind, device_name = devices.resolve(options.device)  # DeviceError before anything is written
     engine = resolve_engine(options.engine or spec.training.engine, keras.backend.backend(), device_kind)
+    if engine == "fused":  # refused in one line before anything is written, like every other bad input
+        from cnnbench.fused import check_model
+
+        check_model(model, data, spec.training.batch_size)  # also builds the optimizer, whose slots lane_cap counts
     take = 1
     if engine == "fused" and len(specs) > 1 and not options.resume:
         reason = unfusable_reason(specs)
@@ -350,10 +354,6 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
             if take < len(specs):
                 warnings.warn(f"fusing {take} of {len(specs)} runs at once (device memory estimate); the rest follow", stacklevel=2)
     specs, run_dirs = list(specs[:take]), run_dirs[:take]
-    if engine == "fused":  # refused in one line before anything is written, like every other bad input
-        from cnnbench.fused import check_model
-
-        check_model(model, data, spec.training.batch_size)
     previous = read_record(run_dir / "run.json") if options.resume else None
     first_epoch, kept_rows = _resume_point(run_dir, model) if options.resume else (0, [])
     epochs = spec.training.epochs

@@ -157,9 +157,14 @@ def test_an_interrupted_fused_sweep_resumes(spec, tmp_path):
     assert statuses == ["interrupted", "interrupted", None]  # the first group of two; the third never started
     assert len(history(plan.runs[0].run_dir)) == 1
     events: list = []
-    result = run_sweep(plan_sweep(spec, [0.05, 0.1, 0.2], tmp_path), options, on_event=events.append)
+    os.environ["CNNBENCH_FUSE_MEMORY_MB"] = "40"  # room for two lanes of this net (8.2 MB each, half the memory planned)
+    try:
+        with pytest.warns(UserWarning, match="fusing 2 of 3 runs at once"):
+            result = run_sweep(plan_sweep(spec, [0.05, 0.1, 0.2], tmp_path), options, on_event=events.append)
+    finally:
+        del os.environ["CNNBENCH_FUSE_MEMORY_MB"]
     assert [row["status"] for row in result.rows] == ["ok", "ok", "ok"]
-    assert [row["fused_k"] for row in result.rows] == [3, 3, 3] and {row["engine"] for row in result.rows} == {"fused"}
+    assert [row["fused_k"] for row in result.rows] == [2, 2, 1] and {row["engine"] for row in result.rows} == {"fused"}
     assert sorted(e.run.learning_rate for e in events if e.kind == "end") == [0.05, 0.1, 0.2]
     assert all(len(history(run.run_dir)) == 2 for run in plan.runs)
 
@@ -178,7 +183,7 @@ def test_an_interrupted_fused_run_resumes_from_its_checkpoint(spec, tmp_path):
     from cnnbench.results import read_record
 
     def ctrl_c(row):
-        if row["epoch"] == 2:  # raised as epoch 2's row is written: the last checkpoint is epoch 1's
+        if row["epoch"] == 2:  # raised as epoch 2 is reported: its row and checkpoint are already taken
             raise KeyboardInterrupt
 
     three = spec.with_overrides(epochs=3)
@@ -188,6 +193,23 @@ def test_an_interrupted_fused_run_resumes_from_its_checkpoint(spec, tmp_path):
     assert (tmp_path / "run" / "checkpoint.npz").is_file() and len(history(tmp_path / "run")) == 2
     keras.backend.clear_session()
     resumed = train_run(three, tmp_path / "run", RunOptions(device="cpu", backend="jax", engine="fused", resume=True))
-    assert resumed["status"] == "ok" and resumed["epochs_run"] == 3 and resumed["resumed"][-1]["from_epoch"] == 1
+    assert resumed["status"] == "ok" and resumed["epochs_run"] == 3 and resumed["resumed"][-1]["from_epoch"] == 2
     assert [int(r["epoch"]) for r in history(tmp_path / "run")] == [1, 2, 3]
     assert not (tmp_path / "run" / "checkpoint.npz").exists()  # finished: nothing left to resume
+
+
+def test_sweep_lr_engine_fused_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cnnbench.cli import app
+
+    args = ["sweep-lr", "--values", "0.05,0.1", "--engine", "fused", "--backend", "jax", "--device", "cpu", "--data", "mnist-5k",
+            "--train-samples", "300", "--val-samples", "80", "--test-samples", "128", "--epochs", "1", "--out", str(tmp_path)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "fused engine: 2 learning rates train together as one program" in result.stderr
+    assert "fused x2" in result.stdout
+    (summary,) = tmp_path.glob("*/summary.csv")
+    with open(summary, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["status"], r["engine"], r["fused_k"]) for r in rows] == [("ok", "fused", "2")] * 2

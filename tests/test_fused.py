@@ -88,3 +88,17 @@ def test_bench_engines_are_a_dimension_with_their_own_run_names():
     with pytest.raises(UsageError, match="--engines: unknown value"):
         BenchOptions(devices=("cpu",), engines=("turbo",)).resolved()
 
+
+
+def test_lanes_per_program_are_capped_by_half_the_free_memory_over_a_lane_estimate(tiny_spec, monkeypatch):
+    from cnnbench.fused import lane_bytes, lane_cap
+    from cnnbench.train import prepare
+
+    model, _, summary = prepare(tiny_spec)
+    model.optimizer.build(model.trainable_variables)
+    per_lane = lane_bytes(model, 64, summary)
+    assert per_lane > 4 * 3 * 104_250  # at least the parameters, their gradients and a copy
+    monkeypatch.setenv("CNNBENCH_FUSE_MEMORY_MB", str(10.5 * per_lane / 2**20))
+    assert lane_cap(model, 64, summary) == 5
+    monkeypatch.setenv("CNNBENCH_FUSE_MEMORY_MB", "1")
+    assert lane_cap(model, 64, summary) == 1  # never less than one lane
