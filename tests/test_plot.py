@@ -397,6 +397,17 @@ def test_growth_verdicts_on_exact_laws():
     assert bent.fits["linear"].r2 > bent.fits["power"].r2 and bent.fits["linear"].miss == math.inf and bent.verdict == "power"
 
 
+def test_a_series_that_does_not_grow_is_called_flat_not_fitted():
+    """The H100's `fit` epochs (cnnbench 0.1.0): overhead-bound, no trend from 52k to 2.2M parameters."""
+    from cnnbench.plot import compare_growth
+
+    gpu = compare_growth(P, [0.6245, 0.7114, 0.8610, 0.7216, 0.7877, 0.6591])
+    assert gpu.verdict == "flat" and abs(gpu.fits["power"].q) < 0.05
+    assert gpu.summary().startswith("flat: no growth beyond the scatter (power-law exponent 0.0")
+    assert compare_growth(P, [1.0] * 6).verdict == "flat"
+    assert compare_growth(P, [0.17, 0.27, 0.35, 0.89, 2.36, 10.14]).verdict == "power"  # a 60x rise is growth
+
+
 def test_fits_csv_states_the_verdict_of_every_series(tmp_path):
     paths = plot_results(_law_bench(tmp_path / "bench"), formats=["png"])
     fits = list(csv.DictReader(open(tmp_path / "bench" / "fits.csv")))

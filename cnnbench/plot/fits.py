@@ -139,7 +139,10 @@ class Growth:
     """The three fits of one series and which describes it best.
 
     `verdict` is the model with the smallest typical miss (`Fit.miss`), ties going to the simpler reading
-    (linear, then power, then exponential); `margin` is the runner-up's miss minus the verdict's.
+    (linear, then power, then exponential); `margin` is the runner-up's miss minus the verdict's. It is
+    "flat" instead when the series does not grow: the power law's change over the measured range,
+    |k|·ln(P_max/P_min), is no larger than its typical miss (the trend is inside the scatter) — then all
+    three fits describe noise equally well and naming one would be a false answer.
     R² on t is kept for reference: it is dominated by the largest models, so a line that predicts
     negative times for the smallest ones can still reach 0.96.
     """
@@ -154,6 +157,9 @@ class Growth:
         """'power law fits best: typical miss 17 % (linear: t ≤ 0 predicted, exponential: 124 %)'."""
         if not self.verdict:
             return ""
+        if self.verdict == "flat":
+            power = self.fits["power"]
+            return f"flat: no growth beyond the scatter (power-law exponent {power.q:.2f}, typical miss {power.miss_pct})"
         name = {"linear": "linear", "power": "power law", "exponential": "exponential"}[self.verdict]
         others = ", ".join(f"{m}: {self.fits[m].miss_pct}" for m in MODELS if m != self.verdict and m in self.fits)
         return f"{name} fits best: typical miss {self.fits[self.verdict].miss_pct}" + (f" ({others})" if others else "")
@@ -188,4 +194,7 @@ def compare_growth(x: Sequence[float], y: Sequence[float]) -> Growth:
         growth.verdict = ranked[0]
         if len(ranked) > 1:
             growth.margin = growth.fits[ranked[1]].miss - growth.fits[ranked[0]].miss
+    power = growth.fits.get("power")
+    if power is not None and abs(power.q) * math.log(x.max() / x.min()) <= power.miss:
+        growth.verdict = "flat"  # e.g. a GPU epoch bound by per-step overhead: time does not follow size at all
     return growth
