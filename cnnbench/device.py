@@ -89,6 +89,9 @@ def import_keras():
 
     TensorFlow writes info lines to file descriptor 2 before its logging is set up, ignoring
     TF_CPP_MIN_LOG_LEVEL; they are captured here and every other line is passed on to stderr.
+    On the JAX and torch backends Keras imports TensorFlow too, when it is installed, the first
+    time a model is seeded (`keras.utils.set_random_seed` seeds TensorFlow as well): it is imported
+    here, under the same capture, instead of printing its chatter in the middle of a run.
     """
     if keras_imported():
         return sys.modules["keras"]
@@ -99,6 +102,9 @@ def import_keras():
         os.dup2(captured.fileno(), 2)
         try:
             import keras
+
+            if keras.backend.backend() != "tensorflow" and backend_installed("tensorflow"):
+                import tensorflow  # noqa: F401  (imported by Keras at the first seed anyway)
         finally:
             os.dup2(saved, 2)
             os.close(saved)

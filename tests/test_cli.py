@@ -90,6 +90,16 @@ def test_train_through_a_real_subprocess(tmp_path):
     assert "Traceback" not in result.stderr and "I0000" not in result.stderr  # TensorFlow's start-up chatter is filtered
 
 
+def test_a_jax_run_prints_no_tensorflow_chatter_either(tmp_path):
+    """Keras seeds TensorFlow too when it is installed, importing it mid-run on the JAX backend: its C++ lines must not leak."""
+    args = ("--epochs", "1", "--data", "mnist-5k", "--train-samples", "256", "--val-samples", "64", "--test-samples", "64")
+    result = run_cli("train", "convolutional_nn", "--backend", "jax", *args, "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("training convolutional_nn on mnist-5k (256 train / 64 val), cpu, jax, engine fit")
+    assert lines[1].startswith("epoch   1/1") and len(lines) == 2, lines
+
+
 def test_bad_spec_through_a_real_subprocess(tmp_path):
     path = tmp_path / "my_net.yaml"
     path.write_text("input_shape: [28, 28, 1]\nlayers:\n  - {type: Conv2d, filters: 16, kernel_size: 3}\n")
