@@ -268,6 +268,11 @@ def _not_retrying(failed_at: float) -> str:
     return f"not retrying the download until {_clock(failed_at + _retry_after_s())}; use --data mnist-5k or --offline"
 
 
+def _keras_cached_mnist() -> Path:
+    """Where Keras keeps full MNIST once downloaded (KERAS_HOME, else ~/.keras)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
+
+
 def expected_dataset(name: str, path: str | None = None) -> str:
     """The dataset `load_dataset(name, path=path)` will use, told without loading or downloading anything.
 
@@ -276,7 +281,7 @@ def expected_dataset(name: str, path: str | None = None) -> str:
     """
     if name != "mnist" or path:
         return name
-    if (Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz").is_file():
+    if _keras_cached_mnist().is_file():
         return "mnist"
     if offline():
         return "mnist-5k (full MNIST is not cached and downloads are off)"
@@ -315,8 +320,7 @@ def _full_mnist(path: str | None) -> tuple[tuple, str]:
         if not p.is_file():
             raise DataError(f"{path}: no such file")
         return _load_npz(p), str(p)
-    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    cached = keras_home / "datasets" / "mnist.npz"
+    cached = _keras_cached_mnist()
     if cached.is_file():
         return _load_npz(cached), str(cached)
     if offline():

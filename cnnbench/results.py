@@ -177,7 +177,6 @@ def new_run_dir(out: str | Path, name: str) -> Path:
 
 # --- reading records: one validated reader ------------------------------------------------------
 
-_NUMBER = (int, float)
 _OPTIONAL_NUMBER = (int, float, type(None))
 _OPTIONAL_INT = (int, type(None))
 _OPTIONAL_STR = (str, type(None))
@@ -389,7 +388,7 @@ def run_identity(run_dir: str | Path, record: dict[str, Any] | None = None) -> d
     training = spec.get("training") if isinstance(spec.get("training"), dict) else {}
     epochs = record.get("epochs") if record.get("epochs") is not None else training.get("epochs")
     dataset = (record.get("data") or {}).get("name")
-    return {"kind": kind, "group": group, "filters": filters, "epochs": epochs, "dataset": dataset}
+    return dict(zip(IDENTITY_COLUMNS, (kind, group, filters, epochs, dataset), strict=True))
 
 
 def load_runs(root: str | Path):

@@ -22,7 +22,7 @@ from typing import Any
 from cnnbench import __version__, results
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError
-from cnnbench.executor import Event, RayConfig, Task, interrupt_reason, make_executor, quiet_retracing, release_previous_run
+from cnnbench.executor import Event, RayConfig, Task, interrupt_reason, make_executor
 from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
@@ -318,10 +318,6 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
                     pass  # a full disk: the error being raised says more than this one would
             raise
         return SweepResult(plan, _write_summary(plan), plan.sweep_dir / "summary.csv")
-
-
-# The executor owns these now; the names stay for callers of the sweep module.
-_quiet_retracing, _release_previous_run = quiet_retracing, release_previous_run
 
 
 def planned_engine(spec: Spec, options: SweepOptions) -> str:

@@ -234,19 +234,6 @@ def _resume_point(run_dir: Path, model) -> tuple[int, list[dict[str, Any]]]:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def engine_for(spec: Spec, options: RunOptions = RunOptions()) -> str:
-    """The engine (fit or fused) `spec` trains with under `options` in this process; imports Keras.
-
-    Raises UsageError for fused on a backend other than JAX, DeviceError for an unusable device.
-    """
-    from cnnbench.fused import resolve_engine
-
-    devices.configure(options.device, options.backend, options.threads)
-    keras = devices.import_keras()
-    device_kind, _ = devices.resolve(options.device)
-    return resolve_engine(options.engine or spec.training.engine, keras.backend.backend(), device_kind)
-
-
 def train_run(
     spec: Spec,
     run_dir: str | Path,
