@@ -24,8 +24,8 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench import results
-from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError
-from cnnbench.executor import RayConfig, RayLauncher, interrupt_reason, ray_launcher, run_fresh
+from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError, interrupt_reason
+from cnnbench.executor import RayConfig, RayLauncher, ray_launcher, run_fresh
 from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
 from cnnbench.spec import Spec, parse_spec

@@ -443,7 +443,8 @@ def compare(
 @contextmanager
 def _resumable(progress, folder):
     """Stop the progress bar however the work ends; on Ctrl-C (exit 130) or SIGTERM (exit 143) say where the kept runs are."""
-    from cnnbench.executor import Terminated, sigterm_as_interrupt
+    from cnnbench.errors import Terminated
+    from cnnbench.executor import sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():

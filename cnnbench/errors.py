@@ -93,3 +93,12 @@ def _repr_chunks(value: object, depth: int):
 
 class OutputError(CnnbenchError):
     """Results cannot be written where they were asked for (a file in the way, read-only, a full disk)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (runs in flight recorded `interrupted`); a second SIGTERM kills at once."""
+
+
+def interrupt_reason(exc: BaseException) -> str:
+    """What an interrupted run's record says: SIGTERM (Terminated) or the user's Ctrl-C."""
+    return "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (Ctrl-C)"

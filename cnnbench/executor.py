@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
-from cnnbench.errors import CnnbenchError, UsageError
+from cnnbench.errors import CnnbenchError, Terminated, UsageError
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions
 
@@ -38,20 +38,16 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # --- SIGTERM takes the Ctrl-C path ----------------------------------------------------------
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (runs in flight recorded `interrupted`); a second SIGTERM kills at once."""
-
-    signal = signal.SIGTERM
-
-
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block (main thread only), SIGTERM raises Terminated, a KeyboardInterrupt."""
 
     def handler(signum, frame) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _sigterm_received.set()
         raise Terminated
 
+    _sigterm_received.clear()
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -59,8 +55,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def interrupt_reason(exc: BaseException) -> str:
-    return "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (Ctrl-C)"
+_sigterm_received = threading.Event()
+
+
+def _as_raised(exc: BaseException) -> BaseException:
+    """Ray's `get` and `wait` turn whatever a signal handler raised into a plain KeyboardInterrupt:
+    the Terminated that SIGTERM raised is given back, so records say SIGTERM and the exit code is 143."""
+    return Terminated() if type(exc) is KeyboardInterrupt and _sigterm_received.is_set() else exc
 
 
 # --- where: Ray configuration -----------------------------------------------------------------
@@ -319,7 +320,7 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
         if not busy.is_set():
             os._exit(128 + signum)
         threading.Timer(_ORPHAN_GRACE_S, os._exit, (128 + signum,)).start()  # a run that ignores the interrupt
-        raise KeyboardInterrupt
+        raise Terminated  # the run's record says SIGTERM
 
     signal.signal(signal.SIGTERM, on_term)
     warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
@@ -392,8 +393,9 @@ class _Pool:
             self.processes.pop(pid)
         return gone
 
-    def interrupt(self, busy: Sequence[int]) -> None:
-        """Stop: no task starts any more, tasks in progress are interrupted and write their records."""
+    def interrupt(self, busy: Sequence[int], sig: int = signal.SIGINT) -> None:
+        """Stop: no task starts any more, tasks in progress are interrupted (by `sig`: SIGINT is a
+        Ctrl-C, SIGTERM a termination, as their records say) and write their records."""
         self.stop.set()
         for _ in self.processes:
             self.tasks.put(None)
@@ -401,7 +403,7 @@ class _Pool:
         for pid in busy:
             if pid in self.processes and self.processes[pid].exitcode is None:
                 try:
-                    os.kill(pid, signal.SIGINT)
+                    os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
         self._wait(_INTERRUPT_WAIT_S)
@@ -501,8 +503,8 @@ class LocalExecutor:
                 elif kind == "interrupted":  # a Ctrl-C that reached a worker alone still stops everything
                     taken.pop(key, None)
                     raise KeyboardInterrupt
-        except BaseException:  # Ctrl-C, SIGTERM, or an error every run would hit: stop the others cleanly
-            pool.interrupt(list(taken.values()))
+        except BaseException as exc:  # Ctrl-C, SIGTERM, or an error every run would hit: stop the others cleanly
+            pool.interrupt(list(taken.values()), signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
             raise
         finally:
             pool.close()
@@ -541,6 +543,75 @@ def _check_reachable(address: str) -> None:
         raise UsageError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
+@contextmanager
+def _keeping_sigterm() -> Iterator[None]:
+    """`ray.init` puts its own SIGTERM handling in place (a Python handler that exits, and a C++ one
+    that prints a stack and aborts: exit 134); cnnbench's (SIGTERM is a Ctrl-C: runs recorded
+    `interrupted`, exit 143) is put back once Ray is up."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _without_token_notice() -> Iterator[None]:
+    """A new local instance uses token authentication (Ray's default, kept); Ray's line saying so on
+    every run is dropped. (Setting RAY_AUTH_MODE instead only works before Ray is imported.)"""
+    import logging
+
+    def notice(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+    log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    log.addFilter(notice)
+    try:
+        yield
+    finally:
+        log.removeFilter(notice)
+
+
+@contextmanager
+def _prompt_registration(ray) -> Iterator[dict[str, str]]:
+    """Within the block, a new local instance waits for its raylet to register in 20 ms steps.
+
+    `ray.init` asks the GCS for the new raylet 0.1 s after starting it, through a call that sleeps a
+    whole second whenever the answer is "not yet" (Ray 2.60, global_state_accessor.cc); the raylet
+    takes about 0.5 s, so every private instance lost 1-2 s there (measured: init 2.0-3.0 s, 1.5 s
+    with this). Here the GCS is asked first with a call that does not sleep, until the node is
+    there; Ray's own call then answers at once. Anything unexpected (another Ray) falls back to
+    Ray's own wait: `how["wait"]` says which ("prompt" or "ray's own").
+    """
+    how = {"wait": "ray's own"}
+    try:
+        services = ray._private.services
+        original = services.get_node
+        from ray._raylet import GcsClient, NodeID
+    except (AttributeError, ImportError):
+        yield how
+        return
+
+    def get_node(gcs_address: str, node_id: str):
+        try:
+            client, target = GcsClient(address=gcs_address), NodeID.from_hex(node_id)
+            deadline = time.monotonic() + 30
+            while target not in client.get_all_node_info(timeout=5) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            how["wait"] = "prompt"
+        except Exception:  # noqa: BLE001 - Ray's own wait below still decides
+            how["wait"] = "ray's own"
+        return original(gcs_address, node_id)
+
+    services.get_node = get_node
+    try:
+        yield how
+    finally:
+        services.get_node = original
+
+
 class RaySession:
     """A connection to Ray for one sweep or bench: a private local instance, or a cluster it joins.
 
@@ -552,16 +623,20 @@ class RaySession:
         self.config = config
         self.ray = ray = _import_ray(private=config.address == "local")
         self.owned = False
+        self.registration_wait: str | None = None  # a private instance: how its start waited for the raylet
         if ray.is_initialized():  # a caller (a test, a notebook) connected already: use that, leave it running
             self.connected_here = False
         elif config.address == "local":
-            ray.init(address="local", num_cpus=devices.cpu_cores(), include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1", configure_logging=False)  # fmt: skip
+            with _keeping_sigterm(), _without_token_notice(), _prompt_registration(ray) as how:
+                ray.init(address="local", num_cpus=devices.cpu_cores(), include_dashboard=False, log_to_driver=False,
+                         _node_ip_address="127.0.0.1", configure_logging=False)  # fmt: skip
             self.owned = self.connected_here = True
+            self.registration_wait = how["wait"]
         else:
             _check_reachable(config.address)
             try:
-                ray.init(address=config.address, log_to_driver=False, configure_logging=False)
+                with _keeping_sigterm():
+                    ray.init(address=config.address, log_to_driver=False, configure_logging=False)
             except Exception as exc:  # ConnectionError, AuthenticationError, ...: one line
                 message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                 raise UsageError(f"cannot connect to the Ray cluster at {config.address}: {message}") from None
@@ -576,7 +651,26 @@ class RaySession:
 
     def close(self) -> None:
         if self.connected_here:
+            if self.owned:
+                _end_autoscaler_monitor(self.ray)
             self.ray.shutdown()  # the private instance ends; a cluster is only left
+
+
+def _end_autoscaler_monitor(ray) -> None:
+    """End a private instance's autoscaler monitor before `ray.shutdown()`.
+
+    Shutdown stops the GCS before the monitor, whose SIGTERM handler then blocks reporting its own
+    end to the stopped GCS until Ray kills it a second later: 1.0 of shutdown's 1.3 s (measured, Ray
+    2.60, docs/scale-out.md). A private instance has nothing left to autoscale, so it is killed first;
+    shutdown then ends the rest as before. Without that process handle (another Ray), nothing changes.
+    """
+    try:
+        monitors = [info.process for info in ray._private.worker._global_node.all_processes.get("monitor", [])]
+    except AttributeError:
+        return
+    for process in monitors:
+        process.kill()
+        process.wait(timeout=5)
 
 
 def _collect_files(folder: Path) -> dict[str, bytes]:
@@ -634,11 +728,12 @@ class RayWorker:
             events, self.events = self.events, []
         return events
 
-    def stop(self) -> None:
+    def stop(self, terminated: bool = False) -> None:
         import ctypes
 
         if self.thread is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread), ctypes.py_object(KeyboardInterrupt))
+            interrupt = Terminated if terminated else KeyboardInterrupt  # what the run's record will say
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread), ctypes.py_object(interrupt))
 
     def train(self, task: Task) -> tuple[list[tuple[dict | None, dict[str, bytes]]], list[tuple], str | None]:
         """([(record, files)] per lane, progress not yet polled, error): records of interrupted runs included."""
@@ -857,10 +952,11 @@ class RayExecutor:
                     if error == "interrupted":
                         raise KeyboardInterrupt
                     free.append(actor)
-        except BaseException:  # Ctrl-C, SIGTERM or an error every run would hit: stop the runs in flight, keep their records
+        except BaseException as exc:  # Ctrl-C, SIGTERM or an error every run would hit: stop the runs in flight, keep their records
+            stop = _as_raised(exc)
             for actor, _ in busy.values():
                 try:
-                    actor.stop.remote()
+                    actor.stop.remote(isinstance(stop, Terminated))
                 except Exception:
                     pass
             deadline = time.monotonic() + _INTERRUPT_WAIT_S
@@ -871,6 +967,8 @@ class RayExecutor:
                     land(task, results)
                 except BaseException:  # the driver marks what did not come back `interrupted`
                     pass
+            if stop is not exc:
+                raise stop from None
             raise
 
 
@@ -910,9 +1008,9 @@ class RayLauncher:
         ref = remote.remote(launch, job, memory_limit_mb, timeout_s)
         try:
             code, timed_out, files, extras = ray.get(ref)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             ray.cancel(ref)  # KeyboardInterrupt in the task: it interrupts its child, which records that
-            raise
+            raise _as_raised(exc) from None
         except ray.exceptions.RayError as exc:
             raise CnnbenchError(f"a Ray bench task failed: {str(exc).strip().splitlines()[-1][:300]}") from None
         write_shipped(run_dir, {**files, **extras})

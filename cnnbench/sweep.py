@@ -21,8 +21,8 @@ from typing import Any
 
 from cnnbench import __version__, results
 from cnnbench import device as devices
-from cnnbench.errors import CnnbenchError, UsageError
-from cnnbench.executor import Event, RayConfig, Task, interrupt_reason, make_executor
+from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
+from cnnbench.executor import Event, RayConfig, Task, make_executor
 from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
-from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError
+from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, interrupt_reason
 from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
@@ -468,10 +468,10 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
                 if not lane.done:  # resumed at its last epoch: nothing left to train
                     trainer.write_back(k)
                     finish(k)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         for k, lane in enumerate(lanes):
             if not lane.done:
-                finish(k, "interrupted", "interrupted by the user (Ctrl-C)")
+                finish(k, "interrupted", interrupt_reason(exc))
         raise
     except OutputError:  # a record that cannot be written: nothing left to record it in
         raise

@@ -126,6 +126,7 @@ def test_sigterm_records_interrupted_with_a_consistent_summary_and_a_second_swee
     for row in rows[:2]:
         record = read_json(sweep_dir / row["run_dir"] / "run.json")
         assert record["status"] == "interrupted"  # the run.json files say what the summary says
+        assert record["error"] == "interrupted by SIGTERM"  # not a Ctrl-C nobody pressed
 
 
 @pytest.fixture
