@@ -774,6 +774,29 @@ class RayWorker:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _in_background(function: Callable[[], Any]) -> Callable[[], Any]:
+    """Start `function` on a daemon thread (it never holds up an exit); the returned call waits for its
+    result, or raises what it raised."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="cnnbench-background", daemon=True)
+    thread.start()
+
+    def result() -> Any:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return result
+
+
 class RayExecutor:
     """Runs on Ray: a pool of RayWorker actors (one per run at a time), the driver alone writing the results tree.
 
@@ -814,25 +837,30 @@ class RayExecutor:
 
         return max(1, min(parallel, tasks)), cpus, gpus, replace(self.options, threads=threads)
 
-    def _dataset(self, ray) -> tuple[tuple | None, Any]:
-        """The driver's dataset, resolved once and put in the object store (synthetic data is made on the node)."""
+    def _dataset(self) -> tuple[tuple | None, Any]:
+        """The driver's dataset, resolved once, for the object store (synthetic data is made on the node)."""
         spec = self.warm
         if spec is None or spec.data.dataset == "synthetic":
             return None, None
         from cnnbench import train
 
         data = train.load_data_for(spec, 10)
-        key = next(k for k, v in train._DATA_CACHE.items() if v is data)
-        return key, ray.put(data)
+        return next(k for k, v in train._DATA_CACHE.items() if v is data), data
 
     def run(self, tasks: Sequence[Task], on_event: Callable[[Event], None]) -> None:
+        loading = _in_background(self._dataset)  # while Ray starts (a download, if any, too)
         session = RaySession(self.config)
+        try:
+            key, data = loading()
+        except BaseException:
+            session.close()
+            raise
         ray = session.ray
         actors: list[Any] = []
         try:
             self.on_info(session.description)
             size, cpus, gpus, options = self._resources(session, len(tasks))
-            key, data = self._dataset(ray)
+            data = ray.put(data) if key is not None else None
             worker = ray.remote(RayWorker).options(num_cpus=cpus, num_gpus=gpus, max_concurrency=2)
             self.on_info(f"{size} Ray worker{'s' if size != 1 else ''}, {cpus:g} CPUs and {gpus:g} GPUs each")
 
