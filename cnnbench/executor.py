@@ -894,7 +894,7 @@ class RayExecutor:
                 raise UsageError(f"{node}, this driver {__version__}: install the same version on every node")
 
     def _loop(self, ray, pool: list, start_actor, tasks: Sequence[Task], on_event: Callable[[Event], None]) -> None:
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
         by_key = {task.key: task for task in tasks}
         waiting = deque(tasks)
@@ -902,6 +902,7 @@ class RayExecutor:
         busy: dict[Any, tuple[Any, Task]] = {}  # train ref -> (actor, task)
         free = list(pool)
         starting: dict[Any, Any] = {}  # info ref -> a replacement actor; it takes tasks only once it is up
+        polls: dict[Any, Any] = {}  # train ref -> its worker's progress poll in flight (one at a time)
         since = time.monotonic()
 
         def replace_actor() -> None:
@@ -917,6 +918,13 @@ class RayExecutor:
                     Path(run_dir).mkdir(parents=True, exist_ok=True)
                     write_json(Path(run_dir) / "run.json", payload)
                 on_event(Event(kind, task.key, lane, payload))
+
+        def collect_poll(ref, timeout: float | None = None) -> None:
+            poll = polls.pop(ref)
+            try:
+                relay(busy[ref][1], ray.get(poll, timeout=timeout))
+            except (RayActorError, GetTimeoutError):
+                pass  # the worker died (the train ref says so) or cannot answer: its run.json still has every row
 
         def land(task: Task, results: list) -> None:
             for lane, (record, files) in enumerate(results):
@@ -948,14 +956,18 @@ class RayExecutor:
                     continue
                 ready, _ = ray.wait(list(busy), num_returns=1, timeout=_RAY_POLL_S)  # a finished run is handled at once
                 # Progress of the runs still going: one poll per busy worker, all sent at once, not one round trip each.
-                polls = {busy[ref][0].poll.remote(): busy[ref][1] for ref in busy if ref not in ready}
-                answered, _ = ray.wait(list(polls), num_returns=len(polls), timeout=10) if polls else ([], [])
+                # A poll not answered yet stays pending (its rows are taken from the worker already) and is read later,
+                # before anything newer from that worker: no progress row is lost or relayed out of order.
+                for ref in busy:
+                    if ref not in ready and ref not in polls:
+                        polls[ref] = busy[ref][0].poll.remote()
+                asked = {poll: ref for ref, poll in polls.items() if ref not in ready}
+                answered, _ = ray.wait(list(asked), num_returns=len(asked), timeout=_RAY_POLL_S) if asked else ([], [])
                 for poll in answered:
-                    try:
-                        relay(polls[poll], ray.get(poll))
-                    except RayActorError:
-                        pass  # the train ref will say what happened
+                    collect_poll(asked[poll])
                 for ref in ready:
+                    if ref in polls:  # the rows it took come before the run's last ones
+                        collect_poll(ref, timeout=10)
                     actor, task = busy.pop(ref)
                     try:
                         results, events, error = ray.get(ref)
@@ -990,6 +1002,8 @@ class RayExecutor:
             deadline = time.monotonic() + _INTERRUPT_WAIT_S
             for ref, (_, task) in busy.items():
                 try:
+                    if ref in polls:
+                        collect_poll(ref, timeout=max(0.1, deadline - time.monotonic()))
                     results, events, _ = ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
                     relay(task, events)
                     land(task, results)

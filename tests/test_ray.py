@@ -70,8 +70,12 @@ def test_a_sweep_on_ray_matches_the_local_one_and_survives_killed_workers(local_
     kills: list[str] = []
     events = []
 
+    epochs: dict[str, list[int]] = {}
+
     def on_event(event) -> None:
         events.append((event.kind, event.run.label if event.run else event.message))
+        if event.kind == "epoch":
+            epochs.setdefault(event.run.label, []).append(event.row["epoch"])
         if event.kind == "epoch" and event.row["epoch"] == 1 and (event.run.label == "0.2" or (event.run.label == "0.05" and not kills)):
             (worker,) = ray_workers()  # the one worker, training this run
             kills.append(event.run.label)
@@ -83,6 +87,7 @@ def test_a_sweep_on_ray_matches_the_local_one_and_survives_killed_workers(local_
     assert statuses(on_ray) == ["ok", "ok", "failed"] and statuses(local) == ["ok", "ok"]
     assert on_ray.rows[2]["error"].startswith("its Ray worker or node died (") and on_ray.rows[2]["error"].endswith("(tried 2 times)")
     assert events.count(("start", "0.05")) == 2  # re-queued once after its worker died, then trained to the end
+    assert epochs["0.1"] == [1, 2] and epochs["0.05"][-2:] == [1, 2]  # every progress row relayed once, in order
     assert events[0][0] == "info" and events[0][1].endswith("1 node, 2 CPUs, 0 GPUs")
     for a, b in zip(local.rows, on_ray.rows[:2], strict=True):  # same threads (2), same seed: the same numbers
         assert a["best_val_error"] == b["best_val_error"] and a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-6)
