@@ -343,11 +343,21 @@ def train(
             f"{record['backend']}, engine {record.get('engine')}: lr {t.learning_rate:g}, batch {t.batch_size}, "
             f"{_count(t.epochs, 'epoch')} -> {run_dir}")  # fmt: skip
 
+    from cnnbench.errors import Terminated, UsageError
+    from cnnbench.executor import sigterm_as_interrupt
+    from cnnbench.lock import folder_lock, held_by
+
+    if resume is not None:  # a run of a sweep or bench that is still going is theirs
+        for folder in list(run_dir.resolve().parents)[:2]:
+            if owner := held_by(folder):
+                raise UsageError(f"{run_dir} belongs to {folder}, which is in use by {owner}; wait for it to end or stop it")
     try:
-        record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
-    except KeyboardInterrupt:
-        err(f"interrupted: finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}")
-        raise typer.Exit(130) from None
+        with folder_lock(run_dir, "run"), sigterm_as_interrupt():  # one process per run folder; SIGTERM as Ctrl-C
+            record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        err(f"{how}: finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}")
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     timing = record["timing"]
     data_info = record.get("data") or {}
     warning = _never_learned(record)

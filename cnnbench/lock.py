@@ -58,6 +58,24 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
         os.close(fd)
 
 
+def held_by(folder: str | Path) -> str | None:
+    """Who holds `folder`'s lock ('cnnbench pid N (...)'), or None when nobody does (or it has no lock file)."""
+    import fcntl
+
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _owner(path)
+    finally:
+        os.close(fd)  # closing drops the probe's own lock, if it got one
+    return None
+
+
 def _owner(path: Path) -> str:
     """'cnnbench pid 123 (sweep-lr ..., since ...)' from a lock file, as far as it can be read."""
     try:

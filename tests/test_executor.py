@@ -112,6 +112,9 @@ def test_sigterm_records_interrupted_with_a_consistent_summary_and_a_second_swee
         assert "Traceback" not in second.stderr and second.stderr.count("error:") == 1
         error = second.stderr.strip().splitlines()[-1]
         assert error.startswith(f"error: {sweep_dir} is in use by cnnbench pid {process.pid} (cnnbench sweep-lr ")
+        resume = runner.invoke(app, ["train", "--resume", str(sweep_dir / "lr-0.01")])  # a run of that sweep: the sweep's
+        assert resume.exit_code == 2 and resume.stderr.count("error:") == 1
+        assert f"which is in use by cnnbench pid {process.pid} (cnnbench sweep-lr " in resume.stderr
         descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=90)
@@ -127,6 +130,42 @@ def test_sigterm_records_interrupted_with_a_consistent_summary_and_a_second_swee
         record = read_json(sweep_dir / row["run_dir"] / "run.json")
         assert record["status"] == "interrupted"  # the run.json files say what the summary says
         assert record["error"] == "interrupted by SIGTERM"  # not a Ctrl-C nobody pressed
+
+
+def test_one_process_per_run_folder_and_sigterm_stops_train_as_ctrl_c(long_spec, tmp_path):
+    """`train --resume` holds its run: a second resume and a sweep that would retrain it are refused;
+    SIGTERM records `interrupted by SIGTERM` (exit 143) and the run resumes again afterwards."""
+    out = tmp_path / "results"
+    args = ["sweep-lr", str(long_spec), "--values", "0.01", "--out", str(out)]
+    sweep = start_cli(*args)
+    try:
+        wait_for(training(out, "*/lr-*/history.csv"), sweep)
+        sweep.send_signal(signal.SIGINT)
+        sweep.communicate(timeout=90)
+    finally:
+        finish(sweep)
+    (run_dir,) = out.glob("*/lr-0.01")
+    assert read_json(run_dir / "run.json")["status"] == "interrupted"
+
+    since = time.time()
+    train = start_cli("train", "--resume", str(run_dir))
+    try:
+        wait_for(lambda: (run_dir / "history.csv").stat().st_mtime > since, train)
+        again = runner.invoke(app, ["train", "--resume", str(run_dir)])
+        assert again.exit_code == 2 and again.stderr.count("error:") == 1
+        assert again.stderr.strip().splitlines()[-1].startswith(f"error: {run_dir} is in use by cnnbench pid {train.pid} (cnnbench train ")
+        resweep = runner.invoke(app, args)  # the same sweep again: it would retrain the run being resumed
+        assert resweep.exit_code == 2 and f"{run_dir} is in use by cnnbench pid {train.pid}" in resweep.stderr
+        descendants = [p.pid for p in psutil.Process(train.pid).children(recursive=True)]
+        train.send_signal(signal.SIGTERM)
+        _, stderr = train.communicate(timeout=90)
+    finally:
+        finish(train)
+    assert train.returncode == 143, stderr
+    assert f"terminated (SIGTERM): finished epochs are kept in {run_dir}" in stderr and "Traceback" not in stderr
+    record = read_json(run_dir / "run.json")
+    assert record["status"] == "interrupted" and record["error"] == "interrupted by SIGTERM"
+    assert not (run_dir / ".cnnbench.lock").exists() and survivors(descendants, within_s=5) == []
 
 
 @pytest.fixture
