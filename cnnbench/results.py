@@ -357,12 +357,16 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 IDENTITY_COLUMNS = ("kind", "group", "filters", "epochs", "dataset")
 
 
+SWEEP_MARKERS = frozenset({"sweep.json"})  # the files that make a folder a sweep's
+BENCH_MARKERS = frozenset({"bench.json", "bench.csv"})  # ... or a bench's (bench.csv alone: an older bench)
+
+
 def _is_sweep(folder: Path) -> bool:
-    return (folder / "sweep.json").is_file()
+    return any((folder / name).is_file() for name in SWEEP_MARKERS)
 
 
 def _is_bench(folder: Path) -> bool:
-    return (folder / "bench.json").is_file() or (folder / "bench.csv").is_file()
+    return any((folder / name).is_file() for name in BENCH_MARKERS)
 
 
 def run_identity(run_dir: str | Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -464,9 +468,9 @@ def find_results(root: str | Path) -> dict[str, list[Path]]:
     for folder, subdirs, files in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         names = set(files)
-        if "sweep.json" in names:
+        if names & SWEEP_MARKERS:
             kind = "sweeps"
-        elif names & {"bench.json", "bench.csv"}:
+        elif names & BENCH_MARKERS:
             kind = "benches"
         else:
             kind = "runs" if "run.json" in names else None

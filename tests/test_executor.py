@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from processes import descendants, finish, start_cli, stop, survivors, training, wait_for
 from typer.testing import CliRunner
 
 from cnnbench.cli import app
@@ -26,55 +26,6 @@ from cnnbench.results import read_json
 from cnnbench.train import RunOptions
 
 runner = CliRunner()
-
-
-def start_cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cnnbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if process.poll() is not None:
-            pytest.fail(f"the command ended early ({process.returncode}): {process.stderr.read()[-2000:]}")
-        time.sleep(0.2)
-    pytest.fail("timed out waiting for the command to get going")
-
-
-def training(out: Path, pattern: str, count: int = 1, since: float = 0.0):
-    """True once `count` run folders under `out` have a history row (written after `since`): they are training."""
-
-    def check() -> bool:
-        started = [p for p in out.glob(pattern) if p.is_file() and p.stat().st_mtime > since and len(p.read_text().splitlines()) >= 2]
-        return len(started) >= count
-
-    return check
-
-
-def survivors(pids: list[int], within_s: float) -> list[str]:
-    """Processes among `pids` still alive after `within_s` seconds (zombies count as gone)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                proc = psutil.Process(pid)
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(f"{pid} {' '.join(proc.cmdline())[:120]}")
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.2)
-
-
-def finish(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @pytest.fixture
@@ -88,11 +39,11 @@ def test_kill_9_of_a_parallel_sweep_leaves_no_worker_and_no_stuck_lock(long_spec
     process = start_cli("sweep-lr", str(long_spec), "--values", "0.01,0.02,0.03", "--parallel", "2", "--out", str(out))
     try:
         wait_for(training(out, "*/lr-*/history.csv", 2), process)
-        descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
-        assert len(descendants) >= 2  # the two workers (and multiprocessing's helpers)
+        family = descendants(process)
+        assert len(family) >= 2  # the two workers (and multiprocessing's helpers)
         process.kill()
         process.wait()
-        assert survivors(descendants, within_s=8) == []
+        assert survivors(family, within_s=8) == []
     finally:
         finish(process)
     (sweep_dir,) = out.iterdir()
@@ -115,14 +66,13 @@ def test_sigterm_records_interrupted_with_a_consistent_summary_and_a_second_swee
         resume = runner.invoke(app, ["train", "--resume", str(sweep_dir / "lr-0.01")])  # a run of that sweep: the sweep's
         assert resume.exit_code == 2 and resume.stderr.count("error:") == 1
         assert f"which is in use by cnnbench pid {process.pid} (cnnbench sweep-lr " in resume.stderr
-        descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=90)
+        family = descendants(process)
+        _, stderr = stop(process, signal.SIGTERM)
     finally:
         finish(process)
     assert process.returncode == 143, stderr
     assert "terminated (SIGTERM): finished runs are kept" in stderr and "Traceback" not in stderr
-    assert survivors(descendants, within_s=5) == []
+    assert survivors(family, within_s=5) == []
     with open(sweep_dir / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [row["status"] for row in rows] == ["interrupted", "interrupted", "pending"]
@@ -156,16 +106,15 @@ def test_one_process_per_run_folder_and_sigterm_stops_train_as_ctrl_c(long_spec,
         assert again.stderr.strip().splitlines()[-1].startswith(f"error: {run_dir} is in use by cnnbench pid {train.pid} (cnnbench train ")
         resweep = runner.invoke(app, args)  # the same sweep again: it would retrain the run being resumed
         assert resweep.exit_code == 2 and f"{run_dir} is in use by cnnbench pid {train.pid}" in resweep.stderr
-        descendants = [p.pid for p in psutil.Process(train.pid).children(recursive=True)]
-        train.send_signal(signal.SIGTERM)
-        _, stderr = train.communicate(timeout=90)
+        family = descendants(train)
+        _, stderr = stop(train, signal.SIGTERM)
     finally:
         finish(train)
     assert train.returncode == 143, stderr
     assert f"terminated (SIGTERM): finished epochs are kept in {run_dir}" in stderr and "Traceback" not in stderr
     record = read_json(run_dir / "run.json")
     assert record["status"] == "interrupted" and record["error"] == "interrupted by SIGTERM"
-    assert not (run_dir / ".cnnbench.lock").exists() and survivors(descendants, within_s=5) == []
+    assert not (run_dir / ".cnnbench.lock").exists() and survivors(family, within_s=5) == []
 
 
 @pytest.fixture
@@ -179,25 +128,24 @@ def test_kill_9_of_a_bench_leaves_no_child_and_sigterm_marks_it_interrupted(long
     process = start_cli(*long_bench_args)
     try:
         wait_for(training(out, "*/runs/*/history.csv"), process)
-        descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
-        assert descendants
+        family = descendants(process)
+        assert family
         process.kill()
         process.wait()
         killed_at = time.time()
-        assert survivors(descendants, within_s=8) == []
+        assert survivors(family, within_s=8) == []
     finally:
         finish(process)
 
     process = start_cli(*long_bench_args)  # resumes the same folder: the lock is free again
     try:
         wait_for(training(out, "*/runs/*/history.csv", since=killed_at), process)
-        descendants = [p.pid for p in psutil.Process(process.pid).children(recursive=True)]
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=90)
+        family = descendants(process)
+        _, stderr = stop(process, signal.SIGTERM)
     finally:
         finish(process)
     assert process.returncode == 143, stderr
-    assert survivors(descendants, within_s=5) == []
+    assert survivors(family, within_s=5) == []
     (bench_dir,) = out.iterdir()
     assert read_json(bench_dir / "bench.json")["status"] == "interrupted"
     (run_json,) = bench_dir.glob("runs/*/run.json")

@@ -22,6 +22,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from processes import descendants, finish, start_cli, stop, survivors, wait_for  # noqa: E402
+
 from cnnbench.executor import RayConfig  # noqa: E402
 from cnnbench.results import read_json  # noqa: E402
 from cnnbench.sweep import SweepOptions, plan_sweep, run_sweep  # noqa: E402
@@ -140,25 +142,15 @@ def test_ctrl_c_or_sigterm_stops_a_ray_sweep_and_its_private_instance(how, tiny_
     spec_file = write_spec(tiny_spec.with_overrides(epochs=300).to_dict(), "long.json")
     out = tmp_path / "results"
     env = {**os.environ, **RAY_ENV}
-    process = subprocess.Popen([sys.executable, "-m", "cnnbench", "sweep-lr", str(spec_file), "--values", "0.05,0.1", "--ray",
-                                "--cpus-per-run", "2", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env=env)  # fmt: skip
+    process = start_cli("sweep-lr", str(spec_file), "--values", "0.05,0.1", "--ray", "--cpus-per-run", "2", "--out", str(out), env=env)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and process.poll() is None:
-            if any(len(p.read_text().splitlines()) >= 3 for p in out.glob("*/lr-*/run.json") if p.is_file()):
-                break
-            time.sleep(0.3)
-        descendants = psutil.Process(process.pid).children(recursive=True)
-        assert any("raylet" in p.name() for p in descendants)
-        if how == "ctrl-c":
-            os.killpg(process.pid, signal.SIGINT)
-        else:
-            process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=90)
+        # On Ray the run's files come back when it ends; its `running` record is written when it starts.
+        wait_for(lambda: any(len(p.read_text().splitlines()) >= 3 for p in out.glob("*/lr-*/run.json") if p.is_file()), process, 180)
+        family = descendants(process)
+        assert any("raylet" in psutil.Process(pid).name() for pid in family)
+        _, stderr = stop(process, signal.SIGINT, group=True) if how == "ctrl-c" else stop(process, signal.SIGTERM)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        finish(process)
     assert process.returncode == (130 if how == "ctrl-c" else 143), stderr
     assert "executing on a private local Ray instance (from --ray)" in stderr and "Traceback" not in stderr
     assert "SIGTERM received" not in stderr and "Token authentication" not in stderr  # no Ray chatter
@@ -166,8 +158,7 @@ def test_ctrl_c_or_sigterm_stops_a_ray_sweep_and_its_private_instance(how, tiny_
     record = read_json(sweep_dir / "lr-0.05" / "run.json")
     assert record["status"] == "interrupted"
     assert record["error"] == ("interrupted by the user (Ctrl-C)" if how == "ctrl-c" else "interrupted by SIGTERM")
-    time.sleep(3)
-    assert [p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert survivors(family, within_s=3) == []
 
 
 PRIVATE_INSTANCE = r"""

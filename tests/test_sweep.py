@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import finish, start_cli, stop, wait_for
 from typer.testing import CliRunner
 
 from cnnbench.cli import app
@@ -253,20 +253,13 @@ def test_ctrl_c_in_a_terminal_stops_a_parallel_sweep_cleanly(tiny_spec, tmp_path
     spec_file = write_spec(tiny_spec.with_overrides(epochs=12).to_dict(), "tiny.json")
     out = tmp_path / "results"
     args = ["sweep-lr", str(spec_file), "--values", "0.01:0.06:0.01", "--parallel", "2", "--out", str(out)]
-    process = subprocess.Popen([sys.executable, "-m", "cnnbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
+    process = start_cli(*args)
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and process.poll() is None:
-            statuses = {read_json(p).get("status") for p in out.glob("*/lr-*/run.json")}
-            if {"ok", "running"} <= statuses:
-                break  # one run finished, another in progress
-            time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=120)
+        # one run finished, another in progress
+        wait_for(lambda: {"ok", "running"} <= {read_json(p).get("status") for p in out.glob("*/lr-*/run.json")}, process)
+        stdout, stderr = stop(process, signal.SIGINT, group=True, timeout=120)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        finish(process)
     assert process.returncode == 130, stderr
     assert "run the same command to resume" in stderr and "Traceback" not in stderr
     (sweep_dir,) = out.iterdir()
