@@ -351,9 +351,18 @@ def train(
         for folder in list(run_dir.resolve().parents)[:2]:
             if owner := held_by(folder):
                 raise UsageError(f"{run_dir} belongs to {folder}, which is in use by {owner}; wait for it to end or stop it")
+    from contextlib import ExitStack
+
+    def hold_and_start(record: dict) -> None:
+        if resume is None:  # a new run folder exists now that every check has passed: nothing is written for bad input
+            held.enter_context(folder_lock(run_dir, "run"))
+        started(record)
+
     try:
-        with folder_lock(run_dir, "run"), sigterm_as_interrupt():  # one process per run folder; SIGTERM as Ctrl-C
-            record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
+        with ExitStack() as held, sigterm_as_interrupt():  # one process per run folder; SIGTERM as Ctrl-C
+            if resume is not None:
+                held.enter_context(folder_lock(run_dir, "run"))
+            record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=hold_and_start)
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         err(f"{how}: finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}")
