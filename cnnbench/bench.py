@@ -16,6 +16,8 @@ import os
 import signal
 import statistics
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -24,8 +26,8 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench import results
-from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError, interrupt_reason
-from cnnbench.executor import RayConfig, RayLauncher, ray_launcher, run_fresh
+from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Terminated, UsageError, interrupt_reason
+from cnnbench.executor import RayConfig, RayLauncher, as_raised, ray_launcher, run_fresh
 from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
 from cnnbench.spec import Spec, parse_spec
@@ -282,8 +284,22 @@ def run_bench(
                              f"rows are unavailable: {reason}")  # fmt: skip
         emit(BenchEvent("begin", total=len(todo), message=str(path)))
         status = "aborted"
+        reporting = threading.Lock()  # runs on several Ray nodes report from several threads
+
+        def measure(index: int, repeat: int, combo: Combination, run_dir: Path) -> None:
+            with reporting:
+                emit(BenchEvent("start", index, len(todo), combo, repeat))
+            outcome = _measure(spec, combo, run_dir, options, launcher)
+            with reporting:
+                for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
+                    if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
+                        _warn(notes, note)
+                emit(BenchEvent("done", index, len(todo), combo, repeat, outcome))
+                _write_rows(path, spec, options, reasons, record["models"])
+
         try:
             # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
+            runs = []
             for index, (repeat, combo) in enumerate(todo, start=1):
                 run_dir = path / "runs" / combo.run_name(repeat)
                 run_state, run_problem = results.record_status(run_dir)
@@ -294,21 +310,49 @@ def run_bench(
                     kept = "the record is kept as run.json.corrupt"
                     _warn(notes, f"{run_dir / 'run.json'}: {run_problem}; measuring this run again ({kept})")
                     results.set_aside(run_dir / "run.json")
-                emit(BenchEvent("start", index, len(todo), combo, repeat))
-                outcome = _measure(spec, combo, run_dir, options, launcher)
-                for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
-                    if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
-                        _warn(notes, note)
-                emit(BenchEvent("done", index, len(todo), combo, repeat, outcome))
-                _write_rows(path, spec, options, reasons, record["models"])
+                runs.append((index, repeat, combo, run_dir))
+            if launcher is not None and launcher.slots > 1 and len(runs) > 1:
+                _measure_on_nodes(runs, measure, launcher)
+            else:
+                for run in runs:
+                    measure(*run)
             status = "complete"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
             rows = _write_rows(path, spec, options, reasons, record["models"])
-            write_json(path / "bench.json", {**record, "status": status, "ended_at": now_iso(), "warnings": notes})
+            executed = ({"where": launcher.session.description, "nodes": launcher.slots, "runs_at_once": launcher.at_once}
+                        if launcher is not None else {"where": "this machine, one fresh process per run", "runs_at_once": 1})  # fmt: skip
+            write_json(path / "bench.json", {**record, "status": status, "ended_at": now_iso(), "warnings": notes, "executed": executed})
         return BenchResult(path, rows, notes)
+
+
+def _measure_on_nodes(runs: list[tuple], measure: Callable[..., None], launcher: RayLauncher) -> None:
+    """Measure `runs` on a Ray cluster, one per node at a time (`launcher.slots` at once), in order of `runs`.
+
+    A run that fails the bench (a bad spec or dataset), Ctrl-C or SIGTERM stops the rest: runs in flight
+    are interrupted and record it, runs not started stay unmeasured; then the first cause is raised.
+    """
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(launcher.slots, thread_name_prefix="cnnbench-bench")
+    futures = [pool.submit(measure, *run) for run in runs]
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    raise future.exception()
+    except BaseException as exc:
+        launcher.stop(terminated=isinstance(as_raised(exc), Terminated))
+        for future in futures:
+            future.cancel()  # not started yet: never starts
+        wait(futures)  # the runs in flight record `interrupted`
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _warn(notes: list[str], message: str) -> None:
@@ -613,7 +657,8 @@ def child_main(job_path: str, result_path: str) -> int:
     """Pin this fresh process to the job's device and backend before Keras is imported, then do the job."""
     job = read_json(job_path)
     devices.configure(job["device"], job["backend"], job.get("threads"))
-    result: dict[str, Any] = {"task": job["task"], "pid": os.getpid(), "pinning": {k: os.environ.get(k) for k in PINNING}}
+    result: dict[str, Any] = {"task": job["task"], "pid": os.getpid(), "pinning": {k: os.environ.get(k) for k in PINNING},
+                              "started": time.time()}  # fmt: skip
     write_json(result_path, result)  # written first, so a child that dies still shows how it was pinned
     tasks = {"run": _child_run, "models": _child_models, "probe": _child_probe}
     try:
@@ -624,6 +669,7 @@ def child_main(job_path: str, result_path: str) -> int:
         if isinstance(exc, SpecError):
             result["error"].update(source=exc.source, path=exc.path, detail=exc.message)
         code = USER_ERROR_EXIT
+    result["ended"] = time.time()
     write_json(result_path, result)
     return code
 

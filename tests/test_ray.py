@@ -130,6 +130,7 @@ def test_a_bench_through_ray_runs_each_combination_in_a_fresh_pinned_child(local
     assert child["pinning"]["CUDA_VISIBLE_DEVICES"] == "-1" and child["pinning"]["KERAS_BACKEND"] == "tensorflow"
     assert child["pid"] not in {p.pid for p in psutil.Process().children(recursive=True)}  # it was fresh, and it is gone
     assert (run_dir / "history.csv").is_file()
+    assert read_json(result.path / "bench.json")["executed"]["runs_at_once"] == 1  # one node: one timed run at a time
 
 
 # --- processes of their own: a CLI on a private instance, a head node, a two-node cluster -------------
@@ -253,8 +254,11 @@ def test_address_joins_a_running_head_node_and_an_unreachable_one_is_one_line(he
     assert "Traceback" not in cli.stderr
 
 
-def test_a_killed_node_requeues_its_run_on_the_other(tiny_spec, tmp_path, monkeypatch):
+def test_on_two_nodes_a_bench_times_one_run_per_node_and_a_killed_node_requeues_its_run(tiny_spec, tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
+
+    from cnnbench import device as devices
+    from cnnbench.bench import BenchOptions, run_bench
 
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     monkeypatch.setenv("PYTHONPATH", RAY_ENV["PYTHONPATH"])
@@ -265,6 +269,20 @@ def test_a_killed_node_requeues_its_run_on_the_other(tiny_spec, tmp_path, monkey
     worker_node = cluster.add_node(num_cpus=1)
     try:
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+
+        # A bench: each run reserves a whole node (1 CPU here), so the two runs go to the two nodes at once.
+        monkeypatch.setattr(devices, "nvidia_gpus", lambda: [])
+        bench_spec = tiny_spec.with_overrides(epochs=2)
+        events = []
+        options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(4, 8), ray=RayConfig(cluster.address, "--address"))
+        bench = run_bench(bench_spec, options, tmp_path / "bench", on_event=events.append)
+        assert [row["status"] for row in bench.rows] == ["ok", "ok"]
+        assert [e.kind for e in events if e.kind in ("start", "done")] == ["start", "start", "done", "done"]
+        executed = read_json(bench.path / "bench.json")["executed"]
+        assert executed["nodes"] == 2 and executed["runs_at_once"] == 2
+        children = [read_json(p) for p in sorted(bench.path.glob("runs/*/child.json"))]
+        assert max(c["started"] for c in children) < min(c["ended"] for c in children)  # the two children overlapped
+
         removed = threading.Event()
 
         def on_event(event) -> None:

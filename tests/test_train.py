@@ -13,6 +13,7 @@ import time
 import pytest
 
 from cnnbench.errors import SpecError
+from cnnbench.lock import LOCK_NAME, held_by
 from cnnbench.results import HISTORY_COLUMNS, atomic_write_text, load_histories, load_runs, read_json
 from cnnbench.train import RunOptions, train_run
 
@@ -136,8 +137,9 @@ def test_a_killed_training_process_leaves_only_whole_files(tmp_path):
     rows = list(csv.DictReader(open(history)))
     assert rows and all(len(r) == len(rows[0]) and None not in r.values() for r in rows)
     assert read_json(run_dir / "run.json")["status"] == "running"  # never finished: a sweep would redo it
-    leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in run_dir.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME]
     assert all(name.endswith(".tmp") for name in leftovers)  # at most an abandoned temp file, never a torn real one
+    assert held_by(run_dir) is None  # the dead owner's lock file locks nothing: `train --resume` may go on
 
 
 # --- honest verdicts, start-up apart, resuming ------------------------------------------------
