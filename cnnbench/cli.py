@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -343,8 +344,7 @@ def train(
             f"{record['backend']}, engine {record.get('engine')}: lr {t.learning_rate:g}, batch {t.batch_size}, "
             f"{_count(t.epochs, 'epoch')} -> {run_dir}")  # fmt: skip
 
-    from cnnbench.errors import Terminated, UsageError
-    from cnnbench.executor import sigterm_as_interrupt
+    from cnnbench.errors import UsageError
     from cnnbench.lock import folder_lock, held_by
 
     if resume is not None:  # a run of a sweep or bench that is still going is theirs
@@ -358,15 +358,11 @@ def train(
             held.enter_context(folder_lock(run_dir, "run"))
         started(record)
 
-    try:
-        with ExitStack() as held, sigterm_as_interrupt():  # one process per run folder; SIGTERM as Ctrl-C
-            if resume is not None:
-                held.enter_context(folder_lock(run_dir, "run"))
-            record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=hold_and_start)
-    except KeyboardInterrupt as exc:
-        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        err(f"{how}: finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}")
-        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+    kept = f"finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}"
+    with _interruptible(lambda: kept), ExitStack() as held:  # one process per run folder
+        if resume is not None:
+            held.enter_context(folder_lock(run_dir, "run"))
+        record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=hold_and_start)
     timing = record["timing"]
     data_info = record.get("data") or {}
     warning = _never_learned(record)
@@ -460,8 +456,9 @@ def compare(
 
 
 @contextmanager
-def _resumable(progress, folder):
-    """Stop the progress bar however the work ends; on Ctrl-C (exit 130) or SIGTERM (exit 143) say where the kept runs are."""
+def _interruptible(kept: Callable[[], str], progress=None):
+    """SIGTERM is a Ctrl-C within the block; either says what is kept and exits 130 (Ctrl-C) or 143 (SIGTERM).
+    A progress bar is stopped however the block ends."""
     from cnnbench.errors import Terminated
     from cnnbench.executor import sigterm_as_interrupt
 
@@ -469,12 +466,19 @@ def _resumable(progress, folder):
         with sigterm_as_interrupt():
             yield
     except KeyboardInterrupt as exc:
-        progress.stop()
+        if progress is not None:
+            progress.stop()
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        err(f"{how}: finished runs are kept in {folder()}; run the same command to resume")
+        err(f"{how}: {kept()}")
         raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     finally:
-        progress.stop()
+        if progress is not None:
+            progress.stop()
+
+
+def _resumable(progress, folder):
+    """`_interruptible` for a sweep or bench: the finished runs are kept in `folder()`."""
+    return _interruptible(lambda: f"finished runs are kept in {folder()}; run the same command to resume", progress)
 
 
 RayOption = Annotated[bool, typer.Option("--ray", help="Run on a private local Ray instance (pip install 'cnnbench[ray]').")]

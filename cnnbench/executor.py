@@ -82,6 +82,10 @@ class RayConfig:
     gpus_per_run: float | None = None
     retries: int = 1
 
+    def gpus_for(self, device: str) -> float:
+        """GPUs Ray reserves for a run on `device`: --gpus-per-run, else a whole GPU for a GPU run, none otherwise."""
+        return self.gpus_per_run if self.gpus_per_run is not None else (1.0 if device == "gpu" else 0.0)
+
 
 def ray_config(use_ray: bool = False, address: str | None = None, cpus_per_run: float | None = None,
                gpus_per_run: float | None = None) -> RayConfig | None:  # fmt: skip
@@ -643,10 +647,12 @@ class RaySession:
             self.connected_here = True
         resources = ray.cluster_resources()
         self.cpus, self.gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        self.node_cpus = min((float(n["Resources"].get("CPU", 0)) for n in nodes), default=self.cpus)
+        # node id -> (CPUs, GPUs) of every node alive now
+        self.nodes = {n["NodeID"]: (float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+                      for n in ray.nodes() if n.get("Alive")}  # fmt: skip
+        self.node_cpus = min((cpus for cpus, _ in self.nodes.values()), default=self.cpus)
         where = "a private local Ray instance" if config.address == "local" else f"the Ray cluster at {config.address}"
-        self.description = (f"executing on {where} (from {config.source}): {len(nodes)} node{'s' if len(nodes) != 1 else ''}, "
+        self.description = (f"executing on {where} (from {config.source}): {len(self.nodes)} node{'s' if len(self.nodes) != 1 else ''}, "
                             f"{self.cpus:g} CPUs, {self.gpus:g} GPUs")  # fmt: skip
 
     def close(self) -> None:
@@ -814,7 +820,7 @@ class RayExecutor:
 
     def _resources(self, session: RaySession, tasks: int) -> tuple[int, float, float, RunOptions]:
         """(actors, CPUs and GPUs per actor, the actors' run options)."""
-        gpus = self.config.gpus_per_run if self.config.gpus_per_run is not None else (1.0 if self.options.device == "gpu" else 0.0)
+        gpus = self.config.gpus_for(self.options.device)
         if gpus and not session.gpus:
             from cnnbench.errors import DeviceError
 
@@ -1044,9 +1050,7 @@ class RayLauncher:
     def __init__(self, config: RayConfig) -> None:
         self.config = config
         self.session = RaySession(config)
-        alive = [n for n in self.session.ray.nodes() if n.get("Alive")]
-        self.nodes = {n["NodeID"]: (float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0))) for n in alive}
-        self.slots = max(1, len(self.nodes))
+        self.slots = max(1, len(self.session.nodes))
         self.at_once = 0  # the most runs that were in flight together
         self._changed = threading.Condition()
         self._busy: set[str] = set()
@@ -1054,9 +1058,8 @@ class RayLauncher:
         self._stopped: type[KeyboardInterrupt] | None = None
 
     def _resources(self, job: dict) -> tuple[float, float]:
-        gpus = self.config.gpus_per_run if self.config.gpus_per_run is not None else (1.0 if job["device"] == "gpu" else 0.0)
         # Every CPU of a node unless told otherwise: nothing else runs beside a timed run.
-        return self.config.cpus_per_run or float(job.get("threads") or self.session.node_cpus), gpus
+        return self.config.cpus_per_run or float(job.get("threads") or self.session.node_cpus), self.config.gpus_for(job["device"])
 
     def _take_node(self, cpus: float, gpus: float) -> str | None:
         """A node no run of this bench is using that has the resources, waiting for one; None: none has them (Ray says so)."""
@@ -1064,7 +1067,7 @@ class RayLauncher:
             while True:
                 if self._stopped is not None:
                     raise self._stopped
-                fits = [node for node, (c, g) in self.nodes.items() if c >= cpus and g >= gpus]
+                fits = [node for node, (c, g) in self.session.nodes.items() if c >= cpus and g >= gpus]
                 free = [node for node in fits if node not in self._busy]
                 if free or not fits:
                     node = free[0] if free else None
