@@ -82,7 +82,7 @@ def _repr_chunks(value: object, depth: int):
             yield from _repr_chunks(item, depth + 1)
         yield "}"
     elif isinstance(value, str):
-        yield repr(value[:BRIEF_LIMIT * 4]) if len(value) > BRIEF_LIMIT * 4 else repr(value)
+        yield repr(value[: BRIEF_LIMIT * 4])
     elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
         yield f"<a {value.bit_length():,}-bit integer>"  # repr of a 5,000-digit int raises, and is unbounded anyway
     elif value is None or isinstance(value, (bool, int, float)):

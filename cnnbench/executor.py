@@ -25,6 +25,7 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, Terminated, UsageError
+from cnnbench.results import atomic_write_bytes
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions
 
@@ -289,8 +290,6 @@ def release_previous_run() -> None:
 class InlineExecutor:
     """Tasks one after another in this process: Keras imported and the data loaded once for all runs."""
 
-    description = "this process"
-
     def __init__(self, options: RunOptions) -> None:
         self.options = options
 
@@ -302,9 +301,6 @@ class InlineExecutor:
             records = execute_task(task, self.options, lambda kind, lane, payload, key=task.key: on_event(Event(kind, key, lane, payload)))
             for lane, record in enumerate(records):
                 on_event(Event("end", task.key, lane, record))
-
-    def close(self) -> None:
-        pass
 
 
 def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm: Spec | None) -> None:
@@ -444,7 +440,6 @@ class LocalExecutor:
 
     def __init__(self, size: int, options: RunOptions, warm: Spec | None = None) -> None:
         self.size, self.options, self.warm = size, options, warm
-        self.description = f"{size} local worker process{'es' if size != 1 else ''}"
 
     def run(self, tasks: Sequence[Task], on_event: Callable[[Event], None]) -> None:
         size = max(1, min(self.size, len(tasks)))
@@ -512,9 +507,6 @@ class LocalExecutor:
             raise
         finally:
             pool.close()
-
-    def close(self) -> None:
-        pass
 
 
 # --- Ray ---------------------------------------------------------------------------------------
@@ -693,9 +685,7 @@ def write_shipped(run_dir: Path, files: dict[str, bytes]) -> None:
         target = run_dir / name
         if target.resolve().parent != run_dir.resolve():
             continue  # only the run's own flat files
-        tmp = target.with_name(f".{name}.shipped.tmp")
-        tmp.write_bytes(files[name])
-        os.replace(tmp, target)
+        atomic_write_bytes(target, lambda f, data=files[name]: f.write(data))
 
 
 class RayWorker:
@@ -812,11 +802,7 @@ class RayExecutor:
 
     def __init__(self, config: RayConfig, parallel: int, options: RunOptions, warm: Spec | None = None) -> None:
         self.config, self.parallel, self.options, self.warm = config, parallel, options, warm
-        self.description = "Ray"
         self.on_info: Callable[[str], None] = lambda message: None
-
-    def close(self) -> None:
-        pass
 
     def _resources(self, session: RaySession, tasks: int) -> tuple[int, float, float, RunOptions]:
         """(actors, CPUs and GPUs per actor, the actors' run options)."""
@@ -902,7 +888,6 @@ class RayExecutor:
     def _loop(self, ray, pool: list, start_actor, tasks: Sequence[Task], on_event: Callable[[Event], None]) -> None:
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-        by_key = {task.key: task for task in tasks}
         waiting = deque(tasks)
         attempts: dict[int, int] = {}
         busy: dict[Any, tuple[Any, Task]] = {}  # train ref -> (actor, task)
@@ -985,16 +970,15 @@ class RayExecutor:
                         if attempts[task.key] <= self.config.retries:
                             waiting.appendleft(task)
                         else:
-                            for lane in range(len(by_key[task.key].runs)):
+                            for lane in range(len(task.runs)):
                                 on_event(Event("died", task.key, lane, f"{reason} (tried {attempts[task.key]} times)"))
                         if waiting and not free:  # a worker that is up takes the run, or a new one when it is up
                             replace_actor()
                         continue
                     relay(task, events)
-                    if isinstance(error, tuple):
-                        land(task, results)
-                        raise_fatal(error, "a Ray worker")
                     land(task, results)
+                    if isinstance(error, tuple):
+                        raise_fatal(error, "a Ray worker")
                     if error == "interrupted":
                         raise KeyboardInterrupt
                     free.append(actor)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
@@ -243,9 +242,11 @@ def _write_summary(plan: SweepPlan) -> list[dict[str, Any]]:
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     path = plan.sweep_dir / "sweep.json"
-    if results.inspect_record(path)[1]:
+    previous, problem = results.inspect_record(path)
+    if problem:
         results.set_aside(path)  # an untrusted sweep.json is kept beside the new one
-    previous = read_record(path) or {}
+        previous = None
+    previous = previous or {}
     options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads,
                    "engine": options.engine, "fuse": options.fuse}  # fmt: skip
     index = {
@@ -264,7 +265,7 @@ def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     write_json(path, index)
 
 
-def _mark_interrupted(run_dir: Path, reason: str = "interrupted by the user (Ctrl-C)") -> None:
+def _mark_interrupted(run_dir: Path, reason: str) -> None:
     """A run stopped outside `model.fit` (while saving, or with its worker) still says `running`: say why it stopped."""
     record = _record(run_dir)
     if record and record.get("status") == "running":
@@ -330,7 +331,7 @@ def planned_engine(spec: Spec, options: SweepOptions) -> str:
     """
     from cnnbench.fused import resolve_engine
 
-    backend = options.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    backend = devices.requested_backend(options.backend)
     gpu = options.device == "gpu" or (options.device == "auto" and bool(devices.nvidia_gpus()))
     return resolve_engine(options.engine or spec.training.engine, backend, "gpu" if gpu else "cpu")
 
@@ -383,5 +384,3 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
         for run in todo:
             _mark_interrupted(run.run_dir, interrupt_reason(exc))
         raise
-    finally:
-        executor.close()
