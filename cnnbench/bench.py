@@ -30,7 +30,7 @@ from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Te
 from cnnbench.executor import RayConfig, RayLauncher, as_raised, ray_launcher, run_fresh
 from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
-from cnnbench.spec import Spec, parse_spec
+from cnnbench.spec import ENGINES, Spec, parse_spec
 from cnnbench.timing import extrapolate_total
 from cnnbench.train import looks_like_oom
 
@@ -42,7 +42,6 @@ COLUMNS = (
     "measured_total_s", "samples_per_s", "gflops_per_s", "peak_mem_mb", "peak_gpu_mem_mb", "estimated",
     "status", "error", "repeats", "setup_s", "dataset", "train_samples", "threads", "run_dirs", "engine",
 )  # fmt: skip
-ENGINE_CHOICES = ("auto", "fit", "fused")
 TRAINING_FLOPS_FACTOR = 3  # forward + backward ≈ 3 × the forward pass
 # Environment variables that pin a child; recorded in its child.json so isolation can be checked.
 PINNING = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
@@ -80,7 +79,7 @@ class BenchOptions:
         chosen = self.devices or (("cpu", "gpu") if devices.nvidia_gpus() else ("cpu",))
         backends = self.backends or (os.environ.get("KERAS_BACKEND") or "tensorflow",)
         checks = (("--devices", chosen, BENCH_DEVICES), ("--backends", backends, devices.BACKENDS))
-        for name, values, known in (*checks, ("--engines", self.engines, ENGINE_CHOICES)):
+        for name, values, known in (*checks, ("--engines", self.engines, ENGINES)):
             unknown = [v for v in values if v not in known]
             if unknown:
                 raise UsageError(f"{name}: unknown value(s) {', '.join(map(repr, unknown))}; use a comma list of {', '.join(known)}")
@@ -275,12 +274,13 @@ def run_bench(
         write_json(path / "bench.json", record)
 
         grid = combinations(options)
-        todo = [(r, c) for r in range(1, options.repeats + 1) for c in grid if not combination_reason(c, reasons)]
+        why_not = {c: combination_reason(c, reasons) for c in grid}
+        todo = [(r, c) for r in range(1, options.repeats + 1) for c in grid if not why_not[c]]
         if not todo:
-            raise DeviceError("nothing to measure: " + "; ".join(sorted({combination_reason(c, reasons) or "" for c in grid})))
-        for reason in dict.fromkeys(combination_reason(c, reasons) for c in grid):
+            raise DeviceError("nothing to measure: " + "; ".join(sorted({why or "" for why in why_not.values()})))
+        for reason in dict.fromkeys(why_not.values()):
             if reason and reason not in reasons.values():
-                _warn(notes, f"{', '.join(sorted({f'{c.backend}/{c.engine}' for c in grid if combination_reason(c, reasons) == reason}))} "
+                _warn(notes, f"{', '.join(sorted({f'{c.backend}/{c.engine}' for c in grid if why_not[c] == reason}))} "
                              f"rows are unavailable: {reason}")  # fmt: skip
         emit(BenchEvent("begin", total=len(todo), message=str(path)))
         status = "aborted"

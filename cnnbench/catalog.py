@@ -252,7 +252,8 @@ INITIALIZER = enum(*INITIALIZERS, what="initializer")
 REGULARIZER = nullable(enum(*REGULARIZERS, what="regularizer"))
 CONSTRAINT = nullable(enum(*CONSTRAINTS, what="constraint"))
 DATA_FORMAT = enum("channels_last")  # cnnbench's data is channels-last: input_shape [28, 28, 1]
-SEED = nullable(integer(0, 2**32 - 1))
+MAX_SEED = 2**32 - 1  # NumPy, TensorFlow and JAX all take a 32-bit seed
+SEED = nullable(integer(0, MAX_SEED))
 BASE_ARGUMENTS = {"name": layer_name(), "dtype": enum(*FLOAT_DTYPES, what="dtype"), "trainable": boolean()}
 
 

@@ -180,11 +180,9 @@ def build(
     """Run every check that needs no data (fields, layers, shapes, size, output) and show the model: layers, parameters, FLOPs."""
     from cnnbench.model import build_model, format_shape, summarize
     from cnnbench.spec import load_spec
-    from cnnbench.train import make_optimizer
 
-    loaded = load_spec(spec)
+    loaded = load_spec(spec)  # the optimizer is checked against the catalog here
     model = build_model(loaded)
-    make_optimizer(loaded)  # an unknown optimizer is a spec error too
     summary = summarize(loaded, model)
     if as_json:
         typer.echo(json.dumps({**summary.to_dict(), "spec": loaded.to_dict()}, indent=2))

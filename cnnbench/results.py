@@ -40,19 +40,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write via a temp file in the same folder + rename: readers see the old file or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno and not exc.filename:  # a full disk: say which file could not be written
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def atomic_write_bytes(path: str | Path, write: Any) -> None:
@@ -64,7 +52,7 @@ def atomic_write_bytes(path: str | Path, write: Any) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

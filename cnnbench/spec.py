@@ -23,6 +23,7 @@ from typing import Any
 from cnnbench.catalog import (
     LAYERS,
     MAX_INT,
+    MAX_SEED,
     OPTIMIZERS,
     SHARED_ARGS,
     Arg,
@@ -62,14 +63,12 @@ def text(max_chars: int, non_empty: bool = True) -> Arg:
     return Arg(check, {"type": "string", "maxLength": max_chars, **({"pattern": r"\S"} if non_empty else {})})
 
 
-_did_you_mean = did_you_mean  # the old private name, still imported by train.py
 
 
 def _meta(default: Any, arg: Arg, help: str) -> Any:
     return field(default=default, metadata={"arg": arg, "help": help})
 
 
-MAX_SEED = 2**32 - 1  # NumPy, TensorFlow and JAX all take a 32-bit seed
 MAX_LAYERS = 1_000  # each layer is a Keras object built in Python: 50,000 of them would take minutes
 MAX_STEPS_PER_EXECUTION = 10_000  # beyond this one call outlasts any epoch of any dataset cnnbench reads
 

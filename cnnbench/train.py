@@ -66,14 +66,13 @@ def make_optimizer(spec: Spec):
     """The spec's Keras optimizer at its learning rate; SpecError for an unknown name."""
     import keras
 
-    from cnnbench.spec import _did_you_mean
+    from cnnbench.catalog import check_optimizer
 
     name = spec.training.optimizer
     try:
         cls = type(keras.optimizers.get(name))
-    except (ValueError, TypeError):
-        known = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "ftrl", "lion", "lamb"]
-        raise SpecError(spec.source, "training.optimizer", f"unknown optimizer {name!r}{_did_you_mean(name, known)}") from None
+    except (ValueError, TypeError):  # a Spec made in code skips parse_spec's check of the catalog's optimizers
+        raise SpecError(spec.source, "training.optimizer", check_optimizer(name) or f"unknown optimizer {name!r}") from None
     return cls(learning_rate=spec.training.learning_rate)
 
 
@@ -347,6 +346,9 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
     fit_epochs = min(options.measure_epochs, epochs) if options.measure_epochs else epochs
     timer = EpochTimer(len(data.x_train))  # one timer: lanes share each epoch's program and its time
     lanes: list[_Lane] = []
+    # The same for every lane (they differ only in the learning rate): worked out once.
+    described, env = data.describe(), environment(options.threads)
+    chance, margin = chance_error(data.num_classes), learned_margin(data.num_classes, len(data.x_val))
     for k, (lane_spec, lane_dir) in enumerate(zip(specs, run_dirs, strict=True)):
         record: dict[str, Any] = {
             "name": lane_spec.name,
@@ -361,17 +363,17 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
             "params": summary.total_params,
             "trainable_params": summary.trainable_params,
             "flops_per_sample": summary.flops_per_sample,
-            "data": {**data.describe(), "requested": lane_spec.data.dataset, "warnings": data.warnings},
+            "data": {**described, "requested": lane_spec.data.dataset, "warnings": data.warnings},
             "device": device_kind,
             "device_requested": options.device,
             "device_name": device_name,
             "backend": keras.backend.backend(),
             "engine": engine,
             "fused_k": take,
-            "environment": environment(options.threads),
+            "environment": env,
             "steps_per_execution": steps_per_execution(lane_spec, len(data.x_train)),
-            "chance_error": chance_error(data.num_classes),
-            "learned_margin": learned_margin(data.num_classes, len(data.x_val)),
+            "chance_error": chance,
+            "learned_margin": margin,
             "started_at": (previous or {}).get("started_at") or started_at,
         }
         if options.resume:
@@ -394,11 +396,11 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
         checkpoint = Checkpoint(lane_dir / CHECKPOINT)
         lanes.append(_Lane(lane_dir, record, history, DivergenceGuard(data.num_classes), checkpoint, notifier, kept_rows))
 
-    def finish(k: int, status: str | None = None, error: str | None = None, timing: dict | None = None) -> None:
+    def finish(k: int, status: str | None = None, error: str | None = None) -> None:
         """Record lane k's end; for an ok run the model holds its weights: test evaluation and model.keras first."""
         lane = lanes[k]
         lane.checkpoint.wait(raise_error=False)  # a run that ended otherwise (failed, Ctrl-C) leaves no write in flight
-        record, timing = lane.record, dict(timing or {})
+        record, timing = lane.record, {}
         if status is None:
             status, error = ("diverged", lane.guard.reason) if lane.guard.reason else ("ok", None)
             if status == "ok":
