@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from cnnbench import __version__
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, count
 
 app = typer.Typer(
     name="cnnbench",
@@ -193,7 +193,7 @@ def build(
     typer.echo(f"forward FLOPs per sample: {summary.flops_per_sample:,} (multiply-add = 2 FLOPs)")
     t = loaded.training
     typer.echo(
-        f"training: {t.optimizer}, learning rate {t.learning_rate:g}, batch {t.batch_size}, {_count(t.epochs, 'epoch')}, seed {t.seed}; "
+        f"training: {t.optimizer}, learning rate {t.learning_rate:g}, batch {t.batch_size}, {count(t.epochs, 'epoch')}, seed {t.seed}; "
         f"data: {loaded.data.dataset}"
     )
 
@@ -232,11 +232,6 @@ def _engine_option(engine: str | None) -> str | None:
     if engine is not None and engine not in ENGINES:
         raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(ENGINES)}")
     return engine
-
-
-def _count(n: int, noun: str) -> str:
-    """'1 epoch', '20 epochs'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _fmt(value, spec: str = ".4f") -> str:
@@ -340,7 +335,7 @@ def train(
         verb = f"resuming after epoch {done}/{t.epochs}:" if resume is not None else "training"
         err(f"{verb} {loaded.name} on {d['name']} ({d['train_samples']:,} train / {d['val_samples']:,} val), {record['device']}, "
             f"{record['backend']}, engine {record.get('engine')}: lr {t.learning_rate:g}, batch {t.batch_size}, "
-            f"{_count(t.epochs, 'epoch')} -> {run_dir}")  # fmt: skip
+            f"{count(t.epochs, 'epoch')} -> {run_dir}")  # fmt: skip
 
     from cnnbench.errors import UsageError
     from cnnbench.lock import folder_lock, held_by
@@ -601,7 +596,7 @@ def bench(
                "peak MB", "status", "engine"]  # fmt: skip
     t = loaded.training
     used = ", ".join(sorted({row["dataset"] for row in result.rows if row.get("dataset")})) or loaded.data.dataset  # as recorded
-    _table(f"{loaded.name}: {used}, batch {t.batch_size}, {_count(t.epochs, 'epoch')}", columns, _bench_rows(result.rows))
+    _table(f"{loaded.name}: {used}, batch {t.batch_size}, {count(t.epochs, 'epoch')}", columns, _bench_rows(result.rows))
     for row in result.rows:
         if row["status"] in ("oom", "failed"):
             engine = f" {row.get('engine')}" if options.engines != ("auto",) else ""  # named when engines are a dimension
@@ -709,7 +704,7 @@ def _sweep_table(result) -> None:
         columns.insert(2, "dataset")
         for row, values in zip(result.rows, rows, strict=True):
             values.insert(2, row.get("dataset") or "-")
-    title = f"{spec.name}: {dataset}, {t.optimizer}, batch {t.batch_size}, {_count(t.epochs, 'epoch')}, seed {t.seed}"
+    title = f"{spec.name}: {dataset}, {t.optimizer}, batch {t.batch_size}, {count(t.epochs, 'epoch')}, seed {t.seed}"
     _table(title, columns, rows)
 
 
@@ -784,7 +779,7 @@ def sweep_lr(
     from cnnbench.data import expected_dataset
 
     data_name = expected_dataset(loaded.data.dataset, loaded.data.path)
-    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {_count(t.epochs, 'epoch')}, batch {t.batch_size}, data {data_name}")
+    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {count(t.epochs, 'epoch')}, batch {t.batch_size}, data {data_name}")
     err(f"sweep folder: {plan.sweep_dir}")
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")

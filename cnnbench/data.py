@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnbench.errors import DataError, UsageError, brief
+from cnnbench.errors import DataError, UsageError, brief, count
 
 NUM_CLASSES = 10
 MNIST_SHAPE = (28, 28, 1)
@@ -129,7 +129,7 @@ def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: st
         bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where}: {x_name}[{first}] has NaN or infinite pixels ({_count(int(bad.sum()), 'such sample')})")
+            raise DataError(f"{where}: {x_name}[{first}] has NaN or infinite pixels ({count(int(bad.sum()), 'such sample')})")
     if x.size:
         lo, hi = float(x.min()), float(x.max())
         if lo < 0 or hi > 255:
@@ -147,12 +147,8 @@ def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: st
         first = int(np.flatnonzero(outside)[0])
         raise DataError(
             f"{where}: {y_name}[{first}] is {brief(labels[first].item())}, outside the labels 0…{num_classes - 1} "
-            f"({_count(int(outside.sum()), 'such label')})"
+            f"({count(int(outside.sum()), 'such label')})"
         )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _shape_of(name: str, shape: tuple) -> str:

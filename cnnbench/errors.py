@@ -18,7 +18,7 @@ class SpecError(CnnbenchError):
     """
 
     def __init__(self, source: str, path: str, message: str) -> None:
-        source, path, message = _cap(str(source), 200), _cap(str(path), 200), _cap(str(message), MAX_MESSAGE)
+        source, path, message = cap(str(source), 200), cap(str(path), 200), cap(str(message), MAX_MESSAGE)
         self.source, self.path, self.message = source, path, message
         where = f"{source}: {path}" if path else source
         super().__init__(f"{where}: {message}")
@@ -27,8 +27,14 @@ class SpecError(CnnbenchError):
 MAX_MESSAGE = 600  # a safety net: every message already cuts the user's values with `brief`
 
 
-def _cap(text: str, limit: int) -> str:
+def cap(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with "..." when longer."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def count(n: int, noun: str) -> str:
+    """'1 epoch', '20 epochs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 class DataError(CnnbenchError):

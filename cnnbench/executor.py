@@ -303,6 +303,13 @@ class InlineExecutor:
                 on_event(Event("end", task.key, lane, record))
 
 
+def _prepare_worker(options: RunOptions) -> None:
+    """What every worker (local or a Ray actor) does once before its runs: threads and device set, Keras imported."""
+    devices.configure(options.device, options.backend, options.threads)
+    devices.import_keras()
+    quiet_retracing()
+
+
 def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm: Spec | None) -> None:
     """A pool worker: configure threads and device, import Keras and load the data once, then execute tasks.
 
@@ -325,11 +332,9 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
     signal.signal(signal.SIGTERM, on_term)
     warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
     try:
-        devices.configure(options.device, options.backend, options.threads)
-        devices.import_keras()
+        _prepare_worker(options)
         from cnnbench.train import load_data_for
 
-        quiet_retracing()
         if warm is not None and warm.data.dataset != "synthetic":  # synthetic data is shaped by the model; quick anyway
             load_data_for(warm, 10)
     except Exception as exc:
@@ -697,10 +702,8 @@ class RayWorker:
     """
 
     def __init__(self, options: RunOptions, dataset_key: tuple | None, dataset: Any) -> None:
-        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-        devices.configure(options.device, options.backend, options.threads)
-        devices.import_keras()
-        quiet_retracing()
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # as _bootstrap does for a local worker
+        _prepare_worker(options)
         if dataset_key is not None:
             from cnnbench import train
 

@@ -36,7 +36,7 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise UsageError(f"{folder} is in use by {_owner(path)}; wait for it to end or stop it, then run the command again") from None
+            raise in_use(folder, _owner(path)) from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 break  # the file we hold is still the lock file (its last owner did not remove it meanwhile)
@@ -56,6 +56,11 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
             pass  # the folder was removed meanwhile (an empty sweep after a typo)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def in_use(folder: str | Path, owner: str) -> UsageError:
+    """The one-line error for a folder that `owner` ('cnnbench pid N (...)') holds."""
+    return UsageError(f"{folder} is in use by {owner}; wait for it to end or stop it, then run the command again")
 
 
 def held_by(folder: str | Path) -> str | None:

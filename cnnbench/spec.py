@@ -37,7 +37,7 @@ from cnnbench.catalog import (
     layer_schema,
     nullable,
 )
-from cnnbench.errors import SpecError, brief
+from cnnbench.errors import SpecError, brief, cap
 
 DATASETS = ("mnist", "mnist-5k", "synthetic")
 ENGINES = ("auto", "fit", "fused")
@@ -198,15 +198,11 @@ def _parse_section(cls, value: Any, source: str, section: str):
         if not isinstance(key, str):
             raise SpecError(source, section, f"keys must be strings, got {brief(key)}")
         if key not in known:
-            raise SpecError(source, f"{section}.{_short(key)}", f"unknown key{did_you_mean(key, known)}; known: {', '.join(known)}")
+            raise SpecError(source, f"{section}.{cap(key, 40)}", f"unknown key{did_you_mean(key, known)}; known: {', '.join(known)}")
         message = _field_check(cls, key)(item)
         if message:
             raise SpecError(source, f"{section}.{key}", message)
     return cls(**value)
-
-
-def _short(key: str, limit: int = 40) -> str:
-    return key if len(key) <= limit else key[: limit - 3] + "..."
 
 
 def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> Spec:
@@ -221,7 +217,7 @@ def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> 
         if not isinstance(key, str):
             raise SpecError(source, "", f"keys must be strings, got {brief(key)}")
         if key not in TOP_LEVEL:
-            raise SpecError(source, _short(key), f"unknown top-level key{did_you_mean(key, TOP_LEVEL)}; known: {', '.join(TOP_LEVEL)}")
+            raise SpecError(source, cap(key, 40), f"unknown top-level key{did_you_mean(key, TOP_LEVEL)}; known: {', '.join(TOP_LEVEL)}")
     for key in REQUIRED:
         if key not in doc:
             raise SpecError(source, key, "is required")
@@ -251,7 +247,7 @@ def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> 
             raise SpecError(source, f"{where}.type", "is required (a layer type such as Conv2D; docs/spec.md lists them)")
         if problem := check_layer(layer):
             arg, message = problem
-            raise SpecError(source, f"{where}.{_short(arg)}" if arg else where, message)
+            raise SpecError(source, f"{where}.{cap(arg, 40)}" if arg else where, message)
         layer_name = layer.get("name") or default_layer_name(index, layer["type"])
         if layer_name in names:
             raise SpecError(source, f"{where}.name", f"duplicate layer name {brief(layer_name)} (also layers[{names[layer_name]}])")

@@ -22,7 +22,7 @@ from cnnbench import __version__, results
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
 from cnnbench.executor import Event, RayConfig, Task, make_executor
-from cnnbench.lock import folder_lock, held_by
+from cnnbench.lock import folder_lock, held_by, in_use
 from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions
@@ -301,7 +301,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     with folder_lock(plan.sweep_dir, "sweep"):
         for run in todo:
             if owner := held_by(run.run_dir):  # `cnnbench train --resume` of this run, still going
-                raise UsageError(f"{run.run_dir} is in use by {owner}; wait for it to end or stop it, then run the command again")
+                raise in_use(run.run_dir, owner)
         for run in plan.runs:
             if run.status == results.CORRUPT:
                 results.set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
