@@ -104,7 +104,8 @@ class EpochNotifier(keras.callbacks.Callback):
 
     It comes last among a run's callbacks: by the time a caller hears of an epoch (and perhaps
     raises KeyboardInterrupt from its handler) the row is on disk and the checkpoint is taken, so
-    `train --resume` can continue from that epoch.
+    `train --resume` can continue from that epoch. Taken, not yet on disk: its write may still be in
+    flight (Checkpoint), and the run waits for it before it ends.
     """
 
     def __init__(self, history: HistoryWriter, on_epoch: Callable[[dict], None]) -> None:

@@ -235,11 +235,25 @@ def _fill(disk, leave: int) -> None:
         f.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - leave))
 
 
+def _checkpoint_on_disk(path, epoch: int, timeout: float = 60.0) -> None:
+    """Wait until `path` holds `epoch`'s checkpoint: it is written in the background while training goes on."""
+    from cnnbench.callbacks import read_checkpoint
+
+    deadline = time.monotonic() + timeout
+    while (state := read_checkpoint(path)) is None or state.epoch < epoch:
+        assert time.monotonic() < deadline, f"no checkpoint of epoch {epoch} in {path} after {timeout:.0f} s"
+        time.sleep(0.01)
+
+
 def test_a_full_disk_while_saving_the_model_is_recorded_failed_and_leaves_no_temp_file(tiny_spec, small_disk):
     """The last checkpoint (≈420 kB) still fits, model.keras (≈450 kB) does not."""
+    from cnnbench.callbacks import read_checkpoint
 
     def fill_at_last_epoch(row):
         if row["epoch"] == 2:
+            # Epoch 2's checkpoint may still be in flight when the epoch is reported (callbacks.Checkpoint);
+            # its rename frees the previous one (≈420 kB), which would leave room for model.keras.
+            _checkpoint_on_disk(small_disk / "run" / "checkpoint.npz", epoch=2)
             _fill(small_disk, leave=435_000)
 
     record = train_run(tiny_spec, small_disk / "run", on_epoch=fill_at_last_epoch)
@@ -249,3 +263,4 @@ def test_a_full_disk_while_saving_the_model_is_recorded_failed_and_leaves_no_tem
     assert read_json(small_disk / "run" / "run.json")["status"] == "failed"
     assert sorted(p.name for p in (small_disk / "run").iterdir() if p.name.startswith(".")) == []
     assert not (small_disk / "run" / "model.keras").exists()
+    assert read_checkpoint(small_disk / "run" / "checkpoint.npz").epoch == 2  # kept: a failed run can be resumed
