@@ -118,3 +118,33 @@ def test_the_recipe_without_tensorflow_installs_every_other_dependency():
     recipe = next(line for line in (ROOT / "docs" / "engines.md").read_text().splitlines() if line.startswith('pip install "jax[cuda'))
     words = {re.match(r"[A-Za-z0-9_.-]+", w.strip("\"'")).group(0).lower() for w in recipe.split("#")[0].split()[2:]}
     assert sorted(set(_dependencies()) - {"tensorflow"} - words) == []
+
+
+SWEEP_FOLDER = re.compile(r"(\w+)-lr-sweep-[\w.]+-n\d+-e\d+-s\d+-[0-9a-f]{6}\b")
+
+
+def test_sweep_folder_names_in_the_docs_are_the_ones_their_commands_make():
+    """A folder name shown with its command (same line, or up to two lines above) is the name that command gives."""
+    from cnnbench.spec import load_spec
+    from cnnbench.sweep import sweep_name
+    from cnnbench.values import parse_values
+
+    checked = []
+    for page in PAGES:
+        lines = page.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if not (m := SWEEP_FOLDER.search(line)):
+                continue
+            context = " ".join(lines[max(0, number - 2) : number + 1])
+            values = re.search(r"--values[ =]([^\s)`]+)", context)
+            assert values, f"{page.relative_to(ROOT)}:{number + 1}: show the command (--values) beside {m.group(0)}"
+            overrides = {}
+            if epochs := re.search(r"--epochs[ =](\d+)", context):
+                overrides["epochs"] = int(epochs.group(1))
+            if data := re.search(r"--data[ =](\S+)", context):
+                overrides["dataset"] = data.group(1)
+            spec = load_spec(m.group(1)).with_overrides(**overrides)
+            expected = sweep_name(spec, parse_values(values.group(1)))
+            checked.append((f"{page.relative_to(ROOT)}:{number + 1}", m.group(0), expected))
+    assert len(checked) >= 3
+    assert [(where, shown) for where, shown, expected in checked if shown != expected] == [], checked
