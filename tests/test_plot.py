@@ -369,7 +369,7 @@ def _law_bench(folder: Path, epochs: int = 20, engine: bool = False) -> Path:
                        "flops_per_sample": 12 * p, "batch_size": 64, "epochs": epochs, "estimated": False, "status": "ok",
                        "samples_per_s": 4000 / t_eng, "first_epoch_s": t_eng + 0.3, "train_samples": 4000, "engine": eng}  # fmt: skip
                 if epochs > 1:
-                    row.update(epoch_s_median=t_eng, epoch_s_min=0.9 * t_eng, epoch_s_max=1.2 * t_eng, total_s=0.3 + epochs * t_eng)
+                    row.update(epoch_s_median=t_eng, epoch_s_min=0.98 * t_eng, epoch_s_max=1.04 * t_eng, total_s=0.3 + epochs * t_eng)
                 else:
                     row.update(total_s=t_eng + 0.3)
                 rows.append(row)
@@ -392,9 +392,10 @@ def test_growth_verdicts_on_exact_laws():
     rising = local_slopes(P, [0.2 * math.exp(1.5e-6 * p) for p in P])
     assert all(b > a for a, b in zip(rising, rising[1:], strict=False))  # an exponential's local exponent keeps rising
     assert compare_growth([1, 2], [1, 2]).verdict == ""  # two points fit anything
-    # a line through the big models that predicts negative times for the small ones is not the best description
+    # every candidate is fitted on the loss it is judged on: the line no longer predicts t ≤ 0 for the small models
     bent = compare_growth(P, [0.17, 0.27, 0.35, 0.89, 2.36, 10.14])  # docs/bench-cpu, TensorFlow's steady epochs
-    assert bent.fits["linear"].r2 > bent.fits["power"].r2 and bent.fits["linear"].miss == math.inf and bent.verdict == "power"
+    assert all(math.isfinite(f.miss) for f in bent.fits.values())
+    assert bent.verdict == "inconclusive" and bent.within == ["linear", "power", "exponential"]
 
 
 def test_a_series_that_does_not_grow_is_called_flat_not_fitted():
@@ -403,9 +404,9 @@ def test_a_series_that_does_not_grow_is_called_flat_not_fitted():
 
     gpu = compare_growth(P, [0.6245, 0.7114, 0.8610, 0.7216, 0.7877, 0.6591])
     assert gpu.verdict == "flat" and abs(gpu.fits["power"].q) < 0.05
-    assert gpu.summary().startswith("flat: no growth beyond the scatter (power-law exponent 0.0")
+    assert gpu.summary() == "flat: no growth beyond the noise (±11 %)"
     assert compare_growth(P, [1.0] * 6).verdict == "flat"
-    assert compare_growth(P, [0.17, 0.27, 0.35, 0.89, 2.36, 10.14]).verdict == "power"  # a 60x rise is growth
+    assert compare_growth(P, [0.17, 0.27, 0.35, 0.89, 2.36, 10.14]).verdict != "flat"  # a 60x rise is growth
 
 
 def test_fits_csv_states_the_verdict_of_every_series(tmp_path):
