@@ -369,7 +369,7 @@ def _law_bench(folder: Path, epochs: int = 20, engine: bool = False) -> Path:
                        "flops_per_sample": 12 * p, "batch_size": 64, "epochs": epochs, "estimated": False, "status": "ok",
                        "samples_per_s": 4000 / t_eng, "first_epoch_s": t_eng + 0.3, "train_samples": 4000, "engine": eng}  # fmt: skip
                 if epochs > 1:
-                    row.update(epoch_s_median=t_eng, epoch_s_min=0.9 * t_eng, epoch_s_max=1.2 * t_eng, total_s=0.3 + epochs * t_eng)
+                    row.update(epoch_s_median=t_eng, epoch_s_min=0.98 * t_eng, epoch_s_max=1.04 * t_eng, total_s=0.3 + epochs * t_eng)
                 else:
                     row.update(total_s=t_eng + 0.3)
                 rows.append(row)
@@ -392,9 +392,10 @@ def test_growth_verdicts_on_exact_laws():
     rising = local_slopes(P, [0.2 * math.exp(1.5e-6 * p) for p in P])
     assert all(b > a for a, b in zip(rising, rising[1:], strict=False))  # an exponential's local exponent keeps rising
     assert compare_growth([1, 2], [1, 2]).verdict == ""  # two points fit anything
-    # a line through the big models that predicts negative times for the small ones is not the best description
+    # every candidate is fitted on the loss it is judged on: the line no longer predicts t ≤ 0 for the small models
     bent = compare_growth(P, [0.17, 0.27, 0.35, 0.89, 2.36, 10.14])  # docs/bench-cpu, TensorFlow's steady epochs
-    assert bent.fits["linear"].r2 > bent.fits["power"].r2 and bent.fits["linear"].miss == math.inf and bent.verdict == "power"
+    assert all(math.isfinite(f.miss) for f in bent.fits.values())
+    assert bent.verdict == "inconclusive" and bent.within == ["linear", "power", "exponential"]
 
 
 def test_a_series_that_does_not_grow_is_called_flat_not_fitted():
@@ -403,9 +404,9 @@ def test_a_series_that_does_not_grow_is_called_flat_not_fitted():
 
     gpu = compare_growth(P, [0.6245, 0.7114, 0.8610, 0.7216, 0.7877, 0.6591])
     assert gpu.verdict == "flat" and abs(gpu.fits["power"].q) < 0.05
-    assert gpu.summary().startswith("flat: no growth beyond the scatter (power-law exponent 0.0")
+    assert gpu.summary() == "flat: no growth beyond the noise (±11 %)"
     assert compare_growth(P, [1.0] * 6).verdict == "flat"
-    assert compare_growth(P, [0.17, 0.27, 0.35, 0.89, 2.36, 10.14]).verdict == "power"  # a 60x rise is growth
+    assert compare_growth(P, [0.17, 0.27, 0.35, 0.89, 2.36, 10.14]).verdict != "flat"  # a 60x rise is growth
 
 
 def test_fits_csv_states_the_verdict_of_every_series(tmp_path):
@@ -522,3 +523,40 @@ def test_a_full_disk_is_one_line_exit_2_and_leaves_no_temporary_file(results, sm
     assert not [p for p in small_disk.rglob("*") if p.name.endswith(".tmp")]  # every figure is whole or absent
     written = list(small_disk.rglob("*.png"))
     assert written and all(path.read_bytes()[-8:] == b"IEND\xaeB`\x82" for path in written)
+
+
+def test_error_vs_lr_zooms_to_the_rates_that_learned_and_log_scale_reaches_it(tmp_path):
+    """Which rate is best: the y axis spans the learned runs' errors and their bars, chance is noted (not forced in),
+    the grid follows each axis' scale, and `plot --log-scale` puts this figure's y axis on a log scale too."""
+    from cnnbench.plot.curves import _error_vs_lr_figure, load_sweep
+
+    sweep = tmp_path / "sweep"
+    for lr in (0.01, 0.03, 0.1):  # best errors 0.27, 0.05, 0.05: far below chance (0.9)
+        make_run(sweep / f"lr-{lr:g}", lr, 6)
+    make_run(sweep / "lr-5", 5.0, 6, "diverged", 2)
+    (sweep / "sweep.json").write_text("{}")
+    runs, _ = load_sweep(sweep)
+    for log_scale in (False, True):
+        ax = _error_vs_lr_figure(runs, "n", ["c"], log_scale).axes[0]
+        bottom, top = ax.get_ylim()
+        learned = [r.best_val_error for r in runs if r.status == "ok"] + [r.val_error[-1] for r in runs if r.status == "ok"]
+        assert bottom <= min(learned) and max(learned) <= top < 0.6  # the data fill the axis; chance (0.9) lies above it
+        notes = [t.get_text() for t in ax.texts]
+        assert "chance 0.9 (above)" in notes and "diverged ↑ 0.9" in notes
+        assert ax.get_yscale() == ("log" if log_scale else "linear") and ax.get_xscale() == "log"
+        assert all(line.get_visible() for line in ax.yaxis.get_gridlines())
+        if log_scale:  # a log-spaced grid: every 1…9 × 10^k inside the range, the minor lines drawn too
+            grid = sorted(t for t in [*ax.get_yticks(), *ax.yaxis.get_minorticklocs()] if bottom <= t <= top)
+            assert len(grid) >= 5 and {round(t / 10 ** math.floor(math.log10(t) + 1e-9), 6) for t in grid} <= set(range(1, 10))
+            assert all(tick.gridline.get_visible() for tick in ax.yaxis.get_minor_ticks())
+        else:  # a linear grid: evenly spaced
+            ticks = [t for t in ax.get_yticks() if bottom <= t <= top]
+            assert len(ticks) >= 3 and np.allclose(np.diff(ticks), np.diff(ticks)[0]), ticks
+        x_grid = [x for x in ax.xaxis.get_minorticklocs() if ax.get_xlim()[0] <= x <= ax.get_xlim()[1]]
+        assert x_grid and all(round(x / 10 ** math.floor(math.log10(x) + 1e-9), 6) in (1, 2, 5) for x in x_grid)  # 1-2-5 per decade
+        assert all(tick.gridline.get_visible() for tick in ax.xaxis.get_minor_ticks())
+        assert not any(line.get_visible() for line in ax.xaxis.get_gridlines())  # no grid at the irregular rate ticks
+    result = CliRunner().invoke(app, ["plot", str(sweep), "--format", "svg", "--log-scale", "--out", str(tmp_path / "log")])
+    assert result.exit_code == 0, result.output
+    svg = (tmp_path / "log" / "error_vs_lr.svg").read_text()
+    assert "<!-- validation error (fraction misclassified), log scale -->" in svg

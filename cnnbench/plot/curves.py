@@ -1,7 +1,8 @@
 """Learning-curve figures of runs and sweeps: error and loss per epoch, error vs learning rate.
 
-Every error axis carries the chance line (1 − 1/classes) and starts at 0, so a run that never learned
-looks flat; such runs, and diverged ones, are marked in the legends.
+Every error-per-epoch axis carries the chance line (1 − 1/classes) and starts at 0, so a run that never
+learned looks flat; such runs, and diverged ones, are marked in the legends. Error vs learning rate
+answers which rate is best: it zooms to the rates that learned and notes chance where it lies beyond.
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ def plot_sweep(
                    "val_error_curves", formats)  # fmt: skip
     written += save(_loss_figure(runs, colors, f"{name}: loss per learning rate", caption, log_scale), out_dir, "loss_curves", formats)
     ci = "error bars: 95 % Wilson interval from the validation set's size"
-    written += save(_error_vs_lr_figure(runs, name, [*caption, ci]), out_dir, "error_vs_lr", formats)
+    written += save(_error_vs_lr_figure(runs, name, [*caption, ci], log_scale), out_dir, "error_vs_lr", formats)
     return written
 
 
@@ -314,37 +315,68 @@ def _interval(errors: np.ndarray, runs: Sequence[Run]) -> np.ndarray:
     return bars
 
 
-def _error_vs_lr_figure(runs: Sequence[Run], name: str, caption: Sequence[str]):
+def _zoom(ax, lows: np.ndarray, highs: np.ndarray, log_scale: bool) -> tuple[float, float]:
+    """y limits around the interval [lows, highs] of the data, a little margin beside it; nothing else forced in."""
+    lows, highs = lows[np.isfinite(lows)], highs[np.isfinite(highs)]
+    if log_scale and log_axis(ax):
+        lows = lows[lows > 0]
+        bottom, top = (float(lows.min()), float(highs.max())) if len(lows) and len(highs) else (1e-3, 1.0)
+        pad = (top / bottom) ** 0.08 if top > bottom else 1.5
+        bottom, top = bottom / pad, top * pad
+        ax.grid(True, which="minor", axis="y", alpha=0.12)  # the log-spaced grid of a log axis
+    else:
+        bottom, top = (float(lows.min()), float(highs.max())) if len(lows) and len(highs) else (0.0, 1.0)
+        pad = 0.08 * (top - bottom) or 0.01
+        bottom, top = max(0.0, bottom - pad), min(1.0, top + pad) if top <= 1.0 else top + pad
+    ax.grid(True, which="major", axis="y")  # evenly spaced on the axis' own scale
+    ax.set_ylim(bottom, top)
+    return bottom, top
+
+
+def _error_vs_lr_figure(runs: Sequence[Run], name: str, caption: Sequence[str], log_scale: bool = False):
+    """Which rate is best: final and best validation error per rate, the y axis zoomed to the runs that learned
+    (with their 95 % bars); chance, and runs that did not learn, marked at the edge when they lie beyond it."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
     fig = new_figure(8.5, 5.2, caption)
     ax = fig.subplots()
     rates = np.array([r.lr for r in runs])
     final = np.array([_last_finite(r.val_error) for r in runs])
     best = np.array([r.best_val_error for r in runs])
-    ax.errorbar(rates, final, yerr=_interval(final, runs), fmt="o-", color="tab:blue", capsize=3, label="final (last epoch)")
-    ax.errorbar(rates, best, yerr=_interval(best, runs), fmt="^--", color="tab:green", capsize=3, label="best (lowest over epochs)")
+    final_bars, best_bars = _interval(final, runs), _interval(best, runs)
+    ax.errorbar(rates, final, yerr=final_bars, fmt="o-", color="tab:blue", capsize=3, label="final (last epoch)")
+    ax.errorbar(rates, best, yerr=best_bars, fmt="^--", color="tab:green", capsize=3, label="best (lowest over epochs)")
     chance = chance_line(ax, runs)
     ok = [i for i, r in enumerate(runs) if r.status == "ok" and np.isfinite(best[i]) and r.learned is not False]
     if ok:
         i = min(ok, key=lambda j: (best[j], rates[j]))
         ax.plot([rates[i]], [best[i]], "*", color="gold", ms=16, mec="black", mew=0.6, ls="none", zorder=4,
                 label=f"lowest of the ok runs: {best[i]:.3f} at lr {num(rates[i])}")  # fmt: skip
-    error_limits(ax, [*final, *best], chance, False)
-    top = ax.get_ylim()[1]
+    zoom = ok or list(range(len(runs)))
+    bottom, top = _zoom(ax, np.concatenate([final[zoom] - final_bars[0, zoom], best[zoom] - best_bars[0, zoom]]),
+                        np.concatenate([final[zoom] + final_bars[1, zoom], best[zoom] + best_bars[1, zoom]]), log_scale)  # fmt: skip
+    if chance > top:  # noted, not forcing the range: the rates that learned would shrink to a line at the bottom
+        ax.annotate(f"chance {chance:.3g} (above)", xy=(0.5, 1.0), xytext=(0.5, 0.9), xycoords="axes fraction", color="0.35",
+                    fontsize=8, ha="center", va="top", arrowprops={"arrowstyle": "->", "color": "0.45"})  # fmt: skip
     bad = [i for i, r in enumerate(runs) if r.status != "ok" or r.learned is False]
     if bad:
-        y_bad = np.array([final[i] if np.isfinite(final[i]) else top for i in bad])
-        ax.plot(rates[bad], y_bad, "X", color="tab:red", ms=10, mec="black", mew=0.6, ls="none", zorder=4,
-                label="not ok or did not learn (written above)")  # fmt: skip
-        for i, y in zip(bad, y_bad, strict=True):
-            text = runs[i].label_note().strip(" ()")
-            ax.annotate(text, (rates[i], y), textcoords="offset points", xytext=(0, 9), ha="center", fontsize=8, c="tab:red")
+        inside = [bool(np.isfinite(final[i]) and bottom <= final[i] <= top) for i in bad]
+        y_bad = np.array([final[i] if keep else top for i, keep in zip(bad, inside, strict=True)])
+        ax.plot(rates[bad], y_bad, "X", color="tab:red", ms=10, mec="black", mew=0.6, ls="none", zorder=4, clip_on=False,
+                label="not ok or did not learn (named beside it; ↑ value: beyond the top)")  # fmt: skip
+        for i, y, keep in zip(bad, y_bad, inside, strict=True):
+            text = runs[i].label_note().strip(" ()") + ("" if keep else f" ↑ {final[i]:.3g}" if np.isfinite(final[i]) else " ↑")
+            ax.annotate(text, (rates[i], y), textcoords="offset points", xytext=(0, 9 if keep else -18), ha="center", fontsize=8,
+                        c="tab:red", annotation_clip=False)  # fmt: skip
     ax.set_xscale("log")
     ax.margins(x=0.06)
     if len(rates) <= 12:
-        from matplotlib.ticker import NullFormatter
-
         ax.set_xticks(rates, [num(r) for r in rates], rotation=45 if len(rates) > 6 else 0)
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(title=f"{name}: validation error vs learning rate", xlabel="learning rate (log scale)", ylabel=VAL_ERROR)
+        ax.grid(False, which="major", axis="x")  # ticks at the rates; the grid stays log-spaced, below
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.grid(True, which="minor", axis="x")
+    ylabel = VAL_ERROR + (", log scale" if ax.get_yscale() == "log" else "")
+    ax.set(title=f"{name}: validation error vs learning rate", xlabel="learning rate (log scale)", ylabel=ylabel)
     ax.legend(loc="best")
     return fig

@@ -24,11 +24,12 @@ FITS_COLUMNS = (
     "linear_a", "linear_b", "linear_r2", "linear_miss", "linear_max_rel_residual",
     "power_c", "power_k", "power_r2", "power_miss", "power_max_rel_residual",
     "exponential_c", "exponential_b", "exponential_r2", "exponential_miss", "exponential_max_rel_residual",
+    "within_noise", "noise", "measured_spread", "verdict_reason", "flat_c", "flat_r2", "flat_miss", "flat_max_rel_residual",
 )  # fmt: skip
 _BACKEND_COLORS = {"tensorflow": "tab:orange", "jax": "tab:blue", "torch": "tab:red"}
 _FUSED_COLORS = {"jax": "tab:purple", "tensorflow": "tab:brown"}
 _DEVICE_MARKERS = {"cpu": "o", "gpu": "s"}
-_FIT_STYLE = {"linear": "-", "power": "--", "exponential": ":"}
+_FIT_STYLE = {"flat": (0, (1, 3)), "linear": "-", "power": "--", "exponential": ":"}
 
 
 class Metric:
@@ -91,26 +92,38 @@ def _points(ax, x, y, bars, estimated, color, marker: str, label: str | None) ->
             label = None
 
 
-def _fit_curves(ax, x, y, color, var: str = "P") -> Growth:
-    """The fits of t(x) drawn over the data's span, each with its equation, R² and typical miss as a legend entry."""
-    growth = compare_growth(x, y)
+def growth_of(group, x, column: str, expected: str | None = None) -> Growth:
+    """The verdict of one series, judged against its recorded spread: the one call behind fits.csv and every figure."""
+    y = _floats(group, column)
+    bars = _bounds(group, column)
+    return compare_growth(x, y, y - bars[0], y + bars[1], expected=expected)
+
+
+def verdict_line(growth: Growth) -> str:
+    """'verdict: power: the only candidate …' — fits.csv's `verdict` and `verdict_reason`, word for word."""
+    return f"verdict: {growth.summary()}" if growth.verdict else ""
+
+
+def _fit_curves(ax, x, y, color, growth: Growth, var: str = "P") -> None:
+    """The fits of t(x) drawn over the data's span, each with its equation, R² and typical miss as a legend entry;
+    the verdict's curve marked, none when the verdict is flat or inconclusive (flat drawn only where it fits)."""
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if not growth.fits:
-        return growth
+        return
     grid = np.geomspace(x[keep].min(), x[keep].max(), 200)
     equations = {
+        "flat": lambda p, q: rf"flat: $t = {sci(p)}$",
         "linear": lambda p, q: rf"linear: $t = {_line(p, q, var)}$",
         "power": lambda p, q: rf"power: $t = {sci(p)}\,{var}^{{{q:.2f}}}$",
         "exponential": lambda p, q: rf"exponential: $t = {sci(p)}\,e^{{{sci(q)}\,{var}}}$",
     }
     for model in MODELS:
-        if model in growth.fits:
+        if model in growth.fits and (model != "flat" or model in growth.within):
             fit = growth.fits[model]
             p, q = fit.p, fit.q
-            mark = "  ◀ best" if model == growth.verdict else ""
-            ax.plot(grid, predict(model, (p, q), grid), _FIT_STYLE[model], color=color, lw=1.2, alpha=0.8,
+            mark = "  ◀ verdict" if model == growth.verdict else ""
+            ax.plot(grid, predict(model, (p, q), grid), ls=_FIT_STYLE[model], color=color, lw=1.2, alpha=0.8,
                     label=f"{equations[model](p, q)}   $R^2$ = {fit.r2:.3f}, miss {fit.miss_pct}{mark}")  # fmt: skip
-    return growth
 
 
 def _line(a: float, b: float, var: str) -> str:
@@ -120,12 +133,15 @@ def _line(a: float, b: float, var: str) -> str:
 
 def _fit_row(x: str, y: str, s: dict[str, str], growth: Growth) -> dict[str, Any]:
     row: dict[str, Any] = {"x": x, "y": y, **s, "points": growth.n, "verdict": growth.verdict, "verdict_margin": growth.margin,
-                           "local_slopes": ";".join(f"{v:.3f}" for v in growth.slopes)}  # fmt: skip
-    names = {"linear": ("a", "b"), "power": ("c", "k"), "exponential": ("c", "b")}
+                           "local_slopes": ";".join(f"{v:.3f}" for v in growth.slopes), "within_noise": ";".join(growth.within),
+                           "noise": growth.noise, "measured_spread": growth.spread, "verdict_reason": growth.reason}  # fmt: skip
+    names = {"flat": ("c", None), "linear": ("a", "b"), "power": ("c", "k"), "exponential": ("c", "b")}
     for model, fit in growth.fits.items():
         first, second = names[model]
-        row.update({f"{model}_{first}": fit.p, f"{model}_{second}": fit.q, f"{model}_r2": fit.r2, f"{model}_miss": fit.miss,
+        row.update({f"{model}_{first}": fit.p, f"{model}_r2": fit.r2, f"{model}_miss": fit.miss,
                     f"{model}_max_rel_residual": fit.max_rel_residual})  # fmt: skip
+        if second:
+            row[f"{model}_{second}"] = fit.q
     return row
 
 
@@ -191,8 +207,11 @@ def _runtime_vs_params(ok, bench, device: str, bench_dir: Path, info: dict[str, 
         for s, group in series(rows):
             color, marker, _ = _style(s)
             x, y = _floats(group, "params"), _floats(group, column)
-            _points(ax, x, y, _bounds(group, column), group["estimated"].to_numpy(), color, marker, _label(s, False))
-            fits.append(_fit_row("params", column, s, _fit_curves(ax, x, y, color)))
+            growth = growth_of(group, x, column)
+            label = "\n".join(p for p in (_label(s, False), verdict_line(growth)) if p)
+            _points(ax, x, y, _bounds(group, column), group["estimated"].to_numpy(), color, marker, label)
+            _fit_curves(ax, x, y, color, growth)
+            fits.append(_fit_row("params", column, s, growth))
             for xi, yi, f in zip(x, y, _floats(group, "filters"), strict=True):
                 if np.isfinite(yi) and np.isfinite(f):
                     ax.annotate(f"{f:g}", (xi, yi), textcoords="offset points", xytext=(5, -11), fontsize=7, color="0.4")
@@ -241,8 +260,8 @@ def _runtime_growth(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Me
         keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
         data_y += list(y[keep])
         bars = _bounds(group, metric.column)
-        growth = compare_growth(x, y)
-        verdict = f"\n   → {growth.summary()}" if growth.verdict else ""
+        growth = growth_of(group, x, metric.column)
+        verdict = f"\n   {verdict_line(growth)}" if growth.verdict else ""
         _points(ax_log, x, y, bars, group["estimated"].to_numpy(), color, marker, None)
         _points(ax_semi, x, y, bars, group["estimated"].to_numpy(), color, marker, _label(s) + verdict)
         if not growth.fits:
@@ -274,7 +293,7 @@ def _runtime_growth(ok, bench, bench_dir: Path, info: dict[str, Any], metric: Me
     below = {"title_fontsize": 8, "loc": "upper center", "bbox_to_anchor": (0.5, -0.13), "frameon": False}
     if ax_log.get_legend_handles_labels()[0]:
         ax_log.legend(title="fits (dashed: power law; solid: linear)", **below)
-    ax_semi.legend(title="device · backend → best fit (smallest typical miss)", **below)
+    ax_semi.legend(title="device · backend → verdict (as in fits.csv)", **below)
     return fig
 
 
@@ -300,8 +319,11 @@ def _runtime_vs_flops(ok, bench, bench_dir: Path, info: dict[str, Any], metric: 
             color, marker, _ = _style(s)
             x, xlabel = _flops_per_epoch(group)
             y = _floats(group, metric.column)
-            _points(ax, x, y, _bounds(group, metric.column), group["estimated"].to_numpy(), color, marker, _label(s, False))
-            fits.append(_fit_row("flops", metric.column, s, _fit_curves(ax, x, y, color, var="F")))
+            growth = growth_of(group, x, metric.column, expected="linear")  # runtime is a fixed cost plus a cost per FLOP
+            label = "\n".join(p for p in (_label(s, False), verdict_line(growth)) if p)
+            _points(ax, x, y, _bounds(group, metric.column), group["estimated"].to_numpy(), color, marker, label)
+            _fit_curves(ax, x, y, color, growth, var="F")
+            fits.append(_fit_row("flops", metric.column, s, growth))
         from matplotlib.ticker import FuncFormatter
 
         ax.xaxis.set_major_formatter(FuncFormatter(count))
