@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import OutputError, brief
+from cnnbench.files import UnsafeFileError, check_target, read_bytes
 
 STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
 FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
@@ -46,6 +47,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, write: Any) -> None:
     """Like atomic_write_text, for binary content: `write(file)` fills the temp file (np.savez, ...)."""
     path = Path(path)
+    check_target(path)  # a link planted in its place is refused, not replaced (the temp file is O_EXCL: never a link)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -87,8 +89,8 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file of a results folder, read through the bounded reader (regular files only, size capped)."""
+    return json.loads(read_bytes(path).decode("utf-8"))
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] | tuple[str, ...] | None = None) -> None:
@@ -248,6 +250,8 @@ def inspect_record(path: str | Path) -> tuple[dict[str, Any] | None, str | None]
         return None, "is a folder, not a file"
     try:
         data = read_json(path)
+    except UnsafeFileError as exc:
+        return None, f"{exc.what}, not a record cnnbench wrote"
     except (OSError, ValueError, RecursionError) as exc:
         kind = "not valid JSON (torn or edited)" if isinstance(exc, (ValueError, RecursionError)) else f"unreadable ({type(exc).__name__})"
         return None, kind
@@ -407,12 +411,11 @@ def load_history(run_dir: str | Path):
 
     path = Path(run_dir) / "history.csv"
     empty = pd.DataFrame(columns=list(HISTORY_COLUMNS))
-    if not path.is_file() or path.stat().st_size == 0:
-        return empty
     try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return empty
+        content = read_bytes(path)
+        frame = pd.read_csv(io.BytesIO(content)) if content else empty
+    except (OSError, ValueError, UnsafeFileError, pd.errors.ParserError):
+        return empty  # missing, a link, a pipe, too large or torn
     if "epoch" not in frame or not pd.api.types.is_numeric_dtype(frame["epoch"]):
         return empty  # not a history cnnbench wrote
     return frame
@@ -473,9 +476,13 @@ def load_bench(bench_dir: str | Path):
     import pandas as pd
 
     path = Path(bench_dir) / "bench.csv"
-    if not path.is_file() or path.stat().st_size == 0:
+    try:
+        content = read_bytes(path)
+    except FileNotFoundError:
         return pd.DataFrame()
-    frame = pd.read_csv(path)
+    if not content:
+        return pd.DataFrame()
+    frame = pd.read_csv(io.BytesIO(content))
     if "estimated" in frame:
         frame["estimated"] = frame["estimated"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
     return frame

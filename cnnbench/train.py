@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import statistics
 import sys
 import time
@@ -201,15 +202,24 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict[str, Any]]:
 def _history_rows(path: Path, epochs: int) -> list[dict[str, Any]]:
     """The first `epochs` rows of a history.csv as numbers (what a resumed run keeps)."""
     import csv
+    import io
 
-    if not path.is_file():
+    from cnnbench.files import UnsafeFileError, read_text
+
+    try:
+        text = read_text(path)  # bounded: a FIFO or a huge file planted as history.csv is refused
+    except FileNotFoundError:
         return []
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = []
-        for raw in csv.DictReader(f):
+    except (OSError, ValueError, UnsafeFileError) as exc:
+        raise UsageError(f"--resume: {_shown(path)}: {getattr(exc, 'what', None) or 'not a history cnnbench wrote'}") from None
+    rows = []
+    for line, raw in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        try:  # every cell is a number cnnbench wrote; anything else is not its history
             row = {k: float(v) for k, v in raw.items() if k and v not in (None, "")}
             row["epoch"] = int(row["epoch"])
-            rows.append(row)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise UsageError(f"--resume: {_shown(path)}: line {line}: not a history row cnnbench wrote") from None
+        rows.append(row)
     return [row for row in rows if row["epoch"] <= epochs][:epochs]
 
 
@@ -557,9 +567,18 @@ def _metrics(rows: list[dict]) -> dict[str, Any]:
 
 
 def _save_model(model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the .keras suffix
+    import tempfile
+
+    from cnnbench.files import check_target
+
+    check_target(path)
+    # A fresh name (O_EXCL): a link planted under a fixed temp name would make Keras write through it.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.keras", dir=path.parent)  # Keras insists on .keras
+    os.close(fd)
+    tmp = Path(name)
     try:
         model.save(tmp)
+        os.chmod(tmp, 0o644)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a torn file must not be left behind (a full disk, Ctrl-C)
