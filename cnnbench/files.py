@@ -24,12 +24,12 @@ class UnsafeFileError(OutputError):
     """A file in a results folder that is not a regular file (a link, a pipe, a device) or is too large.
 
     >>> str(UnsafeFileError("results/run/run.json", "is a symbolic link"))
-    'results/run/run.json: is a symbolic link; cnnbench reads and writes only regular files in a results folder'
+    'results/run/run.json: is a symbolic link; cnnbench reads and writes only regular files in a results folder (remove it)'
     """
 
-    def __init__(self, path: str | Path, what: str, advice: str = "cnnbench reads and writes only regular files in a results folder"):
+    def __init__(self, path: str | Path, what: str):
         self.path, self.what = str(path), what
-        super().__init__(f"{shown_path(path)}: {what}{'; ' + advice if advice else ''}")
+        super().__init__(f"{shown_path(path)}: {what}; {_REMOVE_IT if what.startswith(('is a ', 'is not')) else 'remove it'}")
 
 
 def shown_path(path: str | Path, limit: int = 200) -> str:
@@ -49,7 +49,7 @@ def kind_of(mode: int) -> str:
         return "a device"
     if stat.S_ISSOCK(mode):
         return "a socket"
-    return "not a regular file"
+    return "a special file"
 
 
 def check_target(path: str | Path) -> None:
@@ -59,7 +59,7 @@ def check_target(path: str | Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISREG(mode):
-        raise UnsafeFileError(path, f"is {kind_of(mode)}", _REMOVE_IT)
+        raise UnsafeFileError(path, f"is {kind_of(mode)}")
 
 
 def check_folder(folder: str | Path, depth: int = 3) -> None:
@@ -78,7 +78,7 @@ def check_folder(folder: str | Path, depth: int = 3) -> None:
             if depth > 1:
                 check_folder(entry.path, depth - 1)
         elif not stat.S_ISREG(mode):
-            raise UnsafeFileError(entry.path, f"is {kind_of(mode)}", _REMOVE_IT)
+            raise UnsafeFileError(entry.path, f"is {kind_of(mode)}")
 
 
 def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:

@@ -182,7 +182,8 @@ RUN_FIELDS: dict[str, tuple[type, ...]] = {
     "total_time_s": _OPTIONAL_NUMBER, "peak_host_mem_mb": _OPTIONAL_NUMBER, "peak_gpu_mem_mb": _OPTIONAL_NUMBER,
     "data": _OPTIONAL_DICT, "timing": _OPTIONAL_DICT, "environment": _OPTIONAL_DICT, "device": _OPTIONAL_STR,
     "device_name": _OPTIONAL_STR, "backend": _OPTIONAL_STR, "started_at": _OPTIONAL_STR, "ended_at": _OPTIONAL_STR,
-    "learned": (bool, type(None)), "engine": _OPTIONAL_STR, "fused_k": _OPTIONAL_INT,
+    "learned": (bool, type(None)), "engine": _OPTIONAL_STR, "fused_k": _OPTIONAL_INT, "chance_error": _OPTIONAL_NUMBER,
+    "learned_margin": _OPTIONAL_NUMBER, "resumed": (list, type(None)), "trainable_params": _OPTIONAL_INT,
 }  # fmt: skip
 DATA_FIELDS: dict[str, tuple[type, ...]] = {
     "name": _OPTIONAL_STR, "requested": _OPTIONAL_STR, "source": _OPTIONAL_STR, "train_samples": _OPTIONAL_INT,
@@ -232,8 +233,45 @@ def record_problem(path: str | Path, record: Any) -> str | None:
         wrong = next((k for k, v in timing.items() if isinstance(v, bool) or not isinstance(v, _OPTIONAL_NUMBER)), None)
         if wrong is not None:
             return f"timing.{wrong} is {brief(timing[wrong])}, expected a number or null"
+        return _resumed_problem(record.get("resumed") or [])
     elif name in ("sweep.json", "bench.json"):
-        return _type_problem(record, INDEX_FIELDS)
+        return _type_problem(record, INDEX_FIELDS) or _runs_problem(record.get("runs") or []) or _models_problem(record.get("models") or {})
+    return None
+
+
+def _resumed_problem(resumed: list) -> str | None:
+    for i, entry in enumerate(resumed):
+        if not isinstance(entry, dict) or _type_problem(entry, {"at": _OPTIONAL_STR, "from_epoch": (int,)}) or "from_epoch" not in entry:
+            return f"resumed[{i}] is {brief(entry)}, expected {{'at': a time, 'from_epoch': an integer}}"
+    return None
+
+
+def plain_name(name: object) -> bool:
+    """A single folder name inside its sweep or bench: not a path, not `..`, not absolute (records are not trusted to be)."""
+    return isinstance(name, str) and 0 < len(name) <= _NAME_MAX and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
+def _runs_problem(runs: list) -> str | None:
+    """A sweep's planned runs: each a learning rate and a run folder named inside the sweep."""
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict):
+            return f"runs[{i}] is {brief(run)}, expected an object"
+        if "run_dir" in run and not plain_name(run["run_dir"]):
+            return f"runs[{i}].run_dir is {brief(run['run_dir'])}, expected a folder name inside the sweep"
+        if problem := _type_problem(run, {"learning_rate": _OPTIONAL_NUMBER}, f"runs[{i}]."):
+            return problem
+    return None
+
+
+def _models_problem(models: dict) -> str | None:
+    """A bench's model sizes: {"<filters>": {"params": n, "flops_per_sample": n}}, non-negative integers."""
+    for key, model in models.items():
+        if not isinstance(model, dict):
+            return f"models[{brief(key)}] is {brief(model)}, expected an object"
+        for field in ("params", "flops_per_sample"):
+            value = model.get(field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"models[{brief(key)}].{field} is {brief(value)}, expected a non-negative integer"
     return None
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, interrupt_reason
+from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
@@ -194,6 +195,10 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict[str, Any]]:
         raise UsageError(f"--resume {shown}: its run.json cannot be trusted ({problem})")
     if record is None:
         raise UsageError(f"--resume {shown}: no run.json (not a run folder)")
+    try:
+        check_target(run_dir / "spec.json")  # read below by name: a link or a pipe planted there is refused first
+    except UnsafeFileError as exc:
+        raise UsageError(f"--resume {shown}: its spec.json {exc.what}, not a file cnnbench wrote") from None
     if not (run_dir / "spec.json").is_file():
         raise UsageError(f"--resume {shown}: no spec.json (not a run folder)")
     return load_spec(str(run_dir / "spec.json")), record
@@ -204,7 +209,7 @@ def _history_rows(path: Path, epochs: int) -> list[dict[str, Any]]:
     import csv
     import io
 
-    from cnnbench.files import UnsafeFileError, read_text
+    from cnnbench.files import read_text
 
     try:
         text = read_text(path)  # bounded: a FIFO or a huge file planted as history.csv is refused
@@ -568,8 +573,6 @@ def _metrics(rows: list[dict]) -> dict[str, Any]:
 
 def _save_model(model, path: Path) -> None:
     import tempfile
-
-    from cnnbench.files import check_target
 
     check_target(path)
     # A fresh name (O_EXCL): a link planted under a fixed temp name would make Keras write through it.
