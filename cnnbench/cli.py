@@ -862,7 +862,7 @@ def ls(
     table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], status(r),
               _fmt(r["best_val_error"]), r["runs"], _when(r["started_at"])] for r in rows]  # fmt: skip
     columns = ["kind", "name", "dataset", "epochs", "status", "best val error", "runs", "started"]
-    width = max(120, max(len(t[1]) for t in table) + 100)  # long sweep names stay on one line
+    width = max(120, max(len(safe(t[1])) for t in table) + 100)  # long sweep names stay on one line
     _table(f"{results}: {len(rows)} item{'s' if len(rows) != 1 else ''}", columns, table, width=width)
 
 

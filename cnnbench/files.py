@@ -63,11 +63,13 @@ def check_target(path: str | Path) -> None:
 
 
 def check_folder(folder: str | Path, depth: int = 3) -> None:
-    """Refuse a held folder in which something other than regular files and real folders was planted, up
-    to `depth` levels down (a bench's runs/<run>/ files are 3): UnsafeFileError naming the first one.
+    """Refuse a held folder that is a link, or in which something other than regular files and real folders
+    was planted, up to `depth` levels down (a bench's runs/<run>/ files are 3): UnsafeFileError naming the first.
 
     One lstat per entry, nothing followed: a sweep of 400 runs is a few thousand calls.
     """
+    if os.path.islink(folder):
+        raise UnsafeFileError(folder, "is a symbolic link")
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except FileNotFoundError:
