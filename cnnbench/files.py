@@ -102,25 +102,30 @@ def open_regular(path: str | Path, flags: int = os.O_RDONLY, mode: int = 0o644) 
     if not stat.S_ISREG(mode_now):
         os.close(fd)
         raise UnsafeFileError(path, f"is {kind_of(mode_now)}")
-    if _NONBLOCK:
-        import fcntl
-
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_NONBLOCK)
-    return fd
+    return fd  # O_NONBLOCK stays: it changes nothing for a regular file
 
 
 def read_bytes(path: str | Path, limit: int = MAX_RESULT_BYTES, tail: bool = False) -> bytes:
     """The content of a regular file, at most `limit` bytes: UnsafeFileError when it is larger (or, with
     `tail`, its last `limit` bytes: a log's end). Links, pipes and devices are refused, never opened."""
     fd = open_regular(path)
-    with os.fdopen(fd, "rb") as f:
+    try:
         size = os.fstat(fd).st_size
         if size > limit:
             if not tail:
                 cap = f"{limit / 2**20:,.0f} MiB"
                 raise UnsafeFileError(path, f"is {size / 2**20:,.1f} MiB, larger than any file cnnbench writes there ({cap})")
-            f.seek(size - limit)
-        data = f.read(limit + 1)
+            os.lseek(fd, size - limit, os.SEEK_SET)
+        chunks, length = [], 0
+        # Ask for what fstat said (+1 to see growth), then in 1 MiB steps: os.read allocates what it is asked for.
+        while chunk := os.read(fd, min(limit + 1 - length, min(size, limit) + 1 if not chunks else 2**20)):
+            chunks.append(chunk)
+            length += len(chunk)
+            if length > limit:
+                break
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > limit:  # it grew meanwhile
         if not tail:
             raise UnsafeFileError(path, f"grew beyond {limit / 2**20:,.0f} MiB while it was read")
