@@ -72,10 +72,13 @@ def check_folder(folder: str | Path, depth: int = 3) -> None:
         raise UnsafeFileError(folder, "is a symbolic link")
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):  # gone meanwhile, or unreadable: its own writes will say so
         return
     for entry in entries:
-        mode = entry.stat(follow_symlinks=False).st_mode
+        try:
+            mode = entry.stat(follow_symlinks=False).st_mode
+        except FileNotFoundError:  # another process's temporary file, renamed meanwhile
+            continue
         if stat.S_ISDIR(mode):
             if depth > 1:
                 check_folder(entry.path, depth - 1)
