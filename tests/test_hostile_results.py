@@ -27,9 +27,10 @@ TINY = {
 REFUSED = "cnnbench reads and writes only regular files in a results folder (remove it)"
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python -m cnnbench ARGS`; a hang fails the test (TimeoutExpired) instead of hanging the suite."""
-    return subprocess.run([sys.executable, "-m", "cnnbench", *args], capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "cnnbench", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
 
 
 def one_line_error(result: subprocess.CompletedProcess, *parts: str) -> str:
@@ -258,13 +259,13 @@ def test_names_and_fields_from_disk_reach_the_terminal_escaped(tmp_path):
 
 
 def test_markup_and_escapes_in_the_results_path_do_not_crash_train_after_its_run(tmp_path, spec_file):
-    out = tmp_path / "res[/x]\x1b]0;owned\x07"
-    result = cli("train", str(spec_file), "--epochs", "1", "--out", str(out), timeout=300)
+    out = "res[/x]\x1b]0;owned\x07"  # relative: the summary table shows the whole run folder
+    result = cli("train", str(spec_file), "--epochs", "1", "--out", out, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "\x1b" not in result.stdout + result.stderr and "Traceback" not in result.stderr
     assert "res[/x]\\x1b]0;owned\\x07" in result.stderr  # "training ... -> <run folder>"
-    assert "res[/x]\\x1b]0;o" in result.stdout  # the summary table's run folder row (cut to the table's width)
-    (run,) = out.iterdir()
+    assert "res[/x]\\x1b]0;owned\\x07/tiny-" in result.stdout  # the summary table's run folder row
+    (run,) = (tmp_path / out).iterdir()
     assert json.loads((run / "run.json").read_text())["status"] == "ok"
 
 
