@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from cnnbench import device as devices
 from cnnbench import results
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Terminated, UsageError, interrupt_reason
 from cnnbench.executor import RayConfig, RayLauncher, as_raised, ray_launcher, run_fresh
+from cnnbench.files import UnsafeFileError, read_bytes, read_text
 from cnnbench.lock import folder_lock
 from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
 from cnnbench.spec import ENGINES, Spec, parse_spec
@@ -487,8 +489,8 @@ def _record_death(run_dir: Path, combo: Combination, status: str, error: str) ->
 def _log_excerpt(log_path: Path, limit: int = 400) -> str:
     """The line of a child's log that explains its end: a memory error if any, else the last line."""
     try:
-        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
-    except OSError:
+        lines = [line.strip() for line in read_bytes(log_path, 2**20, tail=True).decode(errors="replace").splitlines()]
+    except (OSError, UnsafeFileError):
         return ""
     lines = [line for line in lines if line and not line.startswith(("@", "***", "File ", "Traceback"))]
     memory = [line for line in lines if looks_like_oom(line)]
@@ -517,10 +519,9 @@ def _launch(job: Path, result: Path, log: Path, memory_limit_mb: int | None = No
 def _history_times(run_dir: Path) -> tuple[list[float], list[float]]:
     """Epoch times and training samples/s of one run, in epoch order."""
     try:
-        with open(run_dir / "history.csv", encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(io.StringIO(read_text(run_dir / "history.csv"), newline="")))
         times, rates = [float(r["epoch_time_s"]) for r in rows], [float(r["samples_per_s"]) for r in rows]
-    except (OSError, ValueError, KeyError, TypeError):  # missing, a folder, or not a history cnnbench wrote
+    except (OSError, ValueError, KeyError, TypeError, UnsafeFileError):  # missing, a folder, or not a history cnnbench wrote
         return [], []
     finite = [(t, r) for t, r in zip(times, rates, strict=True) if math.isfinite(t) and math.isfinite(r)]
     return [t for t, _ in finite], [r for _, r in finite]

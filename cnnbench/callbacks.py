@@ -6,6 +6,7 @@ Only epoch- and test-level hooks are used: batch-level hooks would force a devic
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -205,10 +206,16 @@ def read_checkpoint(path: Path) -> CheckpointState | None:
     """The checkpoint at `path`, or None when there is none; ValueError when it is unreadable."""
     import numpy as np
 
-    if not path.is_file():
-        return None
+    from cnnbench.files import UnsafeFileError, open_regular
+
     try:
-        with np.load(path, allow_pickle=False) as f:
+        handle = os.fdopen(open_regular(path), "rb")  # a link, a FIFO or /dev/zero is refused, never read
+    except FileNotFoundError:
+        return None
+    except UnsafeFileError as exc:
+        raise ValueError(f"{path}: {exc.what}") from None
+    try:
+        with handle, np.load(handle, allow_pickle=False) as f:
             names = sorted(f.files)
             return CheckpointState(
                 int(f["epoch"]), [f[n] for n in names if n.startswith("w")], [f[n] for n in names if n.startswith("o")]

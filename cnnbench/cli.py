@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from cnnbench import __version__
-from cnnbench.errors import CnnbenchError, count
+from cnnbench.errors import CnnbenchError, count, safe
 
 app = typer.Typer(
     name="cnnbench",
@@ -65,7 +65,7 @@ def _emit(message: str, stream: str) -> None:
     if stream in _BROKEN:
         return
     try:
-        typer.echo(message, err=stream == "stderr")
+        typer.echo(safe(message), err=stream == "stderr")  # the one door to the terminal: no control character passes
     except OSError as exc:
         if not _broken_pipe(exc):
             raise
@@ -152,15 +152,22 @@ def _data_override(data: str | None) -> dict:
     return {"dataset": data}
 
 
+def _shown(value: object) -> str:
+    """Text for a rich cell or title: names and paths read from disk are neither markup (`[/x]`) nor control characters."""
+    from rich.markup import escape
+
+    return escape(safe(value))
+
+
 def _table(title: str, columns: list[str], rows: list[list], stream=None, width: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_shown(title), title_justify="left")
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i == 0 or column in ("type", "status", "metric", "name", "dataset") else "right")
     for row in rows:
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(_shown(v) for v in row))
     if "stdout" in _BROKEN and stream is None:
         return
     try:
@@ -404,7 +411,7 @@ def plot(
     if out is not None:
         check_out_dir(out)
     for path in plot_results(results, formats=parse_formats(formats), log_scale=log_scale, out=out):
-        typer.echo(str(path))
+        say(str(path))
 
 
 def _compare_row(r: dict) -> list:
@@ -445,7 +452,7 @@ def compare(
     table = [_compare_row(r) for r in rows]
     _table("compare: " + ", ".join(dict.fromkeys(r["source"] for r in rows)), columns, table)
     for path in figures:
-        typer.echo(str(path))
+        say(str(path))
 
 
 @contextmanager
@@ -513,7 +520,7 @@ class _BenchProgress:
         else:
             self.progress.advance(self.task)
             if event.status != "ok":
-                self.progress.console.print(f"{label}: {event.status}")
+                self.progress.console.print(safe(f"{label}: {event.status}"), markup=False, highlight=False)
 
     @_output_may_fail
     def stop(self) -> None:
@@ -601,7 +608,7 @@ def bench(
         if row["status"] in ("oom", "failed"):
             engine = f" {row.get('engine')}" if options.engines != ("auto",) else ""  # named when engines are a dimension
             err(f"{row['device']} {row['backend']} {row['filters']} filters{engine}: {row['status']}: {row['error']}")
-    typer.echo(f"results: {result.csv_path}")
+    say(f"results: {result.csv_path}")
     if any(row["status"] == "failed" for row in result.rows):
         raise typer.Exit(1)
 
@@ -667,7 +674,7 @@ class _SweepProgress:
         self.progress.update(self.task, completed=completed, description=running or "", runs=f"{self.done}/{self.total} runs")
 
     def print(self, line: str) -> None:
-        self.progress.console.print(line, soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
+        self.progress.console.print(safe(line), soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
 
     @_output_may_fail
     def stop(self) -> None:
@@ -763,7 +770,7 @@ def sweep_lr(
     kept = len(plan.runs) - len(todo)
     if dry_run:
         state = "exists" if (plan.sweep_dir / "sweep.json").is_file() else "new"
-        typer.echo(f"sweep folder: {plan.sweep_dir} ({state})")
+        say(f"sweep folder: {plan.sweep_dir} ({state})")
         for run in plan.runs:
             if run.skip:
                 action = f"keep (finished: {run.status})"
@@ -771,7 +778,7 @@ def sweep_lr(
                 action = f"train again (was {run.status}{', --force' if run.status in FINISHED else ''})"
             else:
                 action = "train"
-            typer.echo(f"  lr {run.label:<10} {action:<32} {run.run_dir}")
+            say(f"  lr {run.label:<10} {action:<32} {run.run_dir}")
         typer.echo(f"{len(plan.runs)} runs: {len(todo)} to train, {kept} kept; nothing trained (--dry-run)")
         return
 
@@ -838,7 +845,7 @@ def ls(
     if as_csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(LIST_COLUMNS), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([{k: safe(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows])
         return
     if not rows:
         err(f"nothing below {results}: no run, sweep or bench folder")
@@ -855,7 +862,7 @@ def ls(
     table = [[r["kind"], name(r), r["dataset"] or "-", "-" if r["epochs"] is None else r["epochs"], status(r),
               _fmt(r["best_val_error"]), r["runs"], _when(r["started_at"])] for r in rows]  # fmt: skip
     columns = ["kind", "name", "dataset", "epochs", "status", "best val error", "runs", "started"]
-    width = max(120, max(len(t[1]) for t in table) + 100)  # long sweep names stay on one line
+    width = max(120, max(len(safe(t[1])) for t in table) + 100)  # long sweep names stay on one line
     _table(f"{results}: {len(rows)} item{'s' if len(rows) != 1 else ''}", columns, table, width=width)
 
 

@@ -5,6 +5,8 @@ Every error a user can cause (a bad spec, missing data, an absent device) is a `
 
 from __future__ import annotations
 
+import re
+
 
 class CnnbenchError(Exception):
     """Base class: the message is already one complete line for the user."""
@@ -35,6 +37,22 @@ def cap(text: str, limit: int) -> str:
 def count(n: int, noun: str) -> str:
     """'1 epoch', '20 epochs'."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+# C0 and C1 controls but tab and newline (escape sequences retitle or clear a terminal, \r overwrites a line),
+# bidirectional overrides (they reorder what is shown) and lone surrogates (undecodable bytes of a file name).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def safe(text: object) -> str:
+    r"""`text` fit for a terminal: every control character shown as its escape (`\x1b`), never sent.
+
+    Text read from a results folder (names, paths, errors) reaches the terminal only through this.
+
+    >>> safe("lr-0.1\x1b]0;owned\x07")
+    'lr-0.1\\x1b]0;owned\\x07'
+    """
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), str(text))
 
 
 class DataError(CnnbenchError):

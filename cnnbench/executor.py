@@ -201,7 +201,9 @@ def _bootstrap(parent_pid: int, log: str | None = None, memory_limit_mb: int | N
         os.setsid()  # a terminal's Ctrl-C reaches the parent only, which stops the child itself
     die_with_parent(parent_pid)
     if log:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        from cnnbench.files import open_for_writing
+
+        fd = open_for_writing(log)  # a link planted as child.log is refused, never followed
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)

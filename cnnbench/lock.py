@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cnnbench.errors import UsageError
+from cnnbench.files import UnsafeFileError, check_folder, open_regular, read_bytes
 from cnnbench.results import now_iso
 
 LOCK_NAME = ".cnnbench.lock"
@@ -31,19 +32,20 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT)  # a link planted as the lock file is refused, never followed
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             raise in_use(folder, _owner(path)) from None
         try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            if os.lstat(path).st_ino == os.fstat(fd).st_ino:
                 break  # the file we hold is still the lock file (its last owner did not remove it meanwhile)
         except FileNotFoundError:
             pass
         os.close(fd)
     try:
+        check_folder(folder)  # held now: a link or pipe planted inside is refused before anything is written
         program = "cnnbench" if Path(sys.argv[0]).parent.name == "cnnbench" or Path(sys.argv[0]).name == "cnnbench" else sys.argv[0]
         owner = {"pid": os.getpid(), "what": what, "command": " ".join([program, *sys.argv[1:]])[:200], "since": now_iso()}
         os.ftruncate(fd, 0)
@@ -69,8 +71,8 @@ def held_by(folder: str | Path) -> str | None:
 
     path = Path(folder) / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+        fd = open_regular(path)  # a FIFO planted as the lock file must not hang `ls`
+    except (OSError, UnsafeFileError):
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -84,9 +86,9 @@ def held_by(folder: str | Path) -> str | None:
 def _owner(path: Path) -> str:
     """'cnnbench pid 123 (sweep-lr ..., since ...)' from a lock file, as far as it can be read."""
     try:
-        owner = json.loads(path.read_text()[:1000])
+        owner = json.loads(read_bytes(path, 4096))
         pid = int(owner["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, UnsafeFileError):
         return "another cnnbench process"
     command = str(owner.get("command") or "")[:80]
     since = str(owner.get("since") or "")[:40]

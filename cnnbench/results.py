@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import OutputError, brief
+from cnnbench.files import UnsafeFileError, check_target, read_bytes
 
 STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
 FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
@@ -46,6 +47,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, write: Any) -> None:
     """Like atomic_write_text, for binary content: `write(file)` fills the temp file (np.savez, ...)."""
     path = Path(path)
+    check_target(path)  # a link planted in its place is refused, not replaced (the temp file is O_EXCL: never a link)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -87,8 +89,8 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file of a results folder, read through the bounded reader (regular files only, size capped)."""
+    return json.loads(read_bytes(path).decode("utf-8"))
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] | tuple[str, ...] | None = None) -> None:
@@ -180,7 +182,8 @@ RUN_FIELDS: dict[str, tuple[type, ...]] = {
     "total_time_s": _OPTIONAL_NUMBER, "peak_host_mem_mb": _OPTIONAL_NUMBER, "peak_gpu_mem_mb": _OPTIONAL_NUMBER,
     "data": _OPTIONAL_DICT, "timing": _OPTIONAL_DICT, "environment": _OPTIONAL_DICT, "device": _OPTIONAL_STR,
     "device_name": _OPTIONAL_STR, "backend": _OPTIONAL_STR, "started_at": _OPTIONAL_STR, "ended_at": _OPTIONAL_STR,
-    "learned": (bool, type(None)), "engine": _OPTIONAL_STR, "fused_k": _OPTIONAL_INT,
+    "learned": (bool, type(None)), "engine": _OPTIONAL_STR, "fused_k": _OPTIONAL_INT, "chance_error": _OPTIONAL_NUMBER,
+    "learned_margin": _OPTIONAL_NUMBER, "resumed": (list, type(None)), "trainable_params": _OPTIONAL_INT,
 }  # fmt: skip
 DATA_FIELDS: dict[str, tuple[type, ...]] = {
     "name": _OPTIONAL_STR, "requested": _OPTIONAL_STR, "source": _OPTIONAL_STR, "train_samples": _OPTIONAL_INT,
@@ -230,8 +233,45 @@ def record_problem(path: str | Path, record: Any) -> str | None:
         wrong = next((k for k, v in timing.items() if isinstance(v, bool) or not isinstance(v, _OPTIONAL_NUMBER)), None)
         if wrong is not None:
             return f"timing.{wrong} is {brief(timing[wrong])}, expected a number or null"
+        return _resumed_problem(record.get("resumed") or [])
     elif name in ("sweep.json", "bench.json"):
-        return _type_problem(record, INDEX_FIELDS)
+        return _type_problem(record, INDEX_FIELDS) or _runs_problem(record.get("runs") or []) or _models_problem(record.get("models") or {})
+    return None
+
+
+def _resumed_problem(resumed: list) -> str | None:
+    for i, entry in enumerate(resumed):
+        if not isinstance(entry, dict) or _type_problem(entry, {"at": _OPTIONAL_STR, "from_epoch": (int,)}) or "from_epoch" not in entry:
+            return f"resumed[{i}] is {brief(entry)}, expected {{'at': a time, 'from_epoch': an integer}}"
+    return None
+
+
+def plain_name(name: object) -> bool:
+    """A single folder name inside its sweep or bench: not a path, not `..`, not absolute (records are not trusted to be)."""
+    return isinstance(name, str) and 0 < len(name) <= _NAME_MAX and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
+def _runs_problem(runs: list) -> str | None:
+    """A sweep's planned runs: each a learning rate and a run folder named inside the sweep."""
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict):
+            return f"runs[{i}] is {brief(run)}, expected an object"
+        if "run_dir" in run and not plain_name(run["run_dir"]):
+            return f"runs[{i}].run_dir is {brief(run['run_dir'])}, expected a folder name inside the sweep"
+        if problem := _type_problem(run, {"learning_rate": _OPTIONAL_NUMBER}, f"runs[{i}]."):
+            return problem
+    return None
+
+
+def _models_problem(models: dict) -> str | None:
+    """A bench's model sizes: {"<filters>": {"params": n, "flops_per_sample": n}}, non-negative integers."""
+    for key, model in models.items():
+        if not isinstance(model, dict):
+            return f"models[{brief(key)}] is {brief(model)}, expected an object"
+        for field in ("params", "flops_per_sample"):
+            value = model.get(field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"models[{brief(key)}].{field} is {brief(value)}, expected a non-negative integer"
     return None
 
 
@@ -248,6 +288,8 @@ def inspect_record(path: str | Path) -> tuple[dict[str, Any] | None, str | None]
         return None, "is a folder, not a file"
     try:
         data = read_json(path)
+    except UnsafeFileError as exc:
+        return None, f"{exc.what}, not a record cnnbench wrote"
     except (OSError, ValueError, RecursionError) as exc:
         kind = "not valid JSON (torn or edited)" if isinstance(exc, (ValueError, RecursionError)) else f"unreadable ({type(exc).__name__})"
         return None, kind
@@ -407,12 +449,11 @@ def load_history(run_dir: str | Path):
 
     path = Path(run_dir) / "history.csv"
     empty = pd.DataFrame(columns=list(HISTORY_COLUMNS))
-    if not path.is_file() or path.stat().st_size == 0:
-        return empty
     try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return empty
+        content = read_bytes(path)
+        frame = pd.read_csv(io.BytesIO(content)) if content else empty
+    except (OSError, ValueError, UnsafeFileError, pd.errors.ParserError):
+        return empty  # missing, a link, a pipe, too large or torn
     if "epoch" not in frame or not pd.api.types.is_numeric_dtype(frame["epoch"]):
         return empty  # not a history cnnbench wrote
     return frame
@@ -473,9 +514,13 @@ def load_bench(bench_dir: str | Path):
     import pandas as pd
 
     path = Path(bench_dir) / "bench.csv"
-    if not path.is_file() or path.stat().st_size == 0:
+    try:
+        content = read_bytes(path)
+    except FileNotFoundError:
         return pd.DataFrame()
-    frame = pd.read_csv(path)
+    if not content:
+        return pd.DataFrame()
+    frame = pd.read_csv(io.BytesIO(content))
     if "estimated" in frame:
         frame["estimated"] = frame["estimated"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
     return frame

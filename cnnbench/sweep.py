@@ -22,6 +22,7 @@ from cnnbench import __version__, results
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
 from cnnbench.executor import Event, RayConfig, Task, make_executor
+from cnnbench.files import check_folder
 from cnnbench.lock import folder_lock, held_by, in_use
 from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
@@ -187,7 +188,8 @@ def _sweep_name(spec: Spec, values: Sequence[float], legacy: bool) -> str:
 def plan_sweep(spec: Spec, values: str | Sequence[float], out: str | Path = "results", force: bool = False) -> SweepPlan:
     """Plan a sweep of `spec` over learning rates (`--values` text or numbers) in `out/<sweep_name>`.
 
-    Reads the statuses already on disk; writes nothing. Raises UsageError for bad values. A run.json
+    Reads the statuses already on disk; writes nothing. Raises UsageError for bad values, UnsafeFileError
+    for a link, pipe or device planted in the sweep folder. A run.json
     that cannot be trusted (a folder, torn JSON, wrong types) is planned as `corrupt`, with a warning
     naming it: it is trained again, its record set aside as run.json.corrupt (see run_sweep).
     """
@@ -197,6 +199,7 @@ def plan_sweep(spec: Spec, values: str | Sequence[float], out: str | Path = "res
     legacy = Path(out) / _sweep_name(spec, rates, legacy=True)
     if not sweep_dir.exists() and (legacy / "sweep.json").is_file():
         sweep_dir = legacy  # a sweep started before names carried epochs and seed resumes where it is
+    check_folder(sweep_dir)  # a link or pipe planted in it is refused now, as holding the folder would refuse it
     runs = []
     for rate in rates:
         run_dir = sweep_dir / f"lr-{format_value(rate)}"

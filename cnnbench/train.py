@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import statistics
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, interrupt_reason
+from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
@@ -193,6 +195,10 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict[str, Any]]:
         raise UsageError(f"--resume {shown}: its run.json cannot be trusted ({problem})")
     if record is None:
         raise UsageError(f"--resume {shown}: no run.json (not a run folder)")
+    try:
+        check_target(run_dir / "spec.json")  # read below by name: a link or a pipe planted there is refused first
+    except UnsafeFileError as exc:
+        raise UsageError(f"--resume {shown}: its spec.json {exc.what}, not a file cnnbench wrote") from None
     if not (run_dir / "spec.json").is_file():
         raise UsageError(f"--resume {shown}: no spec.json (not a run folder)")
     return load_spec(str(run_dir / "spec.json")), record
@@ -201,15 +207,24 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict[str, Any]]:
 def _history_rows(path: Path, epochs: int) -> list[dict[str, Any]]:
     """The first `epochs` rows of a history.csv as numbers (what a resumed run keeps)."""
     import csv
+    import io
 
-    if not path.is_file():
+    from cnnbench.files import read_text
+
+    try:
+        text = read_text(path)  # bounded: a FIFO or a huge file planted as history.csv is refused
+    except FileNotFoundError:
         return []
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = []
-        for raw in csv.DictReader(f):
+    except (OSError, ValueError, UnsafeFileError) as exc:
+        raise UsageError(f"--resume: {_shown(path)}: {getattr(exc, 'what', None) or 'not a history cnnbench wrote'}") from None
+    rows = []
+    for line, raw in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        try:  # every cell is a number cnnbench wrote; anything else is not its history
             row = {k: float(v) for k, v in raw.items() if k and v not in (None, "")}
             row["epoch"] = int(row["epoch"])
-            rows.append(row)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise UsageError(f"--resume: {_shown(path)}: line {line}: not a history row cnnbench wrote") from None
+        rows.append(row)
     return [row for row in rows if row["epoch"] <= epochs][:epochs]
 
 
@@ -557,9 +572,16 @@ def _metrics(rows: list[dict]) -> dict[str, Any]:
 
 
 def _save_model(model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.keras")  # Keras insists on the .keras suffix
+    import tempfile
+
+    check_target(path)
+    # A fresh name (O_EXCL): a link planted under a fixed temp name would make Keras write through it.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.keras", dir=path.parent)  # Keras insists on .keras
+    os.close(fd)
+    tmp = Path(name)
     try:
         model.save(tmp)
+        os.chmod(tmp, 0o644)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a torn file must not be left behind (a full disk, Ctrl-C)

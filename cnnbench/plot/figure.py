@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import OutputError
+from cnnbench.files import check_target
 
 FORMATS = ("png", "svg", "pdf")
 DEFAULT_FORMATS = ("png", "svg")
@@ -85,6 +86,7 @@ def save(fig, folder: Path, stem: str, formats: Sequence[str]) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         for fmt in formats:
             path = folder / f"{stem}.{fmt}"
+            check_target(path)  # a link planted where the figure goes is refused, not replaced
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
             os.close(fd)
             try:

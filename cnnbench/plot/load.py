@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from cnnbench.errors import DataError
+from cnnbench.files import MAX_RESULT_BYTES, UnsafeFileError, read_text
 from cnnbench.plot.figure import short
 from cnnbench.results import HISTORY_COLUMNS, inspect_record
 
-MAX_FILE_BYTES = 64 * 2**20  # a results file larger than this is not one cnnbench wrote
+MAX_FILE_BYTES = MAX_RESULT_BYTES  # a results file larger than this is not one cnnbench wrote
 DEFAULT_CLASSES = 10
 LEARN_MARGIN = 0.05  # fallback rule when run.json has no `learned`: best error ≥ chance − margin
 
@@ -47,10 +48,9 @@ def reporting() -> Iterator[None]:
 
 def _read_text(path: Path) -> str:
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise DataError(f"{path}: {size / 2**20:.0f} MiB is too large for a results file")
-        return path.read_text(encoding="utf-8")
+        return read_text(path, MAX_FILE_BYTES)  # the one bounded reader: regular files only, size capped
+    except UnsafeFileError as exc:
+        raise DataError(f"{path}: {exc.what}") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not text (byte {exc.start} is not UTF-8)") from None
     except OSError as exc:
@@ -61,9 +61,11 @@ def read_table(path: Path):
     """A CSV file as a DataFrame of strings-or-numbers (empty frame when absent or empty)."""
     import pandas as pd
 
-    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+    if not path.exists() and not path.is_symlink():
         return pd.DataFrame()
     text = _read_text(path)
+    if not text:
+        return pd.DataFrame()
     if "\x00" in text:
         raise DataError(f"{path}: not a CSV table (it holds NUL bytes)")
     if text and not text.endswith("\n"):  # cnnbench ends every line: the last one was cut off (a torn copy or a full disk)
