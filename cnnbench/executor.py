@@ -375,6 +375,22 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
             events.put(("end", task.key, lane, pid, record))
 
 
+def _start_resource_tracker() -> None:
+    """multiprocessing's resource tracker ignores SIGINT and SIGTERM but not SIGHUP: a closed terminal killed it
+    with the sweep, and each queue's clean-up then printed a traceback. It is started here with SIGHUP blocked
+    (a blocked signal stays blocked across exec, and the tracker never unblocks it); this process gets a SIGHUP
+    that arrived meanwhile as soon as it is unblocked again."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return
+    from multiprocessing import resource_tracker
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 @dataclass
 class _Pool:
     """The worker processes of a LocalExecutor and the queues that connect them to this process."""
@@ -387,6 +403,7 @@ class _Pool:
 
     def __post_init__(self) -> None:
         self.context = _context()
+        _start_resource_tracker()
         self.tasks, self.events, self.stop = self.context.Queue(), self.context.Queue(), self.context.Event()
         self.started = time.monotonic()
         for _ in range(self.size):
