@@ -295,7 +295,8 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     Diverged and failed runs are recorded and the sweep goes on. Ctrl-C marks the run(s) in
     progress `interrupted`, writes the summary and re-raises KeyboardInterrupt; a bad spec or
     dataset raises its CnnbenchError. `on_event` gets a SweepEvent at each step. The sweep folder
-    is locked: a second process on it gets a UsageError.
+    is locked: a second process on it gets a UsageError; the statuses `plan` read are read again
+    once the lock is held (a run finished meanwhile is kept), and the result's plan is that one.
     """
     if options.parallel < 1:
         raise UsageError(f"--parallel must be at least 1, got {options.parallel}")

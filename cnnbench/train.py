@@ -321,13 +321,13 @@ class _Lane:
     """One run inside a training program: its folder, record and epoch-level callbacks."""
 
     def __init__(self, run_dir: Path, record: dict[str, Any], history, guard, checkpoint, notifier, kept_rows: list[dict]) -> None:
-        self.run_dir, self.record, self.history, self.guard, self.checkpoint = run_dir, record, history, guard, checkpoint
         from cnnbench.callbacks import StopAtEpochEnd
 
+        self.run_dir, self.record, self.history, self.guard, self.checkpoint = run_dir, record, history, guard, checkpoint
         self.kept_rows = kept_rows
         self.done = False
         # History first (the row on disk), the checkpoint after it (a crash between the two leaves a
-        # history one epoch ahead, which --resume trims), the caller's notification last.
+        # history one epoch ahead, which --resume trims), the caller's notification, then the stop-signal check.
         self.callbacks = [history, guard, checkpoint, *([notifier] if notifier else []), StopAtEpochEnd()]
 
 
