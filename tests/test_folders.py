@@ -304,3 +304,23 @@ def test_ls_shows_a_running_run_without_an_owner_as_interrupted_and_writes_nothi
     with folder_lock(lone, "run"), folder_lock(sweep, "sweep"):  # their owners are alive: they are running
         assert listing() == {lone.name: "running", sweep.name: "1 running"}
     assert read_json(lone / "run.json")["status"] == read_json(sweep / "lr-0.1" / "run.json")["status"] == "running"
+
+
+def test_sighup_stops_a_bench_records_it_and_leaves_no_child(tmp_path):
+    out = tmp_path / "results"
+    args = ["bench", "--devices", "cpu", "--filters", "4", "--epochs", "300", "--data", "mnist-5k", "--train-samples", "512",
+            "--out", str(out)]  # fmt: skip
+    process = start_cli(*args, env=ENV)
+    try:
+        wait_for(training(out, "*/runs/*/history.csv"), process)
+        family = descendants(process)
+        _, stderr = stop(process, signal.SIGHUP, group=True)
+    finally:
+        finish(process)
+    assert process.returncode == 129, stderr
+    assert "terminated (SIGHUP): finished runs are kept" in stderr and "Traceback" not in stderr
+    assert survivors(family, within_s=5) == []
+    (bench_dir,) = out.iterdir()
+    assert read_json(bench_dir / "bench.json")["status"] == "interrupted"
+    (run_json,) = bench_dir.glob("runs/*/run.json")
+    assert (read_json(run_json)["status"], read_json(run_json)["error"]) == ("interrupted", "interrupted by SIGHUP")
