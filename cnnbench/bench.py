@@ -27,7 +27,7 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench import results
-from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Terminated, UsageError, interrupt_reason
+from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Terminated, UsageError, interrupt_reason, raise_if_stopped
 from cnnbench.executor import RayConfig, RayLauncher, as_raised, ray_launcher, run_fresh
 from cnnbench.files import UnsafeFileError, read_bytes, read_text
 from cnnbench.lock import folder_lock
@@ -260,6 +260,7 @@ def run_bench(
     with folder_lock(path, "bench"), ray_launcher(options.ray) as launcher:
         if launcher is not None:
             emit(BenchEvent("info", message=launcher.session.description))
+        problem = results.inspect_record(path / "bench.json")[1]  # read again under the lock: another bench may have ended meanwhile
         if problem:  # set aside only once this process holds the folder
             _warn(notes, f"{path / 'bench.json'}: {problem}; writing a new one (the old one is kept as bench.json.corrupt)")
             results.set_aside(path / "bench.json")
@@ -317,7 +318,9 @@ def run_bench(
                 _measure_on_nodes(runs, measure, launcher)
             else:
                 for run in runs:
+                    raise_if_stopped()  # a run boundary: a SIGTERM or SIGHUP whose first raise was swallowed stops the bench here
                     measure(*run)
+            raise_if_stopped()
             status = "complete"
         except KeyboardInterrupt:
             status = "interrupted"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 
+from cnnbench.errors import raise_if_stopped
 from cnnbench.results import HISTORY_COLUMNS, atomic_write_bytes, write_csv
 
 
@@ -133,6 +134,19 @@ class EpochNotifier(keras.callbacks.Callback):
             self.on_epoch(dict(self.history.rows[-1]))
 
 
+class StopAtEpochEnd(keras.callbacks.Callback):
+    """An epoch boundary: a SIGTERM or SIGHUP whose first raise was swallowed (in a finaliser) stops the run here.
+
+    It comes after every other callback of the run: the epoch's row and checkpoint are taken by then.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        raise_if_stopped()
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise_if_stopped()
+
+
 CHECKPOINT = "checkpoint.npz"
 
 
@@ -143,6 +157,7 @@ class CheckpointState:
     epoch: int
     weights: list
     optimizer: list
+    identity: str | None = None  # train.checkpoint_identity of the run that took it (None: taken before 0.2)
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -154,9 +169,9 @@ class Checkpoint(keras.callbacks.Callback):
     raised at the next epoch end, or when training ends: inside `fit`, so the run is `failed`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: str | None = None) -> None:
         super().__init__()
-        self.path = path
+        self.path, self.identity = path, identity
         self.seconds = 0.0  # time the training loop spent on checkpoints, for the run record
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -164,7 +179,7 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         t0 = time.perf_counter()
         self.wait()
-        payload = checkpoint_bytes(self.model, epoch + 1)
+        payload = checkpoint_bytes(self.model, epoch + 1, self.identity)
         self._writer = threading.Thread(target=self._write, args=(payload,), name="cnnbench-checkpoint")
         self._writer.start()  # not a daemon: an exiting process finishes (or cleans up) the write first
         self.seconds += time.perf_counter() - t0
@@ -188,13 +203,15 @@ class Checkpoint(keras.callbacks.Callback):
             raise error
 
 
-def checkpoint_bytes(model, epoch: int) -> bytes:
-    """The .npz of a checkpoint: `epoch`, the weights (w0000...) and the optimizer's variables (o0000...)."""
+def checkpoint_bytes(model, epoch: int, identity: str | None = None) -> bytes:
+    """The .npz of a checkpoint: `epoch`, the run's `identity`, the weights (w0000...) and the optimizer's variables (o0000...)."""
     import io
 
     import numpy as np
 
     arrays = {"epoch": np.asarray(epoch)}
+    if identity is not None:
+        arrays["identity"] = np.asarray(identity)
     arrays.update({f"w{i:04d}": w for i, w in enumerate(model.get_weights())})
     arrays.update({f"o{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)})
     buffer = io.BytesIO()
@@ -217,8 +234,9 @@ def read_checkpoint(path: Path) -> CheckpointState | None:
     try:
         with handle, np.load(handle, allow_pickle=False) as f:
             names = sorted(f.files)
+            identity = str(f["identity"]) if "identity" in names else None
             return CheckpointState(
-                int(f["epoch"]), [f[n] for n in names if n.startswith("w")], [f[n] for n in names if n.startswith("o")]
+                int(f["epoch"]), [f[n] for n in names if n.startswith("w")], [f[n] for n in names if n.startswith("o")], identity
             )
     except Exception as exc:  # torn or foreign: BadZipFile, EOFError, KeyError, ValueError ...
         raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None

@@ -313,7 +313,7 @@ def train(
 ) -> None:
     """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
     _go_offline(offline)
-    from cnnbench.results import FINISHED, new_run_dir
+    from cnnbench.results import FINISHED
     from cnnbench.spec import load_spec
     from cnnbench.train import RunOptions, train_run
 
@@ -332,7 +332,7 @@ def train(
     else:
         loaded = load_spec(spec or DEFAULT_SPEC).with_overrides(**overrides, **_data_override(data))
         _check_run_options(out, threads, backend)
-        run_dir = new_run_dir(out, loaded.name)
+        run_dir = None  # made and held below, once the options are checked
     options = RunOptions(device=device, backend=backend, threads=threads, resume=resume is not None, engine=_engine_option(engine))
     t = loaded.training
 
@@ -345,24 +345,21 @@ def train(
             f"{count(t.epochs, 'epoch')} -> {run_dir}")  # fmt: skip
 
     from cnnbench.errors import UsageError
+    from cnnbench.folders import new_run_folder
     from cnnbench.lock import folder_lock, held_by
 
     if resume is not None:  # a run of a sweep or bench that is still going is theirs
         for folder in list(run_dir.resolve().parents)[:2]:
             if owner := held_by(folder):
                 raise UsageError(f"{run_dir} belongs to {folder}, which is in use by {owner}; wait for it to end or stop it")
-    from contextlib import ExitStack
 
-    def hold_and_start(record: dict) -> None:
-        if resume is None:  # a new run folder exists now that every check has passed: nothing is written for bad input
-            held.enter_context(folder_lock(run_dir, "run"))
-        started(record)
+    def kept() -> str:
+        return f"finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}"
 
-    kept = f"finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}"
-    with _interruptible(lambda: kept), ExitStack() as held:  # one process per run folder
-        if resume is not None:
-            held.enter_context(folder_lock(run_dir, "run"))
-        record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=hold_and_start)
+    # One process per run folder, held before anything is written or deleted in it; a new one is made
+    # atomically (another `train` in the same second gets `-2`) and removed again if nothing was recorded.
+    with _interruptible(kept), (folder_lock(run_dir, "run") if resume is not None else new_run_folder(out, loaded.name)) as run_dir:
+        record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
     timing = record["timing"]
     data_info = record.get("data") or {}
     warning = _never_learned(record)
@@ -457,20 +454,22 @@ def compare(
 
 @contextmanager
 def _interruptible(kept: Callable[[], str], progress=None):
-    """SIGTERM is a Ctrl-C within the block; either says what is kept and exits 130 (Ctrl-C) or 143 (SIGTERM).
+    """SIGTERM and SIGHUP are a Ctrl-C within the block; each says what is kept and exits 130 (Ctrl-C) or
+    128 + the signal (143 SIGTERM, 129 SIGHUP), also when the signal's first raise was swallowed on the way.
     A progress bar is stopped however the block ends."""
-    from cnnbench.errors import Terminated
+    from cnnbench.errors import Terminated, raise_if_stopped
     from cnnbench.executor import sigterm_as_interrupt
 
     try:
         with sigterm_as_interrupt():
             yield
+            raise_if_stopped()  # a signal that arrived while the last records were written
     except KeyboardInterrupt as exc:
         if progress is not None:
             progress.stop()
-        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        how = f"terminated ({exc.name})" if isinstance(exc, Terminated) else "interrupted"
         err(f"{how}: {kept()}")
-        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+        raise typer.Exit(128 + exc.signum if isinstance(exc, Terminated) else 130) from None
     finally:
         if progress is not None:
             progress.stop()
@@ -652,6 +651,9 @@ class _SweepProgress:
         if event.kind == "info":
             self.print(event.message)
             return
+        if event.total != self.total:  # planned again under the sweep's lock: runs finished meanwhile are kept
+            self.total = event.total
+            self.progress.update(self.task, total=max(self.total, 1))
         lr = event.run.label
         if event.kind == "skip":
             self.print(f"{_sweep_run_line(lr, event.record)}  (kept: finished earlier)")
@@ -834,11 +836,12 @@ def ls(
     import csv
 
     from cnnbench.errors import UsageError
+    from cnnbench.folders import run_is_live
     from cnnbench.results import LIST_COLUMNS, list_results
 
     if not results.is_dir():
         raise UsageError(f"{results}: no such folder")
-    rows = list_results(results)
+    rows = list_results(results, is_live=run_is_live)  # a `running` run nobody holds is listed `interrupted`
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -6,6 +6,7 @@ Every error a user can cause (a bad spec, missing data, an absent device) is a `
 from __future__ import annotations
 
 import re
+import signal
 
 
 class CnnbenchError(Exception):
@@ -120,9 +121,44 @@ class OutputError(CnnbenchError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (runs in flight recorded `interrupted`); a second SIGTERM kills at once."""
+    """SIGTERM or SIGHUP (a closed terminal or SSH session), handled like Ctrl-C: runs in flight are recorded
+    `interrupted by SIGTERM` (or SIGHUP) and the command exits 128 + the signal's number (143, 129)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = int(signum)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 def interrupt_reason(exc: BaseException) -> str:
-    """What an interrupted run's record says: SIGTERM (Terminated) or the user's Ctrl-C."""
-    return "interrupted by SIGTERM" if isinstance(exc, Terminated) else "interrupted by the user (Ctrl-C)"
+    """What an interrupted run's record says: the signal (Terminated) or the user's Ctrl-C."""
+    return f"interrupted by {exc.name}" if isinstance(exc, Terminated) else "interrupted by the user (Ctrl-C)"
+
+
+# A stop signal whose handler raised where Python swallows exceptions (a finaliser, a weakref
+# callback) would be lost: it is also kept here, and raised again at the next epoch or run boundary.
+_stop_signals: list[int] = []
+
+
+def request_stop(signum: int) -> bool:
+    """Note a stop signal (SIGTERM, SIGHUP); True for the first one since `clear_stop()`."""
+    _stop_signals.append(int(signum))
+    return len(_stop_signals) == 1
+
+
+def stop_requested() -> int | None:
+    """The first stop signal received and not cleared, or None."""
+    return _stop_signals[0] if _stop_signals else None
+
+
+def raise_if_stopped() -> None:
+    """At an epoch or run boundary: raise Terminated when a stop signal has arrived (even if its first raise was swallowed)."""
+    if _stop_signals:
+        raise Terminated(_stop_signals[0])
+
+
+def clear_stop() -> None:
+    _stop_signals.clear()

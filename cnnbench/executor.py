@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
-from cnnbench.errors import CnnbenchError, Terminated, UsageError
+from cnnbench.errors import CnnbenchError, Terminated, UsageError, clear_stop, raise_if_stopped, request_stop, stop_requested
 from cnnbench.results import atomic_write_bytes
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions
@@ -36,33 +36,37 @@ _ORPHAN_GRACE_S = 5.0  # a worker whose parent died gets this long to record `in
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-# --- SIGTERM takes the Ctrl-C path ----------------------------------------------------------
+# --- SIGTERM and SIGHUP take the Ctrl-C path -----------------------------------------------
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `kill` and a closed terminal or SSH session
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block (main thread only), SIGTERM raises Terminated, a KeyboardInterrupt."""
+    """Within the block (main thread only), SIGTERM and SIGHUP raise Terminated, a KeyboardInterrupt.
+
+    The handler stays installed and the signal is also noted (errors.request_stop): a raise that Python
+    swallowed (inside a finaliser) is raised again at the next epoch or run boundary, and a later signal
+    never kills the process before the runs in flight are recorded.
+    """
 
     def handler(signum, frame) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _sigterm_received.set()
-        raise Terminated
+        if request_stop(signum):  # later ones: the first is already on its way
+            raise Terminated(signum)
 
-    _sigterm_received.clear()
-    previous = signal.signal(signal.SIGTERM, handler)
+    clear_stop()
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-_sigterm_received = threading.Event()
+        for sig, action in previous.items():
+            signal.signal(sig, action)
 
 
 def as_raised(exc: BaseException) -> BaseException:
     """Ray's `get` and `wait` turn whatever a signal handler raised into a plain KeyboardInterrupt:
-    the Terminated that SIGTERM raised is given back, so records say SIGTERM and the exit code is 143."""
-    return Terminated() if type(exc) is KeyboardInterrupt and _sigterm_received.is_set() else exc
+    the Terminated that SIGTERM or SIGHUP raised is given back, so records name the signal and the exit code is 128 + it."""
+    return Terminated(stop_requested()) if type(exc) is KeyboardInterrupt and stop_requested() else exc
 
 
 # --- where: Ray configuration -----------------------------------------------------------------
@@ -298,6 +302,7 @@ class InlineExecutor:
     def run(self, tasks: Sequence[Task], on_event: Callable[[Event], None]) -> None:
         quiet_retracing()
         for done, task in enumerate(tasks):
+            raise_if_stopped()  # a run boundary: a stop signal whose first raise was swallowed ends the runs here
             if done:
                 release_previous_run()
             records = execute_task(task, self.options, lambda kind, lane, payload, key=task.key: on_event(Event(kind, key, lane, payload)))
@@ -328,10 +333,12 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
     def on_term(signum, frame) -> None:
         if not busy.is_set():
             os._exit(128 + signum)
-        threading.Timer(_ORPHAN_GRACE_S, os._exit, (128 + signum,)).start()  # a run that ignores the interrupt
-        raise Terminated  # the run's record says SIGTERM
+        if request_stop(signum):  # a second signal must not cut the first one's recording short
+            threading.Timer(_ORPHAN_GRACE_S, os._exit, (128 + signum,)).start()  # a run that ignores the interrupt
+            raise Terminated(signum)  # the run's record names the signal
 
-    signal.signal(signal.SIGTERM, on_term)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_term)
     warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
     try:
         _prepare_worker(options)
@@ -370,6 +377,22 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
             events.put(("end", task.key, lane, pid, record))
 
 
+def _start_resource_tracker() -> None:
+    """multiprocessing's resource tracker ignores SIGINT and SIGTERM but not SIGHUP: a closed terminal killed it
+    with the sweep, and each queue's clean-up then printed a traceback. It is started here with SIGHUP blocked
+    (a blocked signal stays blocked across exec, and the tracker never unblocks it); this process gets a SIGHUP
+    that arrived meanwhile as soon as it is unblocked again."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return
+    from multiprocessing import resource_tracker
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 @dataclass
 class _Pool:
     """The worker processes of a LocalExecutor and the queues that connect them to this process."""
@@ -382,6 +405,7 @@ class _Pool:
 
     def __post_init__(self) -> None:
         self.context = _context()
+        _start_resource_tracker()
         self.tasks, self.events, self.stop = self.context.Queue(), self.context.Queue(), self.context.Event()
         self.started = time.monotonic()
         for _ in range(self.size):
@@ -474,6 +498,7 @@ class LocalExecutor:
         try:
             feed()
             while done < len(tasks):
+                raise_if_stopped()
                 try:
                     message = pool.events.get(timeout=0.5)
                 except queue.Empty:
@@ -506,11 +531,12 @@ class LocalExecutor:
                     on_event(Event("end", key, lane, payload))
                     if ended[key] == len(by_key[key].runs):
                         finish(key)
-                elif kind == "interrupted":  # a Ctrl-C that reached a worker alone still stops everything
+                elif kind == "interrupted":  # a Ctrl-C (or a closed terminal's SIGHUP) that reached a worker alone still stops everything
                     taken.pop(key, None)
+                    raise_if_stopped()
                     raise KeyboardInterrupt
-        except BaseException as exc:  # Ctrl-C, SIGTERM, or an error every run would hit: stop the others cleanly
-            pool.interrupt(list(taken.values()), signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        except BaseException as exc:  # Ctrl-C, SIGTERM, SIGHUP, or an error every run would hit: stop the others cleanly
+            pool.interrupt(list(taken.values()), exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
             raise
         finally:
             pool.close()
@@ -552,12 +578,13 @@ def _keeping_sigterm() -> Iterator[None]:
     that prints a stack and aborts: exit 134); cnnbench's (SIGTERM is a Ctrl-C: runs recorded
     `interrupted`, exit 143) is put back once Ray is up."""
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if main else None
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main else {}
     try:
         yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, action in previous.items():
+            if action is not None:
+                signal.signal(sig, action)
 
 
 @contextmanager

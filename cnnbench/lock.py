@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cnnbench.errors import UsageError
 from cnnbench.files import UnsafeFileError, check_folder, open_regular, read_bytes
-from cnnbench.results import now_iso
+from cnnbench.results import now_iso, remove_leftovers
 
 LOCK_NAME = ".cnnbench.lock"
 
@@ -24,7 +24,8 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
     """Hold `folder` (created if missing) for this process; UsageError naming the owner when another holds it.
 
     The lock file records the owner (pid, command, start time) for that message and is removed on
-    release; after a crash it stays behind, harmless: a lock file nobody holds locks nothing.
+    release; after a crash it stays behind, harmless: a lock file nobody holds locks nothing. Once held,
+    the temporary files of atomic writes that a killed process left (results.remove_leftovers) are removed.
     """
     import fcntl
 
@@ -50,6 +51,7 @@ def folder_lock(folder: str | Path, what: str = "folder") -> Iterator[Path]:
         owner = {"pid": os.getpid(), "what": what, "command": " ".join([program, *sys.argv[1:]])[:200], "since": now_iso()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(owner).encode(), 0)
+        remove_leftovers(folder, skip=held_by)  # temporary files a killed writer left: this process owns the folder now
         yield folder
     finally:
         try:

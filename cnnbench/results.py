@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import sys
 import tempfile
@@ -36,6 +37,35 @@ HISTORY_COLUMNS = (
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+# The temporary files of atomic writes: `.<name>.<8 random characters>.tmp` (mkstemp), and the model's
+# `.model.tmp.keras` (train._save_model). A process killed mid-write (kill -9) leaves one behind.
+TEMP_SUFFIX = ".tmp"
+TEMP_FILE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\..+\.tmp\.keras")
+
+
+def remove_leftovers(folder: str | Path, levels: int = 2, skip: Any = None) -> list[Path]:
+    """Remove the temporary files of atomic writes that a killed writer left in `folder` and its sub-folders
+    (down to `levels` below: a sweep's or bench's run folders), and nothing else; the paths removed.
+
+    Call it only while holding `folder` (lock.folder_lock does). `skip(sub_folder)` True leaves a
+    sub-folder alone (one that another process holds). Links and anything not a regular file are left.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and TEMP_FILE.fullmatch(entry.name):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            elif levels > 0 and entry.is_dir(follow_symlinks=False) and not (skip and skip(Path(entry.path))):
+                removed += remove_leftovers(entry.path, levels - 1, skip)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: a leftover is harmless
+    return removed
+
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write via a temp file in the same folder + rename: readers see the old file or the new one."""
@@ -48,7 +78,7 @@ def atomic_write_bytes(path: str | Path, write: Any) -> None:
     """Like atomic_write_text, for binary content: `write(file)` fills the temp file (np.savez, ...)."""
     path = Path(path)
     check_target(path)  # a link planted in its place is refused, not replaced (the temp file is O_EXCL: never a link)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)  # named as TEMP_FILE matches
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -153,16 +183,21 @@ def timestamp() -> str:
 
 
 def new_run_dir(out: str | Path, name: str) -> Path:
-    """A path `out/<name>-<YYYYmmdd-HHMMSS>` (suffixed if taken) that does not exist yet.
+    """Make and return a new, empty folder `out/<name>-<YYYYmmdd-HHMMSS>` (`-2`, `-3`, ... when taken).
 
-    The folder itself is made by `train_run` once the spec and data have passed every check.
+    Made atomically (mkdir fails when the name exists): two commands started in the same second get
+    two folders, never one shared.
     """
     base = Path(out) / f"{name}-{timestamp()}"
+    Path(out).mkdir(parents=True, exist_ok=True)
     path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
 
 
 # --- reading records: one validated reader ------------------------------------------------------
@@ -531,14 +566,20 @@ def load_bench(bench_dir: str | Path):
 LIST_COLUMNS = ("kind", "name", "dataset", "epochs", "status", "best_val_error", "runs", "not_learned", "started_at", "path")
 
 
-def _run_row(run_dir: Path) -> dict[str, Any]:
-    """status, dataset, epochs, best error and start of one run folder (status `corrupt` for an untrusted run.json)."""
+def _run_row(run_dir: Path, is_live: Any = None) -> dict[str, Any]:
+    """status, dataset, epochs, best error and start of one run folder (status `corrupt` for an untrusted run.json).
+
+    A `running` run for which `is_live(run_dir)` is False (its owner is gone) is shown `interrupted`.
+    """
     record, problem = inspect_record(run_dir / "run.json")
     if problem:
         return {"status": CORRUPT, "dataset": None, "epochs": None, "best_val_error": None, "started_at": None, "not_learned": 0}
     record = record or {}
     identity = run_identity(run_dir, record)
-    return {"status": record.get("status") or "pending", "dataset": identity["dataset"], "epochs": identity["epochs"],
+    status = record.get("status") or "pending"
+    if status == "running" and is_live is not None and not is_live(run_dir):
+        status = "interrupted"
+    return {"status": status, "dataset": identity["dataset"], "epochs": identity["epochs"],
             "best_val_error": record.get("best_val_error"), "started_at": record.get("started_at"),
             "not_learned": int(record.get("learned") is False)}  # fmt: skip
 
@@ -550,8 +591,8 @@ def _group_status(statuses: list[str], overall: str | None = None) -> str:
     return f"{overall}: {text}" if overall and overall != "complete" else text
 
 
-def _group_row(kind: str, folder: Path, run_dirs: list[Path], index: dict[str, Any], epochs: Any) -> dict[str, Any]:
-    runs = [_run_row(d) for d in run_dirs]
+def _group_row(kind: str, folder: Path, run_dirs: list[Path], index: dict[str, Any], epochs: Any, is_live: Any = None) -> dict[str, Any]:
+    runs = [_run_row(d, is_live) for d in run_dirs]
     ok_errors = [r["best_val_error"] for r in runs if r["status"] == "ok" and r["best_val_error"] is not None]
     datasets = sorted({r["dataset"] for r in runs if r["dataset"]})
     starts = sorted(r["started_at"] for r in runs if r["started_at"])
@@ -575,8 +616,11 @@ def _spec_epochs(index: dict[str, Any]) -> Any:
     return training.get("epochs")
 
 
-def list_results(root: str | Path) -> list[dict[str, Any]]:
+def list_results(root: str | Path, is_live: Any = None) -> list[dict[str, Any]]:
     """One row per lone run, sweep and bench at or below root (LIST_COLUMNS), oldest first.
+
+    `is_live(run_dir)`, if given, says whether a run recorded `running` still has an owner
+    (folders.run_is_live): one that has none is listed `interrupted`. Nothing is written.
 
     A sweep's status counts its runs' statuses (planned runs without a record are `pending`); its
     best_val_error is the lowest of its ok runs; `dataset` is the data the runs actually used;
@@ -585,18 +629,18 @@ def list_results(root: str | Path) -> list[dict[str, Any]]:
     found = find_results(root)
     rows = []
     for run_dir in found["runs"]:
-        row = _run_row(run_dir)
+        row = _run_row(run_dir, is_live)
         rows.append({"kind": "train", "name": run_dir.name, **row, "runs": 1, "path": str(run_dir)})
     for folder in found["sweeps"]:
         index = read_record(folder / "sweep.json") or {}
         planned = [r.get("run_dir") for r in index.get("runs") or [] if isinstance(r, dict) and isinstance(r.get("run_dir"), str)]
         on_disk = [p.name for p in sorted(folder.iterdir()) if p.is_dir() and (p / "run.json").exists()]
         names = list(dict.fromkeys([*planned, *on_disk]))
-        rows.append(_group_row("sweep", folder, [folder / n for n in names], index, _spec_epochs(index)))
+        rows.append(_group_row("sweep", folder, [folder / n for n in names], index, _spec_epochs(index), is_live))
     for folder in found["benches"]:
         index = read_record(folder / "bench.json") or {}
         runs_dir = folder / "runs"
         run_dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-        rows.append(_group_row("bench", folder, run_dirs, index, _spec_epochs(index)))
+        rows.append(_group_row("bench", folder, run_dirs, index, _spec_epochs(index), is_live))
     rows = [{key: row.get(key) for key in LIST_COLUMNS} for row in rows]
     return sorted(rows, key=lambda row: (row["started_at"] is None, str(row["started_at"] or ""), row["path"]))

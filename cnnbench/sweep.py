@@ -14,13 +14,13 @@ import json
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from cnnbench import __version__, results
 from cnnbench import device as devices
-from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
+from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason, raise_if_stopped
 from cnnbench.executor import Event, RayConfig, Task, make_executor
 from cnnbench.files import check_folder
 from cnnbench.lock import folder_lock, held_by, in_use
@@ -200,15 +200,21 @@ def plan_sweep(spec: Spec, values: str | Sequence[float], out: str | Path = "res
     if not sweep_dir.exists() and (legacy / "sweep.json").is_file():
         sweep_dir = legacy  # a sweep started before names carried epochs and seed resumes where it is
     check_folder(sweep_dir)  # a link or pipe planted in it is refused now, as holding the folder would refuse it
+    return SweepPlan(spec, tuple(rates), sweep_dir, _plan_runs(sweep_dir, rates, force), force, text)
+
+
+def _plan_runs(sweep_dir: Path, rates: Sequence[float], force: bool, warned: Sequence[PlannedRun] = ()) -> tuple[PlannedRun, ...]:
+    """Each rate's run folder and the status found there now; a warning for each untrusted record not in `warned`."""
+    said = {run.run_dir for run in warned if run.problem}
     runs = []
     for rate in rates:
         run_dir = sweep_dir / f"lr-{format_value(rate)}"
         status, problem = results.record_status(run_dir)
-        if problem:
+        if problem and run_dir not in said:
             note = f"{run_dir / 'run.json'}: {problem}; this run will be trained again (the record is kept as run.json.corrupt)"
-            warnings.warn(note, stacklevel=2)
+            warnings.warn(note, stacklevel=3)
         runs.append(PlannedRun(rate, run_dir, status, skip=status in FINISHED and not force, problem=problem))
-    return SweepPlan(spec, tuple(rates), sweep_dir, tuple(runs), force, text)
+    return tuple(runs)
 
 
 # --- records and the summary -----------------------------------------------------------------
@@ -292,16 +298,19 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     Diverged and failed runs are recorded and the sweep goes on. Ctrl-C marks the run(s) in
     progress `interrupted`, writes the summary and re-raises KeyboardInterrupt; a bad spec or
     dataset raises its CnnbenchError. `on_event` gets a SweepEvent at each step. The sweep folder
-    is locked: a second process on it gets a UsageError.
+    is locked: a second process on it gets a UsageError; the statuses `plan` read are read again
+    once the lock is held (a run finished meanwhile is kept), and the result's plan is that one.
     """
     if options.parallel < 1:
         raise UsageError(f"--parallel must be at least 1, got {options.parallel}")
     if options.fuse is not None and options.fuse < 1:
         raise UsageError(f"--fuse must be at least 1, got {options.fuse}")
     emit = on_event or (lambda event: None)
-    todo = plan.to_train
     new_folder = not plan.sweep_dir.exists()
     with folder_lock(plan.sweep_dir, "sweep"):
+        # Planned again under the lock: a run that another process finished since `plan_sweep` read it is kept.
+        plan = replace(plan, runs=_plan_runs(plan.sweep_dir, plan.values, plan.force, warned=plan.runs))
+        todo = plan.to_train
         for run in todo:
             if owner := held_by(run.run_dir):  # `cnnbench train --resume` of this run, still going
                 raise in_use(run.run_dir, owner)
@@ -315,6 +324,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
         _write_summary(plan)
         try:
             _execute(plan, todo, options, emit)
+            raise_if_stopped()  # a SIGTERM or SIGHUP swallowed while the last run was recorded still ends the sweep as stopped
         except BaseException as exc:
             if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
                 shutil.rmtree(plan.sweep_dir)  # a typo in --data or the spec leaves no empty sweep behind

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
-from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, interrupt_reason
+from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason
 from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
 from cnnbench.spec import Spec
@@ -201,7 +201,15 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict[str, Any]]:
         raise UsageError(f"--resume {shown}: its spec.json {exc.what}, not a file cnnbench wrote") from None
     if not (run_dir / "spec.json").is_file():
         raise UsageError(f"--resume {shown}: no spec.json (not a run folder)")
-    return load_spec(str(run_dir / "spec.json")), record
+    spec = load_spec(str(run_dir / "spec.json"))
+    t = spec.training
+    planned = {"name": spec.name, "learning_rate": t.learning_rate, "batch_size": t.batch_size, "optimizer": t.optimizer,
+               "epochs": t.epochs, "seed": t.seed}  # fmt: skip
+    differ = [f"{key} {brief(record[key])} vs {brief(value)}" for key, value in planned.items() if key in record and record[key] != value]
+    if differ:
+        raise UsageError(f"--resume {shown}: its spec.json is not the spec this run was started with (run.json vs spec.json: "
+                         f"{'; '.join(differ)}); start a new run instead")  # fmt: skip
+    return spec, record
 
 
 def _history_rows(path: Path, epochs: int) -> list[dict[str, Any]]:
@@ -228,14 +236,34 @@ def _history_rows(path: Path, epochs: int) -> list[dict[str, Any]]:
     return [row for row in rows if row["epoch"] <= epochs][:epochs]
 
 
-def _resume_point(run_dir: Path, model) -> tuple[int, list[dict[str, Any]]]:
-    """Restore the checkpoint into `model`: (epochs already finished, their history rows)."""
+def checkpoint_identity(spec: Spec, data: dict[str, Any]) -> str:
+    """What a checkpoint belongs to: a digest of the spec (its description aside) and of the data the run trained on.
+
+    `--resume` refuses a checkpoint whose identity is another (copied from another run, or the spec or data changed).
+    """
+    import hashlib
+    import json
+
+    doc = spec.to_dict()
+    doc.pop("description", None)
+    seen = {key: data.get(key) for key in ("name", "train_samples", "val_samples", "test_samples", "num_classes")}
+    return hashlib.sha1(json.dumps({"spec": doc, "data": seen}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _resume_point(run_dir: Path, model, identity: str) -> tuple[int, list[dict[str, Any]]]:
+    """Restore the checkpoint into `model`: (epochs already finished, their history rows).
+
+    UsageError for a checkpoint that belongs to another spec or data than `identity` says.
+    """
     from cnnbench.callbacks import CHECKPOINT, read_checkpoint, restore_checkpoint
 
     try:
         state = read_checkpoint(run_dir / CHECKPOINT)
         if state is None:
             return 0, []
+        if state.identity is not None and state.identity != identity:
+            raise UsageError(f"--resume {_shown(run_dir)}: {CHECKPOINT} belongs to another spec or data than this run's "
+                             f"(checkpoint {state.identity}, this run {identity}); delete {CHECKPOINT} to start the run again")  # fmt: skip
         restore_checkpoint(model, state)
     except ValueError as exc:
         raise UsageError(f"--resume: {exc}; delete {CHECKPOINT} to start the run again") from None
@@ -308,12 +336,14 @@ class _Lane:
     """One run inside a training program: its folder, record and epoch-level callbacks."""
 
     def __init__(self, run_dir: Path, record: dict[str, Any], history, guard, checkpoint, notifier, kept_rows: list[dict]) -> None:
+        from cnnbench.callbacks import StopAtEpochEnd
+
         self.run_dir, self.record, self.history, self.guard, self.checkpoint = run_dir, record, history, guard, checkpoint
         self.kept_rows = kept_rows
         self.done = False
         # History first (the row on disk), the checkpoint after it (a crash between the two leaves a
-        # history one epoch ahead, which --resume trims), the caller's notification last.
-        self.callbacks = [history, guard, checkpoint, *([notifier] if notifier else [])]
+        # history one epoch ahead, which --resume trims), the caller's notification, then the stop-signal check.
+        self.callbacks = [history, guard, checkpoint, *([notifier] if notifier else []), StopAtEpochEnd()]
 
 
 def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[dict[str, Any]]:
@@ -356,7 +386,8 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
                 warnings.warn(f"fusing {take} of {len(specs)} runs at once (device memory estimate); the rest follow", stacklevel=2)
     specs, run_dirs = list(specs[:take]), run_dirs[:take]
     previous = read_record(run_dir / "run.json") if options.resume else None
-    first_epoch, kept_rows = _resume_point(run_dir, model) if options.resume else (0, [])
+    identity = checkpoint_identity(spec, data.describe())
+    first_epoch, kept_rows = _resume_point(run_dir, model, identity) if options.resume else (0, [])
     epochs = spec.training.epochs
     fit_epochs = min(options.measure_epochs, epochs) if options.measure_epochs else epochs
     timer = EpochTimer(len(data.x_train))  # one timer: lanes share each epoch's program and its time
@@ -408,7 +439,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
         extra = {"fused_k": take} if engine == "fused" else None
         history = HistoryWriter(lane_dir / "history.csv", timer, lane_spec.training.learning_rate, rows=kept_rows, extra=extra)
         notifier = EpochNotifier(history, lane_epoch) if lane_epoch else None
-        checkpoint = Checkpoint(lane_dir / CHECKPOINT)
+        checkpoint = Checkpoint(lane_dir / CHECKPOINT, checkpoint_identity(lane_spec, described))
         lanes.append(_Lane(lane_dir, record, history, DivergenceGuard(data.num_classes), checkpoint, notifier, kept_rows))
 
     def finish(k: int, status: str | None = None, error: str | None = None) -> None:
