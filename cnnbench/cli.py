@@ -51,6 +51,11 @@ OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Never download: full MNIST falls back to mnist-5k unless cached (CNNBENCH_OFFLINE=1).")
 ]
 DEFAULT_SPEC = "convolutional_nn"
+# Bounds of the options that size work; beyond them a value is a typo, and the system calls that take it overflow.
+MAX_PARALLEL = 256  # trainings at once
+MAX_REPEATS = 1000  # runs per bench combination
+MAX_TIMEOUT_S = 30 * 24 * 3600.0  # 30 days per run
+MAX_MEMORY_LIMIT_MB = 16 * 1024 * 1024  # 16 TiB per process
 
 
 _BROKEN: set[str] = set()  # streams whose reader went away (`cnnbench train ... | head`)
@@ -284,7 +289,7 @@ def train(
         str | None, typer.Argument(help=f"A spec file (.json/.yaml) or a built-in spec name [default: {DEFAULT_SPEC}].", show_default=False)
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Override training.learning_rate.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Override training.learning_rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
@@ -474,12 +479,14 @@ def _resumable(progress, folder):
     return _interruptible(lambda: f"finished runs are kept in {folder()}; run the same command to resume", progress)
 
 
-RayOption = Annotated[bool, typer.Option("--ray", help="Run on a private local Ray instance (pip install 'cnnbench[ray]').")]
+RayOption = Annotated[bool, typer.Option("--ray", help="Run on a private local Ray instance (pip install 'cnnbench\\[ray]').")]
 AddressOption = Annotated[
     str | None, typer.Option("--address", help="Run on this Ray cluster: HOST:PORT, auto or ray://... (default: $RAY_ADDRESS).")
 ]
-CpusPerRunOption = Annotated[float | None, typer.Option("--cpus-per-run", help="Ray: CPUs (threads) reserved per run.")]
-GpusPerRunOption = Annotated[float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run; fractions share a GPU (0.25: 4 runs).")]
+CpusPerRunOption = Annotated[float | None, typer.Option("--cpus-per-run", max=1024, help="Ray: CPUs (threads) reserved per run.")]
+GpusPerRunOption = Annotated[
+    float | None, typer.Option("--gpus-per-run", max=64, help="Ray: GPUs per run; fractions share a GPU (0.25: 4 runs).")
+]
 
 
 class _BenchProgress:
@@ -546,7 +553,7 @@ def bench(
     backends: Annotated[
         str | None, typer.Option(help="Comma list of Keras backends: tensorflow, jax, torch (default: $KERAS_BACKEND or tensorflow).")
     ] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Training runs per combination; their steady epochs are pooled.")] = 1,
+    repeats: Annotated[int, typer.Option(min=1, max=MAX_REPEATS, help="Training runs per combination; their steady epochs are pooled.")] = 1,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     measure_epochs: Annotated[int | None, typer.Option(min=1, help="Train only k epochs and extrapolate to --epochs.")] = None,
     data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
@@ -554,8 +561,10 @@ def bench(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
     threads: ThreadsOpt = None,
-    memory_limit_mb: Annotated[int | None, typer.Option(min=1, help="Cap each training process's address space (MB).")] = None,
-    timeout: Annotated[float | None, typer.Option(min=1, help="Kill a run after this many seconds, start-up included.")] = None,
+    memory_limit_mb: Annotated[
+        int | None, typer.Option(min=1, max=MAX_MEMORY_LIMIT_MB, help="Cap each training process's address space (MB).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(min=1, max=MAX_TIMEOUT_S, help="Kill a run after this many seconds, start-up included.")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
     val_samples: ValSamplesOpt = None,
@@ -720,7 +729,7 @@ def sweep_lr(
     ],
     spec: Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.")] = DEFAULT_SPEC,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and train nothing.")] = False,
-    parallel: Annotated[int, typer.Option(min=1, help="Trainings at once, each in its own process with cores / N threads.")] = 1,
+    parallel: Annotated[int, typer.Option(min=1, max=MAX_PARALLEL, help="Trainings at once, each in its own process with cores / N threads.")] = 1,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training (default: all cores, shared by --parallel).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the sweep gets a sub-folder named after spec and rates.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
@@ -860,7 +869,25 @@ def ls(
 
 
 def main() -> None:
-    app()
+    """The `cnnbench` command. Its last line of defence: closed or failing standard streams never stop a
+    command, and an unexpected error is one line naming the log file with its traceback (exit 70)."""
+    from cnnbench import safety
+
+    safety.reopen_closed_std_fds()
+    stdout = safety.guard_stream("stdout")
+    safety.guard_stream("stderr")
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, what was written stays; the user gets one line
+        err(safety.crash_line(exc, sys.argv))
+        code = safety.INTERNAL_ERROR_EXIT
+    if problem := safety.output_error(stdout):
+        err(f"error: stdout: cannot write the output: {problem}")
+        code = code or safety.OUTPUT_ERROR_EXIT
+    sys.exit(code)
 
 
 if __name__ == "__main__":
