@@ -107,6 +107,8 @@ def ray_config(use_ray: bool = False, address: str | None = None, cpus_per_run: 
         if cpus_per_run is not None or gpus_per_run is not None:
             raise UsageError("--cpus-per-run and --gpus-per-run apply to Ray: add --ray or --address (locally, use --threads)")
         return None
+    if config.address != "local":
+        _check_reachable(config.address)  # before a sweep or bench folder is made, and before Ray is imported
     return RayConfig(config.address, config.source, cpus_per_run, gpus_per_run)
 
 
@@ -531,17 +533,34 @@ def _import_ray(private: bool = False):
     return ray
 
 
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + an empty SETTINGS frame
+
+
 def _check_reachable(address: str) -> None:
-    """An unreachable HOST:PORT is one line within seconds, not a Ray traceback after a long retry loop."""
+    """An unreachable HOST:PORT, or one where something other than Ray listens, is one line within seconds;
+    not a Ray traceback after a long retry loop, nor `ray.init` waiting minutes on a port that never answers
+    (it ignores SIGTERM meanwhile). Ray's GCS speaks gRPC: HTTP/2, whose server opens with a SETTINGS frame."""
     import socket
 
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or address.startswith("ray://"):
         return  # auto, or a Ray Client address: Ray itself says what is wrong
+    if not 0 < int(port) < 65536:
+        raise UsageError(f"cannot reach a Ray cluster at {address[:100]}: port {int(port)} is not a TCP port (1 to 65535)")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=_RAY_CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=_RAY_CONNECT_TIMEOUT_S) as connection:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return  # TLS first: the plain HTTP/2 preface would not be answered
+            connection.sendall(_HTTP2_PREFACE)
+            answer = connection.recv(9)
+    except TimeoutError:
+        raise UsageError(f"{address[:100]} is not a Ray cluster: nothing answered there within {_RAY_CONNECT_TIMEOUT_S:g} s") from None
     except OSError as exc:
-        raise UsageError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot reach a Ray cluster at {address[:100]}: {exc.strerror or exc}") from None
+    except (UnicodeError, ValueError) as exc:  # a host name IDNA cannot encode (a label over 63 characters, an empty one)
+        raise UsageError(f"cannot reach a Ray cluster at {address[:100]}: the host name is not valid ({exc})") from None
+    if len(answer) < 9 or answer[3] != 0x04:
+        raise UsageError(f"{address[:100]} is not a Ray cluster: the server there does not speak gRPC (is the port Ray's GCS port, 6379 by default?)")
 
 
 @contextmanager

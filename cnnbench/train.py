@@ -112,8 +112,9 @@ def prepare(spec: Spec, options: RunOptions = RunOptions(), startup: dict | None
     `startup`, if given, gets `startup_s`: the time spent importing Keras and loading the data here
     (about 0 when this process had done both already, as in a sweep's later runs).
     """
-    from cnnbench.model import build_model, summarize
+    from cnnbench.model import build_model, check_size, summarize
 
+    check_size(spec)  # what needs no Keras is refused before Keras is imported
     devices.configure(options.device, options.backend, options.threads)
     t0 = time.perf_counter()
     keras = devices.import_keras()
@@ -275,6 +276,10 @@ def train_group(
     """
     if len(specs) != len(run_dirs) or not specs:
         raise UsageError(f"train_group needs one run folder per spec, got {len(specs)} specs and {len(run_dirs)} folders")
+    if (options.engine or specs[0].training.engine) == "fused":  # refused before Keras is imported or data loaded
+        from cnnbench.fused import resolve_engine
+
+        resolve_engine("fused", devices.requested_backend(options.backend), "cpu")
     records: list[dict[str, Any]] = []
     while len(records) < len(specs):
         offset = len(records)
