@@ -19,6 +19,7 @@ import typer
 
 from cnnbench import __version__
 from cnnbench.errors import CnnbenchError, count
+from cnnbench.precision import dumps, plain
 
 app = typer.Typer(
     name="cnnbench",
@@ -46,7 +47,43 @@ def _flags_take_no_value() -> None:
 
 _flags_take_no_value()
 
-SpecArg = Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.", show_default=False)]
+def _offer(*choices: str, comma_list: bool = False) -> Callable[[str], list[str]]:
+    """Shell completion of an option's values (`cnnbench --install-completion`); of the last item of a comma list."""
+
+    def complete(incomplete: str) -> list[str]:
+        done, sep, last = incomplete.rpartition(",") if comma_list else ("", "", incomplete)
+        return [f"{done}{sep}{c}" for c in choices if c.startswith(last)]
+
+    return complete
+
+
+def _complete_spec(incomplete: str) -> list[str]:
+    """Built-in spec names, then spec files in the current folder."""
+    from cnnbench.spec import SPEC_SUFFIXES, builtin_specs
+
+    names = [n for n in builtin_specs() if n.startswith(incomplete)]
+    folder, _, stem = incomplete.rpartition("/")
+    try:
+        found = [p for p in Path(folder or ".").iterdir() if p.suffix in SPEC_SUFFIXES and p.name.startswith(stem)]
+        files = sorted(str(p) if folder else p.name for p in found)
+    except OSError:
+        files = []
+    return names + files
+
+
+_BACKENDS, _ENGINES = ("tensorflow", "jax", "torch"), ("auto", "fit", "fused")
+DATASET_NAMES = ("mnist", "mnist-5k", "synthetic")
+_SPEC_HELP = "A spec file (.json/.yaml), a built-in spec name, - (read from stdin) or inline JSON"
+SpecArg = Annotated[str, typer.Argument(help=f"{_SPEC_HELP}.", show_default=False, autocompletion=_complete_spec)]
+DefaultSpecArg = Annotated[str, typer.Argument(help=f"{_SPEC_HELP}.", autocompletion=_complete_spec)]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.", autocompletion=_offer(*DATASET_NAMES)),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, gpu or auto.", autocompletion=_offer("cpu", "gpu", "auto"))]
+BackendOpt = Annotated[
+    str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).", autocompletion=_offer(*_BACKENDS))
+]
 OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Never download: full MNIST falls back to mnist-5k unless cached (CNNBENCH_OFFLINE=1).")
 ]
@@ -190,7 +227,7 @@ def build(
     model = build_model(loaded)
     summary = summarize(loaded, model)
     if as_json:
-        typer.echo(json.dumps({**summary.to_dict(), "spec": loaded.to_dict()}, indent=2))
+        typer.echo(dumps({**summary.to_dict(), "spec": loaded.to_dict()}))
         return
     rows = [[r.index, r.type, format_shape(r.output_shape), f"{r.params:,}", f"{r.flops:,}"] for r in summary.layers]
     _table(f"{summary.name}  input {format_shape((None, *summary.input_shape))}", ["#", "type", "output shape", "params", "FLOPs"], rows)
@@ -286,15 +323,16 @@ def _resume_target(run_dir: Path, spec: str | None, overrides: dict) -> tuple:
 @user_errors
 def train(
     spec: Annotated[
-        str | None, typer.Argument(help=f"A spec file (.json/.yaml) or a built-in spec name [default: {DEFAULT_SPEC}].", show_default=False)
+        str | None, typer.Argument(help=f"{_SPEC_HELP} [default: {DEFAULT_SPEC}].",
+                                   show_default=False, autocompletion=_complete_spec)
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Override training.learning_rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    data: DataOpt = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
-    backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the run gets a sub-folder.")] = Path("results"),
     threads: ThreadsOpt = None,
     train_samples: TrainSamplesOpt = None,
@@ -306,7 +344,9 @@ def train(
     ] = None,
     offline: OfflineOpt = False,
     engine: Annotated[
-        str | None, typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).")
+        str | None,
+        typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).",
+                     autocompletion=_offer(*_ENGINES)),
     ] = None,
 ) -> None:
     """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
@@ -442,7 +482,7 @@ def compare(
     check_out_dir(out if out is not None else Path.cwd())
     rows, figures = compare_runs(paths, out=out, formats=parse_formats(formats), log_scale=log_scale)
     if as_json:
-        typer.echo(json.dumps({"runs": rows, "figures": [str(p) for p in figures]}, indent=2))
+        typer.echo(dumps({"runs": rows, "figures": [str(p) for p in figures]}))
         return
 
     columns = ["run", "status", "dataset", "epochs", "seed", "lr", "best val error", "final val error", "test error", "steady epoch s",
@@ -547,16 +587,26 @@ def _bench_rows(rows: list[dict]) -> list[list]:
 @app.command()
 @user_errors
 def bench(
-    spec: Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.")] = DEFAULT_SPEC,
-    devices: Annotated[str | None, typer.Option(help="Comma list of cpu, gpu (default: cpu, plus gpu if nvidia-smi lists one).")] = None,
+    spec: DefaultSpecArg = DEFAULT_SPEC,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of cpu, gpu (default: cpu, plus gpu if nvidia-smi lists one).",
+            autocompletion=_offer("cpu", "gpu", comma_list=True),
+        ),
+    ] = None,
     filters: Annotated[str, typer.Option(help="Comma list of filter counts, set in every layer that has `filters`.")] = "8,16,32,64",
     backends: Annotated[
-        str | None, typer.Option(help="Comma list of Keras backends: tensorflow, jax, torch (default: $KERAS_BACKEND or tensorflow).")
+        str | None,
+        typer.Option(help="Comma list of Keras backends: tensorflow, jax, torch (default: $KERAS_BACKEND or tensorflow).",
+                     autocompletion=_offer(*_BACKENDS, comma_list=True)),
     ] = None,
-    repeats: Annotated[int, typer.Option(min=1, max=MAX_REPEATS, help="Training runs per combination; their steady epochs are pooled.")] = 1,
+    repeats: Annotated[
+        int, typer.Option(min=1, max=MAX_REPEATS, help="Training runs per combination; their steady epochs are pooled.")
+    ] = 1,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     measure_epochs: Annotated[int | None, typer.Option(min=1, help="Train only k epochs and extrapolate to --epochs.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    data: DataOpt = None,
     train_samples: Annotated[int | None, typer.Option(min=1, help="Override data.train_samples.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
@@ -564,13 +614,21 @@ def bench(
     memory_limit_mb: Annotated[
         int | None, typer.Option(min=1, max=MAX_MEMORY_LIMIT_MB, help="Cap each training process's address space (MB).")
     ] = None,
-    timeout: Annotated[float | None, typer.Option(min=1, max=MAX_TIMEOUT_S, help="Kill a run after this many seconds, start-up included.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=1, max=MAX_TIMEOUT_S, help="Kill a run after this many seconds, start-up included.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
-    engines: Annotated[str, typer.Option(help="Comma list of training engines: fit, fused, auto (auto: the spec's engine).")] = "auto",
+    engines: Annotated[
+        str,
+        typer.Option(
+            help="Comma list of training engines: fit, fused, auto (auto: the spec's engine).",
+            autocompletion=_offer(*_ENGINES, comma_list=True),
+        ),
+    ] = "auto",
     ray: RayOption = False,
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
@@ -727,24 +785,28 @@ def sweep_lr(
             show_default=False,
         ),
     ],
-    spec: Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.")] = DEFAULT_SPEC,
+    spec: DefaultSpecArg = DEFAULT_SPEC,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and train nothing.")] = False,
-    parallel: Annotated[int, typer.Option(min=1, max=MAX_PARALLEL, help="Trainings at once, each in its own process with cores / N threads.")] = 1,
+    parallel: Annotated[
+        int, typer.Option(min=1, max=MAX_PARALLEL, help="Trainings at once, each in its own process with cores / N threads.")
+    ] = 1,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training (default: all cores, shared by --parallel).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the sweep gets a sub-folder named after spec and rates.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    data: DataOpt = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
-    backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
     train_samples: TrainSamplesOpt = None,
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
     engine: Annotated[
-        str | None, typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).")
+        str | None,
+        typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).",
+                     autocompletion=_offer(*_ENGINES)),
     ] = None,
     fuse: Annotated[
         int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all, capped by device memory).")
@@ -842,12 +904,12 @@ def ls(
         raise UsageError(f"{results}: no such folder")
     rows = list_results(results)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(dumps(rows))  # NaN (not JSON) as null, float32 metrics without their noise
         return
     if as_csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(LIST_COLUMNS), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(plain(row) for row in rows)
         return
     if not rows:
         err(f"nothing below {results}: no run, sweep or bench folder")

@@ -560,7 +560,8 @@ def _check_reachable(address: str) -> None:
     except (UnicodeError, ValueError) as exc:  # a host name IDNA cannot encode (a label over 63 characters, an empty one)
         raise UsageError(f"cannot reach a Ray cluster at {address[:100]}: the host name is not valid ({exc})") from None
     if len(answer) < 9 or answer[3] != 0x04:
-        raise UsageError(f"{address[:100]} is not a Ray cluster: the server there does not speak gRPC (is the port Ray's GCS port, 6379 by default?)")
+        message = "the server there does not speak gRPC (is the port Ray's GCS port, 6379 by default?)"
+        raise UsageError(f"{address[:100]} is not a Ray cluster: {message}")
 
 
 @contextmanager

@@ -57,16 +57,19 @@ def params_lower_bound(spec: Spec) -> tuple[int, int]:
         entry = LAYERS.get(layer.get("type"))
         sizing = entry.sizing if entry else "none"
         c_in = channels or 1
-        bias = lambda n: n if layer.get("use_bias", True) else 0  # noqa: E731
+        with_bias = layer.get("use_bias", True)
+        bias = lambda n, with_bias=with_bias: n if with_bias else 0  # noqa: E731
         if sizing == "dense":
             count, channels = c_in * layer["units"] + bias(layer["units"]), layer["units"]
         elif sizing == "conv":
-            count, channels = _spec_kernel(layer) * max(1, c_in // (layer.get("groups") or 1)) * layer["filters"] + bias(layer["filters"]), layer["filters"]
+            per_filter = _spec_kernel(layer) * max(1, c_in // (layer.get("groups") or 1))
+            count, channels = per_filter * layer["filters"] + bias(layer["filters"]), layer["filters"]
         elif sizing == "transpose":
             count, channels = _spec_kernel(layer) * c_in * layer["filters"] + bias(layer["filters"]), layer["filters"]
         elif sizing == "separable":
             dm = layer.get("depth_multiplier", 1)
-            count, channels = _spec_kernel(layer) * c_in * dm + c_in * dm * layer["filters"] + bias(layer["filters"]), layer["filters"]
+            count = _spec_kernel(layer) * c_in * dm + c_in * dm * layer["filters"] + bias(layer["filters"])
+            channels = layer["filters"]
         elif sizing == "depthwise":
             dm = layer.get("depth_multiplier", 1)
             count = _spec_kernel(layer) * c_in * dm + bias(c_in * dm)
@@ -84,7 +87,8 @@ def check_size(spec: Spec) -> None:
     """SpecError for a model certainly above the parameter limit: the size check that needs neither Keras nor data."""
     bound, index = params_lower_bound(spec)
     if bound > max_params():
-        raise SpecError(spec.source, f"layers[{index}]", f"the model would have at least {bound:,} parameters, above the limit of {max_params():,}")
+        message = f"the model would have at least {bound:,} parameters, above the limit of {max_params():,}"
+        raise SpecError(spec.source, f"layers[{index}]", message)
 
 
 def _prod(values) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import platform
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import OutputError, brief
+from cnnbench.precision import plain
 
 STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
 FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
@@ -71,19 +71,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null (a diverged run's loss is often one)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(_finite(json.loads(json.dumps(data, default=_json_default))), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(plain(json.loads(json.dumps(data, default=_json_default))), indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -98,7 +87,7 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] |
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(plain(dict(row)) for row in rows)  # floats at the precision they have, NaN as an empty cell
     atomic_write_text(path, buffer.getvalue())
 
 

@@ -85,7 +85,7 @@ def output_error(raw: _GuardedRaw | None) -> str | None:
     if raw is None:
         return None
     try:
-        getattr(sys, "stdout").flush()
+        sys.stdout.flush()
     except (OSError, ValueError):
         pass
     exc = raw.error

@@ -227,7 +227,8 @@ def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> 
     if message := SPEC_NAME.check(name):
         raise SpecError(source, "name", message)
     if name.startswith("."):
-        raise SpecError(source, "name", f"must not start with '.', got {brief(name)}: its run folders would be hidden, and ls and plot skip them")
+        message = f"must not start with '.', got {brief(name)}: its run folders would be hidden, and ls and plot skip them"
+        raise SpecError(source, "name", message)
     description = doc.get("description", "")
     if message := DESCRIPTION.check(description):
         raise SpecError(source, "description", message)
