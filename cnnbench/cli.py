@@ -145,6 +145,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err(f"warning: {message}")
 
 
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
 def user_errors(command):
     """Turn the library's typed errors into one line on stderr and exit code 2."""
 
@@ -156,6 +159,11 @@ def user_errors(command):
             return command(*args, **kwargs)
         except CnnbenchError as exc:
             err(f"error: {exc}")
+            raise typer.Exit(2) from None
+        except OSError as exc:  # the disk filled (or went read-only) while a result was written: what is on disk stays
+            if exc.errno not in _DISK_ERRNOS or not exc.filename:
+                raise
+            err(f"error: {exc.filename}: cannot write: {exc.strerror}; what was written before is kept")
             raise typer.Exit(2) from None
 
     return wrapper
