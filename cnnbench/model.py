@@ -80,6 +80,8 @@ def params_lower_bound(spec: Spec) -> tuple[int, int]:
                 channels = None
         if count:
             total, where = total + count, index
+            if total > max_params():  # the first layer that crosses the limit is the one to name
+                break
     return total, where
 
 

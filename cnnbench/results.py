@@ -494,8 +494,36 @@ def _group_status(statuses: list[str], overall: str | None = None) -> str:
     return f"{overall}: {text}" if overall and overall != "complete" else text
 
 
+_TABLE_MAX_BYTES = 10_000_000
+
+
+def _table_rows(path: Path) -> list[dict[str, Any]]:
+    """`ls` rows of the runs a summary.csv or bench.csv records: what committed reference results
+    (docs/study, docs/bench-cpu) keep when their run folders were left out."""
+    try:
+        if not path.is_file() or path.stat().st_size > _TABLE_MAX_BYTES:
+            return []
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+    def number(text: Any) -> float | None:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            return None
+        return value if value == value else None
+
+    return [{"status": str(r.get("status") or "pending"), "dataset": r.get("dataset") or None,
+             "best_val_error": number(r.get("best_val_error")), "started_at": None,
+             "not_learned": int(str(r.get("learned")).lower() == "false")} for r in rows]  # fmt: skip
+
+
 def _group_row(kind: str, folder: Path, run_dirs: list[Path], index: dict[str, Any], epochs: Any) -> dict[str, Any]:
     runs = [_run_row(d) for d in run_dirs]
+    if not any((d / "run.json").is_file() for d in run_dirs):  # run folders left out: the folder's own table says what ran
+        runs = _table_rows(folder / ("summary.csv" if kind == "sweep" else "bench.csv")) or runs
     ok_errors = [r["best_val_error"] for r in runs if r["status"] == "ok" and r["best_val_error"] is not None]
     datasets = sorted({r["dataset"] for r in runs if r["dataset"]})
     starts = sorted(r["started_at"] for r in runs if r["started_at"])

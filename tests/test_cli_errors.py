@@ -113,7 +113,8 @@ def test_a_spec_name_cannot_hide_its_runs_from_ls_and_plot(tmp_path):
 @pytest.mark.parametrize(
     ("args", "what"),
     [
-        (["sweep-lr", "--values", "0.1", "--dry-run", "--parallel", "99999999999999999999"], "'--parallel': Input should be less than or equal to 256"),
+        (["sweep-lr", "--values", "0.1", "--dry-run", "--parallel", "99999999999999999999"],
+         "'--parallel': Input should be less than or equal to 256"),
         (["bench", "--repeats", "999999999999"], "'--repeats': Input should be less than or equal to 1000"),
         (["bench", "--timeout", "1e300"], "'--timeout': Input should be less than or equal to 2592000"),
         (["bench", "--memory-limit-mb", "99999999999999999999"], "'--memory-limit-mb': Input should be less than or equal to 16777216"),
@@ -175,7 +176,8 @@ def test_a_closed_stderr_does_not_stop_a_command():
 
 def _npy(array: np.ndarray, shape: tuple) -> bytes:
     buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": shape})
+    header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
     return buffer.getvalue() + array.tobytes()
 
 
@@ -293,3 +295,27 @@ def test_a_disk_that_fills_while_a_failure_is_recorded_is_one_line(small_disk, t
     assert "Traceback" not in result.stderr
     last = result.stderr.splitlines()[-1]
     assert last.startswith("error: ") or last.endswith("failed (tracebacks in error.txt of their run folders)"), last
+
+
+# --- committed reference results are results ---------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_ls_reads_the_committed_reference_results():
+    """docs/study and docs/bench-cpu keep their tables (summary.csv, bench.csv), not their run folders."""
+    result = cli("ls", str(DOCS), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {Path(r["path"]).relative_to(DOCS).as_posix(): r for r in json.loads(result.stdout)}
+    sheet = rows["study/sheet"]
+    assert (sheet["status"], sheet["runs"], round(sheet["best_val_error"], 4)) == ("ok", 4, 0.034)
+    assert rows["bench-cpu"]["runs"] == 36 and rows["bench-cpu"]["dataset"] == "mnist-5k"
+
+
+def test_plot_draws_a_committed_sweep_from_its_tables():
+    from cnnbench.plot.curves import load_sweep
+
+    runs, missing = load_sweep(DOCS / "study" / "sheet")
+    assert [r.lr for r in runs] == [0.0001, 0.001, 0.01, 0.1] and missing == []
+    assert [len(r.history) for r in runs] == [20, 20, 20, 20]
+    assert runs[-1].record["status"] == "ok" and round(float(runs[-1].val_error.min()), 3) == 0.034
