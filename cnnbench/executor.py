@@ -644,10 +644,14 @@ class RaySession:
         self.config = config
         self.ray = ray = _import_ray(private=config.address == "local")
         self.owned = False
+        self.reaper = None
         self.registration_wait: str | None = None  # a private instance: how its start waited for the raylet
         if ray.is_initialized():  # a caller (a test, a notebook) connected already: use that, leave it running
             self.connected_here = False
         elif config.address == "local":
+            from cnnbench.reaper import Reaper
+
+            self.reaper = Reaper()  # a driver killed with -9 leaves no Ray agent behind
             with _keeping_sigterm(), _without_token_notice(), _prompt_registration(ray) as how:
                 ray.init(address="local", num_cpus=devices.cpu_cores(), include_dashboard=False, log_to_driver=False,
                          _node_ip_address="127.0.0.1", configure_logging=False)  # fmt: skip
@@ -677,6 +681,8 @@ class RaySession:
             if self.owned:
                 _end_autoscaler_monitor(self.ray)
             self.ray.shutdown()  # the private instance ends; a cluster is only left
+        if self.reaper is not None:
+            self.reaper.done()
 
 
 def _end_autoscaler_monitor(ray) -> None:

@@ -319,3 +319,25 @@ def test_plot_draws_a_committed_sweep_from_its_tables():
     assert [r.lr for r in runs] == [0.0001, 0.001, 0.01, 0.1] and missing == []
     assert [len(r.history) for r in runs] == [20, 20, 20, 20]
     assert runs[-1].record["status"] == "ok" and round(float(runs[-1].val_error.min()), 3) == 0.034
+
+
+# --- Ray: a driver killed with -9 leaves no process behind ------------------------------------------------
+
+
+def test_a_killed_ray_driver_leaves_no_ray_process_behind(tmp_path):
+    pytest.importorskip("ray")
+    import signal
+
+    import psutil
+    from processes import finish, start_cli, survivors, training, wait_for
+
+    process = start_cli("sweep-lr", "--values", "0.01,0.1", "--ray", *TINY[:1], "3", *TINY[2:], "--out", str(tmp_path))
+    try:
+        wait_for(training(tmp_path, "*/lr-*/history.csv"), process, timeout=300)
+        ray_processes = [p.pid for p in psutil.Process(process.pid).children(recursive=True) if "ray" in " ".join(p.cmdline())]
+        assert any("DashboardAgent" in " ".join(psutil.Process(p).cmdline()) for p in ray_processes if psutil.pid_exists(p))
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert survivors(ray_processes, within_s=10) == []  # Ray's own agents lived on for over 30 s
+    finally:
+        finish(process)
