@@ -18,6 +18,8 @@ from typing import Annotated
 import typer
 
 from cnnbench import __version__
+from cnnbench.completion import complete_spec as _complete_spec
+from cnnbench.completion import offer as _offer
 from cnnbench.errors import CnnbenchError, count
 from cnnbench.precision import dumps, plain
 
@@ -46,30 +48,6 @@ def _flags_take_no_value() -> None:
 
 
 _flags_take_no_value()
-
-def _offer(*choices: str, comma_list: bool = False) -> Callable[[str], list[str]]:
-    """Shell completion of an option's values (`cnnbench --install-completion`); of the last item of a comma list."""
-
-    def complete(incomplete: str) -> list[str]:
-        done, sep, last = incomplete.rpartition(",") if comma_list else ("", "", incomplete)
-        return [f"{done}{sep}{c}" for c in choices if c.startswith(last)]
-
-    return complete
-
-
-def _complete_spec(incomplete: str) -> list[str]:
-    """Built-in spec names, then spec files in the current folder."""
-    from cnnbench.spec import SPEC_SUFFIXES, builtin_specs
-
-    names = [n for n in builtin_specs() if n.startswith(incomplete)]
-    folder, _, stem = incomplete.rpartition("/")
-    try:
-        found = [p for p in Path(folder or ".").iterdir() if p.suffix in SPEC_SUFFIXES and p.name.startswith(stem)]
-        files = sorted(str(p) if folder else p.name for p in found)
-    except OSError:
-        files = []
-    return names + files
-
 
 _BACKENDS, _ENGINES = ("tensorflow", "jax", "torch"), ("auto", "fit", "fused")
 DATASET_NAMES = ("mnist", "mnist-5k", "synthetic")
