@@ -1,8 +1,9 @@
 """Numbers as machines read them (run.json, CSV files, --json): each at the precision it has.
 
-Keras reports metrics as float32; widened to a Python float, 0.926 reads 0.9259999990463257. A float
-that is exactly a float32 is written as the shortest decimal that reads back as the same float32
-(0.926); NaN and infinities, which JSON lacks, become null. Other floats (timings) are kept as they are.
+Keras reports metrics as float32; widened to a Python float, 0.926 reads 0.9259999990463257. Where
+metrics enter a run (`metric_value`: each history row, the test metrics) they become the shortest
+decimal of their float32 (0.926), so the record in memory and on disk agree; timings and other
+float64 values keep their digits. NaN and infinities, which JSON lacks, are written as null (`plain`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from typing import Any
 _F32 = struct.Struct("f")
 
 
-def plain_number(value: float) -> float | None:
-    """`value` without float32 noise; None for NaN or an infinity.
+def metric_value(value: float) -> float:
+    """A Keras metric (a float32 widened to a Python float) as the shortest decimal of that float32;
+    NaN and infinities are kept (divergence is read from them).
 
-    >>> plain_number(0.9259999990463257), plain_number(8.412711144999776), plain_number(float("nan"))
-    (0.926, 8.412711144999776, None)
+    >>> metric_value(0.9259999990463257), metric_value(8.412711144999776), 1.0 - metric_value(0.07400000095367432)
+    (0.926, 8.412711144999776, 0.926)
     """
-    if not math.isfinite(value):
-        return None
-    if value.is_integer():  # a count or a whole number of seconds: exact as it is
+    value = float(value)
+    if not math.isfinite(value) or value.is_integer():
         return value
     try:
         as32 = _F32.unpack(_F32.pack(value))[0]
@@ -37,8 +38,17 @@ def plain_number(value: float) -> float | None:
     return value
 
 
+def plain_number(value: float) -> float | None:
+    """`value`, or None for NaN and infinities (JSON has neither).
+
+    >>> plain_number(0.5), plain_number(float("nan"))
+    (0.5, None)
+    """
+    return value if math.isfinite(value) else None
+
+
 def plain(data: Any) -> Any:
-    """`data` (dicts, lists, tuples of JSON values) with every float passed through `plain_number`."""
+    """`data` (dicts, lists, tuples of JSON values) with NaN and infinities as None."""
     if isinstance(data, float):
         return plain_number(data)
     if type(data).__module__ == "numpy" and getattr(data, "shape", None) == ():  # numpy scalars (float32 is no Python float)

@@ -20,6 +20,7 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, interrupt_reason
+from cnnbench.precision import metric_value
 from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
@@ -414,7 +415,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
                     test_loss, test_accuracy = model.evaluate(
                         data.x_test, data.y_test, batch_size=max(spec.training.batch_size, 256), verbose=0
                     )
-                    record.update(test_loss=float(test_loss), test_error=1.0 - float(test_accuracy))
+                    record.update(test_loss=metric_value(test_loss), test_error=metric_value(1.0 - metric_value(test_accuracy)))
                     timing["test_s"] = time.perf_counter() - t0
                     if options.save_model:
                         _save_model(model, lane.run_dir / "model.keras")

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnbench.precision import plain_number
-from cnnbench.results import write_csv, write_json
+from cnnbench.precision import metric_value
+from cnnbench.results import write_json
 
 TINY = ["--epochs", "1", "--data", "mnist-5k", "--train-samples", "256", "--val-samples", "64", "--test-samples", "64"]
 TINY_NET = {"input_shape": [28, 28, 1], "layers": [{"type": "Flatten"}, {"type": "Dense", "units": 10, "activation": "softmax"}]}
@@ -247,15 +247,22 @@ def test_bad_ray_addresses_are_one_line_and_leave_no_folder(tmp_path):
 # --- machine-readable numbers ---------------------------------------------------------------------------
 
 
-def test_numbers_are_written_at_the_precision_they_have(tmp_path):
+def test_numbers_are_written_at_the_precision_they_have(tmp_path, tiny_spec):
     metric = float(np.float32(0.926))
-    assert metric == 0.9259999990463257 and plain_number(metric) == 0.926
-    assert plain_number(8.412711144999776) == 8.412711144999776  # a float64 timing keeps its digits
-    assert plain_number(float(2**31 + 128)) == 2**31 + 128  # whole numbers stay exact
-    write_json(tmp_path / "run.json", {"val_error": metric, "loss": float("nan"), "n": np.float32(0.074)})
-    assert (tmp_path / "run.json").read_text() == '{\n  "val_error": 0.926,\n  "loss": null,\n  "n": 0.074\n}\n'
-    write_csv(tmp_path / "history.csv", [{"epoch": 1, "val_error": metric, "loss": float("nan")}])
-    assert (tmp_path / "history.csv").read_text() == "epoch,val_error,loss\n1,0.926,\n"
+    assert metric == 0.9259999990463257 and metric_value(metric) == 0.926
+    assert metric_value(8.412711144999776) == 8.412711144999776  # a float64 timing keeps its digits
+    write_json(tmp_path / "nan.json", {"loss": float("nan")})
+    assert (tmp_path / "nan.json").read_text() == '{\n  "loss": null\n}\n'
+    from cnnbench.train import train_run
+
+    record = train_run(tiny_spec.with_overrides(epochs=1), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "run.json").read_text()) == json.loads(json.dumps(record))  # memory and disk agree
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    header, row = history[0].split(","), dict(zip(history[0].split(","), history[1].split(","), strict=True))
+    for column in ("loss", "accuracy", "val_loss", "val_accuracy", "val_error"):
+        assert len(row[column].replace("0.", "").lstrip("0")) <= 9, (column, row[column])  # no float32 noise: at most 9 digits
+    assert float(row["val_error"]) == metric_value(1 - float(row["val_accuracy"]))
+    assert header[0] == "epoch" and len(repr(record["test_error"]).replace("0.", "").lstrip("0")) <= 9
 
 
 def test_ls_json_is_json_even_with_nan_in_a_record(tmp_path):
