@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 
 from cnnbench.errors import raise_if_stopped
+from cnnbench.precision import metric_value
 from cnnbench.results import HISTORY_COLUMNS, atomic_write_bytes, write_csv
 
 
@@ -107,10 +108,10 @@ class HistoryWriter(keras.callbacks.Callback):
         self.extra = dict(extra or {})  # constant columns of every row (the fused engine's fused_k)
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = {k: float(v) for k, v in (logs or {}).items()}
+        logs = {k: metric_value(v) for k, v in (logs or {}).items()}  # float32 metrics without their float32 noise
         row = {"epoch": epoch + 1, **logs, **self.timer.epochs[-1], "learning_rate": self.learning_rate, **self.extra}
         if "val_accuracy" in logs:
-            row["val_error"] = 1.0 - logs["val_accuracy"]
+            row["val_error"] = metric_value(1.0 - logs["val_accuracy"])
         self.rows.append(row)
         extra = [k for k in row if k not in HISTORY_COLUMNS]
         write_csv(self.path, self.rows, [*HISTORY_COLUMNS, *extra])

@@ -18,7 +18,10 @@ from typing import Annotated
 import typer
 
 from cnnbench import __version__
+from cnnbench.completion import complete_spec as _complete_spec
+from cnnbench.completion import offer as _offer
 from cnnbench.errors import CnnbenchError, count, safe
+from cnnbench.precision import dumps, plain
 
 app = typer.Typer(
     name="cnnbench",
@@ -46,11 +49,28 @@ def _flags_take_no_value() -> None:
 
 _flags_take_no_value()
 
-SpecArg = Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.", show_default=False)]
+_BACKENDS, _ENGINES = ("tensorflow", "jax", "torch"), ("auto", "fit", "fused")
+DATASET_NAMES = ("mnist", "mnist-5k", "synthetic")
+_SPEC_HELP = "A spec file (.json/.yaml), a built-in spec name, - (read from stdin) or inline JSON"
+SpecArg = Annotated[str, typer.Argument(help=f"{_SPEC_HELP}.", show_default=False, autocompletion=_complete_spec)]
+DefaultSpecArg = Annotated[str, typer.Argument(help=f"{_SPEC_HELP}.", autocompletion=_complete_spec)]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.", autocompletion=_offer(*DATASET_NAMES)),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, gpu or auto.", autocompletion=_offer("cpu", "gpu", "auto"))]
+BackendOpt = Annotated[
+    str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).", autocompletion=_offer(*_BACKENDS))
+]
 OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Never download: full MNIST falls back to mnist-5k unless cached (CNNBENCH_OFFLINE=1).")
 ]
 DEFAULT_SPEC = "convolutional_nn"
+# Bounds of the options that size work; beyond them a value is a typo, and the system calls that take it overflow.
+MAX_PARALLEL = 256  # trainings at once
+MAX_REPEATS = 1000  # runs per bench combination
+MAX_TIMEOUT_S = 30 * 24 * 3600.0  # 30 days per run
+MAX_MEMORY_LIMIT_MB = 16 * 1024 * 1024  # 16 TiB per process
 
 
 _BROKEN: set[str] = set()  # streams whose reader went away (`cnnbench train ... | head`)
@@ -103,6 +123,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err(f"warning: {message}")
 
 
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
 def user_errors(command):
     """Turn the library's typed errors into one line on stderr and exit code 2."""
 
@@ -114,6 +137,11 @@ def user_errors(command):
             return command(*args, **kwargs)
         except CnnbenchError as exc:
             err(f"error: {exc}")
+            raise typer.Exit(2) from None
+        except OSError as exc:  # the disk filled (or went read-only) while a result was written: what is on disk stays
+            if exc.errno not in _DISK_ERRNOS or not exc.filename:
+                raise
+            err(f"error: {exc.filename}: cannot write: {exc.strerror}; what was written before is kept")
             raise typer.Exit(2) from None
 
     return wrapper
@@ -192,7 +220,7 @@ def build(
     model = build_model(loaded)
     summary = summarize(loaded, model)
     if as_json:
-        typer.echo(json.dumps({**summary.to_dict(), "spec": loaded.to_dict()}, indent=2))
+        typer.echo(dumps({**summary.to_dict(), "spec": loaded.to_dict()}))
         return
     rows = [[r.index, r.type, format_shape(r.output_shape), f"{r.params:,}", f"{r.flops:,}"] for r in summary.layers]
     _table(f"{summary.name}  input {format_shape((None, *summary.input_shape))}", ["#", "type", "output shape", "params", "FLOPs"], rows)
@@ -288,15 +316,16 @@ def _resume_target(run_dir: Path, spec: str | None, overrides: dict) -> tuple:
 @user_errors
 def train(
     spec: Annotated[
-        str | None, typer.Argument(help=f"A spec file (.json/.yaml) or a built-in spec name [default: {DEFAULT_SPEC}].", show_default=False)
+        str | None, typer.Argument(help=f"{_SPEC_HELP} [default: {DEFAULT_SPEC}].",
+                                   show_default=False, autocompletion=_complete_spec)
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Override training.learning_rate.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Override training.learning_rate.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    data: DataOpt = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
-    backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the run gets a sub-folder.")] = Path("results"),
     threads: ThreadsOpt = None,
     train_samples: TrainSamplesOpt = None,
@@ -308,7 +337,9 @@ def train(
     ] = None,
     offline: OfflineOpt = False,
     engine: Annotated[
-        str | None, typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).")
+        str | None,
+        typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).",
+                     autocompletion=_offer(*_ENGINES)),
     ] = None,
 ) -> None:
     """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
@@ -441,7 +472,7 @@ def compare(
     check_out_dir(out if out is not None else Path.cwd())
     rows, figures = compare_runs(paths, out=out, formats=parse_formats(formats), log_scale=log_scale)
     if as_json:
-        typer.echo(json.dumps({"runs": rows, "figures": [str(p) for p in figures]}, indent=2))
+        typer.echo(dumps({"runs": rows, "figures": [str(p) for p in figures]}))
         return
 
     columns = ["run", "status", "dataset", "epochs", "seed", "lr", "best val error", "final val error", "test error", "steady epoch s",
@@ -480,12 +511,14 @@ def _resumable(progress, folder):
     return _interruptible(lambda: f"finished runs are kept in {folder()}; run the same command to resume", progress)
 
 
-RayOption = Annotated[bool, typer.Option("--ray", help="Run on a private local Ray instance (pip install 'cnnbench[ray]').")]
+RayOption = Annotated[bool, typer.Option("--ray", help="Run on a private local Ray instance (pip install 'cnnbench\\[ray]').")]
 AddressOption = Annotated[
     str | None, typer.Option("--address", help="Run on this Ray cluster: HOST:PORT, auto or ray://... (default: $RAY_ADDRESS).")
 ]
-CpusPerRunOption = Annotated[float | None, typer.Option("--cpus-per-run", help="Ray: CPUs (threads) reserved per run.")]
-GpusPerRunOption = Annotated[float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run; fractions share a GPU (0.25: 4 runs).")]
+CpusPerRunOption = Annotated[float | None, typer.Option("--cpus-per-run", max=1024, help="Ray: CPUs (threads) reserved per run.")]
+GpusPerRunOption = Annotated[
+    float | None, typer.Option("--gpus-per-run", max=64, help="Ray: GPUs per run; fractions share a GPU (0.25: 4 runs).")
+]
 
 
 class _BenchProgress:
@@ -546,28 +579,48 @@ def _bench_rows(rows: list[dict]) -> list[list]:
 @app.command()
 @user_errors
 def bench(
-    spec: Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.")] = DEFAULT_SPEC,
-    devices: Annotated[str | None, typer.Option(help="Comma list of cpu, gpu (default: cpu, plus gpu if nvidia-smi lists one).")] = None,
+    spec: DefaultSpecArg = DEFAULT_SPEC,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of cpu, gpu (default: cpu, plus gpu if nvidia-smi lists one).",
+            autocompletion=_offer("cpu", "gpu", comma_list=True),
+        ),
+    ] = None,
     filters: Annotated[str, typer.Option(help="Comma list of filter counts, set in every layer that has `filters`.")] = "8,16,32,64",
     backends: Annotated[
-        str | None, typer.Option(help="Comma list of Keras backends: tensorflow, jax, torch (default: $KERAS_BACKEND or tensorflow).")
+        str | None,
+        typer.Option(help="Comma list of Keras backends: tensorflow, jax, torch (default: $KERAS_BACKEND or tensorflow).",
+                     autocompletion=_offer(*_BACKENDS, comma_list=True)),
     ] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Training runs per combination; their steady epochs are pooled.")] = 1,
+    repeats: Annotated[
+        int, typer.Option(min=1, max=MAX_REPEATS, help="Training runs per combination; their steady epochs are pooled.")
+    ] = 1,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     measure_epochs: Annotated[int | None, typer.Option(min=1, help="Train only k epochs and extrapolate to --epochs.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    data: DataOpt = None,
     train_samples: Annotated[int | None, typer.Option(min=1, help="Override data.train_samples.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
     threads: ThreadsOpt = None,
-    memory_limit_mb: Annotated[int | None, typer.Option(min=1, help="Cap each training process's address space (MB).")] = None,
-    timeout: Annotated[float | None, typer.Option(min=1, help="Kill a run after this many seconds, start-up included.")] = None,
+    memory_limit_mb: Annotated[
+        int | None, typer.Option(min=1, max=MAX_MEMORY_LIMIT_MB, help="Cap each training process's address space (MB).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=1, max=MAX_TIMEOUT_S, help="Kill a run after this many seconds, start-up included.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
-    engines: Annotated[str, typer.Option(help="Comma list of training engines: fit, fused, auto (auto: the spec's engine).")] = "auto",
+    engines: Annotated[
+        str,
+        typer.Option(
+            help="Comma list of training engines: fit, fused, auto (auto: the spec's engine).",
+            autocompletion=_offer(*_ENGINES, comma_list=True),
+        ),
+    ] = "auto",
     ray: RayOption = False,
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
@@ -727,24 +780,28 @@ def sweep_lr(
             show_default=False,
         ),
     ],
-    spec: Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.")] = DEFAULT_SPEC,
+    spec: DefaultSpecArg = DEFAULT_SPEC,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and train nothing.")] = False,
-    parallel: Annotated[int, typer.Option(min=1, help="Trainings at once, each in its own process with cores / N threads.")] = 1,
+    parallel: Annotated[
+        int, typer.Option(min=1, max=MAX_PARALLEL, help="Trainings at once, each in its own process with cores / N threads.")
+    ] = 1,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training (default: all cores, shared by --parallel).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the sweep gets a sub-folder named after spec and rates.")] = Path("results"),
     force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    data: DataOpt = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
-    backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
     train_samples: TrainSamplesOpt = None,
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
     engine: Annotated[
-        str | None, typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).")
+        str | None,
+        typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).",
+                     autocompletion=_offer(*_ENGINES)),
     ] = None,
     fuse: Annotated[
         int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all, capped by device memory).")
@@ -843,12 +900,12 @@ def ls(
         raise UsageError(f"{results}: no such folder")
     rows = list_results(results, is_live=run_is_live)  # a `running` run nobody holds is listed `interrupted`
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(dumps(rows))  # NaN (not JSON) as null, float32 metrics without their noise
         return
     if as_csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(LIST_COLUMNS), lineterminator="\n")
         writer.writeheader()
-        writer.writerows([{k: safe(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows])
+        writer.writerows({k: safe(v) if isinstance(v, str) else v for k, v in plain(row).items()} for row in rows)
         return
     if not rows:
         err(f"nothing below {results}: no run, sweep or bench folder")
@@ -870,7 +927,25 @@ def ls(
 
 
 def main() -> None:
-    app()
+    """The `cnnbench` command. Its last line of defence: closed or failing standard streams never stop a
+    command, and an unexpected error is one line naming the log file with its traceback (exit 70)."""
+    from cnnbench import safety
+
+    safety.reopen_closed_std_fds()
+    stdout = safety.guard_stream("stdout")
+    safety.guard_stream("stderr")
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, what was written stays; the user gets one line
+        err(safety.crash_line(exc, sys.argv))
+        code = safety.INTERNAL_ERROR_EXIT
+    if problem := safety.output_error(stdout):
+        err(f"error: stdout: cannot write the output: {problem}")
+        code = code or safety.OUTPUT_ERROR_EXIT
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -170,6 +171,24 @@ def _zip_archive(raw, path: Path):
     return raw
 
 
+def _check_declared_size(archive, key: str, path: Path) -> None:
+    """DataError for an array whose header declares more bytes than the archive holds for it.
+
+    A damaged header (shape 10^11 x 28 x 28) would otherwise make NumPy try to allocate terabytes:
+    a MemoryError, recorded as the run's `oom` (a finished status, never retried) instead of bad data.
+    """
+    info = archive.getinfo(f"{key}.npy")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+        held = info.file_size - member.tell()
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > held and not dtype.hasobject:  # objects (pickles) are refused as such when read
+        what = f"its header declares shape {tuple(shape)} ({declared:,} bytes) but it holds {held:,} bytes"
+        raise DataError(f"{path}: {key} is damaged: {what}")
+
+
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The four MNIST arrays of a .npz file, validated; DataError naming the file and what is wrong.
 
@@ -186,6 +205,7 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
                 found = ", ".join(f.files[:8]) + (", ..." if len(f.files) > 8 else "") or "nothing"
                 raise DataError(f"{path}: no {', '.join(missing)} array (found: {found}); a MNIST .npz holds {', '.join(_NPZ_KEYS)}")
             for key in _NPZ_KEYS:
+                _check_declared_size(f.zip, key, path)
                 try:
                     arrays[key] = f[key]
                 except ValueError as exc:

@@ -95,6 +95,7 @@ def import_keras():
     """
     if keras_imported():
         return sys.modules["keras"]
+    check_backend()  # KERAS_BACKEND=garbage: one line, not Keras' traceback
     quiet_logs()
     sys.stderr.flush()
     saved = os.dup(2)

@@ -111,6 +111,8 @@ def ray_config(use_ray: bool = False, address: str | None = None, cpus_per_run: 
         if cpus_per_run is not None or gpus_per_run is not None:
             raise UsageError("--cpus-per-run and --gpus-per-run apply to Ray: add --ray or --address (locally, use --threads)")
         return None
+    if config.address != "local":
+        _check_reachable(config.address)  # before a sweep or bench folder is made, and before Ray is imported
     return RayConfig(config.address, config.source, cpus_per_run, gpus_per_run)
 
 
@@ -559,17 +561,35 @@ def _import_ray(private: bool = False):
     return ray
 
 
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + an empty SETTINGS frame
+
+
 def _check_reachable(address: str) -> None:
-    """An unreachable HOST:PORT is one line within seconds, not a Ray traceback after a long retry loop."""
+    """An unreachable HOST:PORT, or one where something other than Ray listens, is one line within seconds;
+    not a Ray traceback after a long retry loop, nor `ray.init` waiting minutes on a port that never answers
+    (it ignores SIGTERM meanwhile). Ray's GCS speaks gRPC: HTTP/2, whose server opens with a SETTINGS frame."""
     import socket
 
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or address.startswith("ray://"):
         return  # auto, or a Ray Client address: Ray itself says what is wrong
+    if not 0 < int(port) < 65536:
+        raise UsageError(f"cannot reach a Ray cluster at {address[:100]}: port {int(port)} is not a TCP port (1 to 65535)")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=_RAY_CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=_RAY_CONNECT_TIMEOUT_S) as connection:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return  # TLS first: the plain HTTP/2 preface would not be answered
+            connection.sendall(_HTTP2_PREFACE)
+            answer = connection.recv(9)
+    except TimeoutError:
+        raise UsageError(f"{address[:100]} is not a Ray cluster: nothing answered there within {_RAY_CONNECT_TIMEOUT_S:g} s") from None
     except OSError as exc:
-        raise UsageError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot reach a Ray cluster at {address[:100]}: {exc.strerror or exc}") from None
+    except (UnicodeError, ValueError) as exc:  # a host name IDNA cannot encode (a label over 63 characters, an empty one)
+        raise UsageError(f"cannot reach a Ray cluster at {address[:100]}: the host name is not valid ({exc})") from None
+    if len(answer) < 9 or answer[3] != 0x04:
+        message = "the server there does not speak gRPC (is the port Ray's GCS port, 6379 by default?)"
+        raise UsageError(f"{address[:100]} is not a Ray cluster: {message}")
 
 
 @contextmanager
@@ -653,10 +673,14 @@ class RaySession:
         self.config = config
         self.ray = ray = _import_ray(private=config.address == "local")
         self.owned = False
+        self.reaper = None
         self.registration_wait: str | None = None  # a private instance: how its start waited for the raylet
         if ray.is_initialized():  # a caller (a test, a notebook) connected already: use that, leave it running
             self.connected_here = False
         elif config.address == "local":
+            from cnnbench.reaper import Reaper
+
+            self.reaper = Reaper()  # a driver killed with -9 leaves no Ray agent behind
             with _keeping_sigterm(), _without_token_notice(), _prompt_registration(ray) as how:
                 ray.init(address="local", num_cpus=devices.cpu_cores(), include_dashboard=False, log_to_driver=False,
                          _node_ip_address="127.0.0.1", configure_logging=False)  # fmt: skip
@@ -686,6 +710,8 @@ class RaySession:
             if self.owned:
                 _end_autoscaler_monitor(self.ray)
             self.ray.shutdown()  # the private instance ends; a cluster is only left
+        if self.reaper is not None:
+            self.reaper.done()
 
 
 def _end_autoscaler_monitor(ray) -> None:

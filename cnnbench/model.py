@@ -36,6 +36,62 @@ def max_params() -> int:
 
 # --- counting --------------------------------------------------------------------------------
 
+_RESHAPING = ("Flatten", "Reshape", "Permute")  # the only layers without weights that change the last (channel) axis
+
+
+def _spec_kernel(layer: dict) -> int:
+    size = layer.get("kernel_size", 1)
+    rank = next((int(c) for c in layer["type"] if c.isdigit()), 1)
+    return _prod(size) if isinstance(size, list) else int(size) ** rank
+
+
+def params_lower_bound(spec: Spec) -> tuple[int, int]:
+    """(a lower bound of the parameter count, the index of the layer where it was reached), from the spec alone.
+
+    Needs no Keras: the channel count is followed through the layers while it is known (an unknown input
+    width counts as 1), so a 10^9-unit Dense is refused in milliseconds, before TensorFlow is imported.
+    """
+    channels: int | None = int(spec.input_shape[-1])
+    total, where = 0, 0
+    for index, layer in enumerate(spec.layers):
+        entry = LAYERS.get(layer.get("type"))
+        sizing = entry.sizing if entry else "none"
+        c_in = channels or 1
+        with_bias = layer.get("use_bias", True)
+        bias = lambda n, with_bias=with_bias: n if with_bias else 0  # noqa: E731
+        if sizing == "dense":
+            count, channels = c_in * layer["units"] + bias(layer["units"]), layer["units"]
+        elif sizing == "conv":
+            per_filter = _spec_kernel(layer) * max(1, c_in // (layer.get("groups") or 1))
+            count, channels = per_filter * layer["filters"] + bias(layer["filters"]), layer["filters"]
+        elif sizing == "transpose":
+            count, channels = _spec_kernel(layer) * c_in * layer["filters"] + bias(layer["filters"]), layer["filters"]
+        elif sizing == "separable":
+            dm = layer.get("depth_multiplier", 1)
+            count = _spec_kernel(layer) * c_in * dm + c_in * dm * layer["filters"] + bias(layer["filters"])
+            channels = layer["filters"]
+        elif sizing == "depthwise":
+            dm = layer.get("depth_multiplier", 1)
+            count = _spec_kernel(layer) * c_in * dm + bias(c_in * dm)
+            channels = None if channels is None else channels * dm
+        else:
+            count = 0
+            if layer.get("type") in _RESHAPING:
+                channels = None
+        if count:
+            total, where = total + count, index
+            if total > max_params():  # the first layer that crosses the limit is the one to name
+                break
+    return total, where
+
+
+def check_size(spec: Spec) -> None:
+    """SpecError for a model certainly above the parameter limit: the size check that needs neither Keras nor data."""
+    bound, index = params_lower_bound(spec)
+    if bound > max_params():
+        message = f"the model would have at least {bound:,} parameters, above the limit of {max_params():,}"
+        raise SpecError(spec.source, f"layers[{index}]", message)
+
 
 def _prod(values) -> int:
     return math.prod(int(v) for v in values)
@@ -274,6 +330,7 @@ def check_output(spec: Spec, shapes: list[tuple] | None = None) -> None:
 
 def build_model(spec: Spec):
     """Validate the spec (layers, shapes, size, output) and build the Keras model, weights seeded with `spec.training.seed`."""
+    check_size(spec)  # before Keras is imported: a model far too large is refused in milliseconds
     keras = import_keras()
 
     keras.utils.set_random_seed(spec.training.seed)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import platform
 import re
@@ -25,6 +24,7 @@ from typing import Any
 
 from cnnbench.errors import OutputError, brief
 from cnnbench.files import UnsafeFileError, check_target, read_bytes
+from cnnbench.precision import plain
 
 STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
 FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
@@ -103,19 +103,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null (a diverged run's loss is often one)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(_finite(json.loads(json.dumps(data, default=_json_default))), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(plain(json.loads(json.dumps(data, default=_json_default))), indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -130,7 +119,7 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] |
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(plain(dict(row)) for row in rows)  # floats at the precision they have, NaN as an empty cell
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -591,8 +580,36 @@ def _group_status(statuses: list[str], overall: str | None = None) -> str:
     return f"{overall}: {text}" if overall and overall != "complete" else text
 
 
+_TABLE_MAX_BYTES = 10_000_000
+
+
+def _table_rows(path: Path) -> list[dict[str, Any]]:
+    """`ls` rows of the runs a summary.csv or bench.csv records: what committed reference results
+    (docs/study, docs/bench-cpu) keep when their run folders were left out."""
+    try:
+        if not path.is_file() or path.stat().st_size > _TABLE_MAX_BYTES:
+            return []
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+    def number(text: Any) -> float | None:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            return None
+        return value if value == value else None
+
+    return [{"status": str(r.get("status") or "pending"), "dataset": r.get("dataset") or None,
+             "best_val_error": number(r.get("best_val_error")), "started_at": None,
+             "not_learned": int(str(r.get("learned")).lower() == "false")} for r in rows]  # fmt: skip
+
+
 def _group_row(kind: str, folder: Path, run_dirs: list[Path], index: dict[str, Any], epochs: Any, is_live: Any = None) -> dict[str, Any]:
     runs = [_run_row(d, is_live) for d in run_dirs]
+    if not any((d / "run.json").is_file() for d in run_dirs):  # run folders left out: the folder's own table says what ran
+        runs = _table_rows(folder / ("summary.csv" if kind == "sweep" else "bench.csv")) or runs
     ok_errors = [r["best_val_error"] for r in runs if r["status"] == "ok" and r["best_val_error"] is not None]
     datasets = sorted({r["dataset"] for r in runs if r["dataset"]})
     starts = sorted(r["started_at"] for r in runs if r["started_at"])

@@ -226,6 +226,9 @@ def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> 
     name = doc.get("name", default_name)
     if message := SPEC_NAME.check(name):
         raise SpecError(source, "name", message)
+    if name.startswith("."):
+        message = f"must not start with '.', got {brief(name)}: its run folders would be hidden, and ls and plot skip them"
+        raise SpecError(source, "name", message)
     description = doc.get("description", "")
     if message := DESCRIPTION.check(description):
         raise SpecError(source, "description", message)
@@ -520,19 +523,62 @@ def builtin_specs() -> dict[str, Any]:
 
 
 def load_spec(ref: str | Path) -> Spec:
-    """Load a spec from a .json/.yaml path or a built-in name; everything that needs no Keras is validated."""
-    path = Path(ref)
+    """Load a spec: a built-in name, a .json/.yaml path, `-` (read from stdin) or a JSON document given inline
+    (text starting with `{`). Everything that needs no Keras is validated.
+
+    A built-in name means the built-in spec even when a file or folder of that name is in the current
+    folder: write `./convolutional_nn` or `convolutional_nn.json` to mean the file.
+    """
     source = str(ref)
-    if path.suffix.lower() in SPEC_SUFFIXES or path.exists():
-        suffix = ".json" if path.suffix.lower() == ".json" else ".yaml"
-        return parse_spec(parse_text(read_spec_file(path, source), source, suffix), source, default_name=path.stem)
+    if isinstance(ref, str) and ref.strip() == "-":
+        return _parse_given(read_spec_stream(STDIN_SOURCE), STDIN_SOURCE, "stdin")
+    if isinstance(ref, str) and ref.lstrip().startswith("{"):
+        return _parse_given(ref, INLINE_SOURCE, "inline")
     builtins = builtin_specs()
-    if source in builtins:
+    if isinstance(ref, str) and source in builtins:  # a bare name: no folder part, no suffix
         entry = builtins[source]
         suffix = ".json" if entry.name.endswith(".json") else ".yaml"
         return parse_spec(parse_text(entry.read_text(encoding="utf-8"), source, suffix), source, default_name=source)
+    path = Path(ref)
+    try:
+        exists = path.suffix.lower() in SPEC_SUFFIXES or path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: no such file
+        exists = False
+    if exists:
+        suffix = ".json" if path.suffix.lower() == ".json" else ".yaml"
+        default_name = path.stem.lstrip(".") or "spec"  # `.net.json` would name hidden run folders
+        return parse_spec(parse_text(read_spec_file(path, source), source, suffix), source, default_name=default_name)
     hint = did_you_mean(source, builtins)
     raise SpecError(source, "", f"no such file, and not a built-in spec{hint}; built-in: {', '.join(builtins)}")
+
+
+STDIN_SOURCE = "<stdin>"
+INLINE_SOURCE = "<inline spec>"
+
+
+def _parse_given(text: str, source: str, default_name: str) -> Spec:
+    """A spec given as text (inline or on stdin): JSON when it starts with `{`, else YAML."""
+    suffix = ".json" if text.lstrip().startswith("{") else ".yaml"
+    return parse_spec(parse_text(text, source, suffix), source, default_name=default_name)
+
+
+def read_spec_stream(source: str) -> str:
+    """A spec read from standard input, bounded like a file."""
+    import sys
+
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        raise SpecError(source, "", "no standard input to read the spec from")
+    try:
+        data = stream.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(source, "", f"cannot read standard input: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(source, "", f"more than {MAX_SPEC_BYTES:,} bytes; a spec is a short text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(source, "", f"is not UTF-8 text (byte {exc.start:,})") from None
 
 
 def json_schema() -> dict[str, Any]:

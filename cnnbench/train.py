@@ -22,6 +22,7 @@ from typing import Any
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason
 from cnnbench.files import UnsafeFileError, check_target
+from cnnbench.precision import metric_value
 from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
@@ -114,8 +115,9 @@ def prepare(spec: Spec, options: RunOptions = RunOptions(), startup: dict | None
     `startup`, if given, gets `startup_s`: the time spent importing Keras and loading the data here
     (about 0 when this process had done both already, as in a sweep's later runs).
     """
-    from cnnbench.model import build_model, summarize
+    from cnnbench.model import build_model, check_size, summarize
 
+    check_size(spec)  # what needs no Keras is refused before Keras is imported
     devices.configure(options.device, options.backend, options.threads)
     t0 = time.perf_counter()
     keras = devices.import_keras()
@@ -318,6 +320,10 @@ def train_group(
     """
     if len(specs) != len(run_dirs) or not specs:
         raise UsageError(f"train_group needs one run folder per spec, got {len(specs)} specs and {len(run_dirs)} folders")
+    if (options.engine or specs[0].training.engine) == "fused":  # refused before Keras is imported or data loaded
+        from cnnbench.fused import resolve_engine
+
+        resolve_engine("fused", devices.requested_backend(options.backend), "cpu")
     records: list[dict[str, Any]] = []
     while len(records) < len(specs):
         offset = len(records)
@@ -455,7 +461,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
                     test_loss, test_accuracy = model.evaluate(
                         data.x_test, data.y_test, batch_size=max(spec.training.batch_size, 256), verbose=0
                     )
-                    record.update(test_loss=float(test_loss), test_error=1.0 - float(test_accuracy))
+                    record.update(test_loss=metric_value(test_loss), test_error=metric_value(1.0 - metric_value(test_accuracy)))
                     timing["test_s"] = time.perf_counter() - t0
                     if options.save_model:
                         _save_model(model, lane.run_dir / "model.keras")

@@ -81,3 +81,26 @@ def test_an_out_that_cannot_be_written_is_one_line(tmp_path):
     (tmp_path / "taken").write_text("x")
     result = runner.invoke(app, ["compare", str(run), "--out", str(tmp_path / "taken")])
     assert result.exit_code == 2 and result.stderr == f"error: --out {tmp_path / 'taken'}: not a folder (is a file)\n"
+
+
+def test_runs_in_natural_order_one_colour_per_run_across_sources_and_a_legend_of_line_styles(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from cnnbench.plot.compare import _compare_figure, _sources
+
+    benches = []
+    for name, filters in (("bench-a", (64, 8, 32, 16)), ("bench-b", (16, 8))):
+        for f in filters:
+            make_run(tmp_path / name / "runs" / f"cpu-tensorflow-f{f}-r1", 0.1, 3)
+        (tmp_path / name / "bench.json").write_text("{}")
+        benches.append(tmp_path / name)
+    rows, _ = compare(benches, out=tmp_path, formats=["png"])
+    assert [r["run"] for r in rows] == [f"cpu-tensorflow-f{f}-r1" for f in (8, 16, 32, 64, 8, 16)]
+    figure = _compare_figure(_sources(benches), log_scale=False)
+    lines = figure.axes[0].get_lines()
+    colour = {line.get_label(): to_hex(line.get_color()) for line in lines if not line.get_label().startswith("_")}
+    assert colour["A cpu-tensorflow-f8-r1"] == colour["B cpu-tensorflow-f8-r1"]  # the same combination: one colour in A and B
+    assert colour["A cpu-tensorflow-f16-r1"] == colour["B cpu-tensorflow-f16-r1"]
+    assert len({colour[f"A cpu-tensorflow-f{f}-r1"] for f in (8, 16, 32, 64)}) == 4
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert "A = bench-a (line style)" in legend and "B = bench-b (line style)" in legend

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +48,24 @@ def _runs_of(path: Path, kind: str) -> list[Run]:
             runs.append(read_run(run_dir))
         except DataError as exc:
             warn(f"skipped {exc}")
-    return sorted(runs, key=lambda r: (r.lr is None, r.lr or 0.0, str(r.run_dir)))
+    return sorted(runs, key=lambda r: (r.lr is None, r.lr or 0.0, natural_key(r.run_dir.name)))
+
+
+def natural_key(name: str) -> tuple:
+    """`f8` before `f16` before `f64`: the numbers in a name compare as numbers.
+
+    >>> sorted(["cpu-f64-r1", "cpu-f8-r1", "cpu-f16-r1"], key=natural_key)
+    ['cpu-f8-r1', 'cpu-f16-r1', 'cpu-f64-r1']
+    """
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
+
+
+def _value(run: Run, kind: str) -> str:
+    """What a run stands for across sources, one colour each: a sweep's run its learning rate, a bench's
+    run its combination (`cpu-tensorflow-f8-r1`), a lone run its learning rate, else its folder's name."""
+    if kind == "bench" or run.lr is None:
+        return run.run_dir.name[:30]
+    return f"lr {num(run.lr)}"
 
 
 def row_of(run: Run, source: str, kind: str) -> dict[str, Any]:
@@ -117,12 +135,15 @@ def _compare_figure(sources, log_scale: bool):
     fig = new_figure(16, 5.6, caption)
     fig.suptitle("Comparison: " + ", ".join(f"{letter} {join(r.name for r in runs)}" for letter, _, _, runs in sources))
     ax_err, ax_loss, ax_val = fig.subplots(1, 3)
-    colors = _colors(len(all_runs))
+    keyed = [(_value(run, kind), run) for _, _, kind, runs in sources for run in runs]
+    values = sorted(dict.fromkeys(v for v, _ in keyed), key=lambda v: _first_run_key(v, keyed))
+    palette = dict(zip(values, _colors(len(values)), strict=True))  # the same rate (or combination) has one colour in A and B
+    colors = [palette[v] for v, _ in keyed]
     ceiling = loss_ceiling(all_runs, ("loss", "val_loss"), log_scale)
     k = 0
-    for s, (letter, _, _, runs) in enumerate(sources):
+    for s, (letter, _, kind, runs) in enumerate(sources):
         for run in runs:
-            label = f"{letter} " + (f"lr {num(run.lr)}" if run.lr is not None else run.run_dir.name[:30]) + run.label_note()
+            label = f"{letter} {_value(run, kind)}{run.label_note()}"
             style = dict(color=colors[k], ls=_SOURCE_STYLES[s % len(_SOURCE_STYLES)], lw=1.6, marker="o", ms=3)
             ax_err.plot(run.epochs, run.val_error, label=label, **style)
             for ax, key in ((ax_loss, "loss"), (ax_val, "val_loss")):
@@ -144,5 +165,17 @@ def _compare_figure(sources, log_scale: bool):
     for ax in (ax_err, ax_loss, ax_val):
         ax.set_xlabel("epoch")
         integer_epochs(ax)
-    fig.legend(*ax_err.get_legend_handles_labels(), loc="outside right upper", title="source · run (line style: source)", title_fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax_err.get_legend_handles_labels()
+    for s, (letter, path, _, _) in enumerate(sources):  # what each line style means
+        handles.append(Line2D([], [], color="0.35", lw=1.6, ls=_SOURCE_STYLES[s % len(_SOURCE_STYLES)]))
+        labels.append(f"{letter} = {path.name[:30]} (line style)")
+    fig.legend(handles, labels, loc="outside right upper", title="source · run (colour: run, line style: source)", title_fontsize=8)
     return fig
+
+
+def _first_run_key(value: str, keyed: list[tuple[str, Run]]) -> tuple:
+    """Colours follow the natural order of the runs' values: lr ascending, then f8, f16, f32, f64."""
+    run = next(r for v, r in keyed if v == value)
+    return (run.lr is None, run.lr or 0.0, natural_key(run.run_dir.name))

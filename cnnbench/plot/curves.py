@@ -16,7 +16,7 @@ import numpy as np
 from cnnbench.errors import DataError
 from cnnbench.plot.figure import DEFAULT_FORMATS, device_label, integer_epochs, join, log_axis, new_figure, num, save, styled
 from cnnbench.plot.load import Run, numeric, read_run, read_table, warn
-from cnnbench.results import find_runs
+from cnnbench.results import HISTORY_COLUMNS, find_runs
 
 VAL_ERROR = "validation error (fraction misclassified)"
 CONFIDENCE_Z = 1.959964  # 95 % two-sided
@@ -154,6 +154,8 @@ def load_sweep(sweep_dir: Path) -> tuple[list[Run], list[tuple[float, str]]]:
             continue
         if run.lr is not None and not run.history.empty:
             runs.append(run)
+    if not runs:  # committed reference results (docs/study) keep curves.csv and summary.csv, not the run folders
+        runs = _runs_from_tables(sweep_dir)
     runs.sort(key=lambda r: r.lr)
     missing: list[tuple[float, str]] = []
     summary = sweep_dir / "summary.csv"
@@ -169,6 +171,38 @@ def load_sweep(sweep_dir: Path) -> tuple[list[Run], list[tuple[float, str]]]:
             status = table["status"].iloc[i] if "status" in table else "?"
             missing.append((float(lr), str(status)[:20]))
     return runs, sorted(missing)
+
+
+def _runs_from_tables(sweep_dir: Path) -> list[Run]:
+    """The sweep's runs rebuilt from its curves.csv (every epoch of every run) and summary.csv (their records)."""
+    import pandas as pd
+
+    curves_path, summary_path = sweep_dir / "curves.csv", sweep_dir / "summary.csv"
+    if not curves_path.is_file():
+        return []
+    try:
+        curves = read_table(curves_path)
+        summary = read_table(summary_path) if summary_path.is_file() else pd.DataFrame()
+    except DataError as exc:
+        warn(f"skipped {exc}")
+        return []
+    if "run_dir" not in curves or "epoch" not in curves:
+        return []
+    records = {}
+    if "run_dir" in summary:
+        for row in summary.to_dict("records"):
+            records[str(row["run_dir"])] = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+    runs = []
+    for run_dir, group in curves.groupby("run_dir", sort=False):
+        record = records.get(str(run_dir), {})
+        if "name" in group and "name" not in record:
+            record["name"] = str(group["name"].iloc[0])
+        history = pd.DataFrame({c: numeric(group, c, curves_path) for c in HISTORY_COLUMNS if c in group})
+        history = history[np.isfinite(history["epoch"])].sort_values("epoch", kind="stable").reset_index(drop=True)
+        run = Run(sweep_dir / str(run_dir), record, history)
+        if run.lr is not None and not history.empty:
+            runs.append(run)
+    return runs
 
 
 def lr_colors(n: int) -> list:
