@@ -27,6 +27,7 @@ from typing import Any
 
 from cnnbench import device as devices
 from cnnbench import results
+from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Terminated, UsageError, interrupt_reason, raise_if_stopped
 from cnnbench.executor import RayConfig, RayLauncher, as_raised, ray_launcher, run_fresh
 from cnnbench.files import UnsafeFileError, read_bytes, read_text
@@ -140,6 +141,8 @@ def bench_dir(out: str | Path, spec: Spec, options: BenchOptions) -> Path:
     """The bench folder: the same spec and options give the same folder, so a re-run resumes it."""
     options = options.resolved()
     key = {**asdict(options), "spec": spec.to_dict()}
+    if spec.data.path:  # a data file is known by its content: changed in place, it is new data
+        key["spec"]["data"]["sha256"] = file_digest(spec.data.path)
     for volatile in ("force", "timeout_s", "ray"):  # they change how a bench runs, not what it measures
         key.pop(volatile)
     if tuple(key["engines"]) == ("auto",):

@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import stat
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ class Dataset:
     source: str
     num_classes: int = NUM_CLASSES
     warnings: list[str] = field(default_factory=list)
+    sha256: str | None = None  # of the file it was read from: the data is known by its content, not its path
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -54,7 +57,36 @@ class Dataset:
             "test_samples": len(self.x_test),
             "sample_shape": list(self.sample_shape),
             "num_classes": self.num_classes,
+            **({"sha256": self.sha256} if self.sha256 else {}),
         }
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: str | Path) -> str | None:
+    """The sha256 of a data file's content (None when it is not a readable regular file: loading it says why).
+
+    Runs, sweeps and benches know a `--data FILE` by this digest, so a file changed in place is new data,
+    not the data the earlier runs were trained on. Remembered per (file, size, modification time).
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return None
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def cache_dir() -> Path:
@@ -465,6 +497,7 @@ def load_dataset(
                 y_test[te],
                 source,
                 warnings=notes,
+                sha256=file_digest(source) if source != "download" else None,
             )
     if name == "mnist-5k":
         x, y = embedded_mnist()

@@ -20,6 +20,7 @@ from typing import Any
 
 from cnnbench import __version__, results
 from cnnbench import device as devices
+from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason, raise_if_stopped
 from cnnbench.executor import Event, RayConfig, Task, make_executor
 from cnnbench.files import check_folder
@@ -176,6 +177,8 @@ def _sweep_name(spec: Spec, values: Sequence[float], legacy: bool) -> str:
     doc = spec.to_dict()
     doc.pop("description")  # free text: editing it must not orphan a sweep
     doc["training"].pop("learning_rate")  # replaced in every run
+    if spec.data.path and not legacy:  # a data file is known by its content: changed in place, it is new data
+        doc["data"]["sha256"] = file_digest(spec.data.path)
     identity = json.dumps({"spec": doc, "values": [format_value(v) for v in values]}, sort_keys=True)
     digest = hashlib.sha1(identity.encode()).hexdigest()[:6]
     lo, hi = format_value(min(values)), format_value(max(values))

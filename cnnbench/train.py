@@ -81,8 +81,11 @@ def make_optimizer(spec: Spec):
 
 def load_data_for(spec: Spec, num_classes: int):
     """The dataset named in the spec, shaped for its model (memoised per process)."""
+    from cnnbench.data import file_digest
+
+    content = file_digest(spec.data.path) if spec.data.path else None  # a file changed in place is other data
     return _load_data(spec.data.dataset, spec.data.path, spec.training.seed, spec.data.train_samples,
-                      spec.data.val_samples, spec.data.test_samples, tuple(spec.input_shape), num_classes)  # fmt: skip
+                      spec.data.val_samples, spec.data.test_samples, tuple(spec.input_shape), num_classes, content)  # fmt: skip
 
 
 _DATA_CACHE: dict[tuple, Any] = {}
@@ -93,7 +96,7 @@ def _load_data(*key):
     from cnnbench.data import load_dataset
 
     if key not in _DATA_CACHE:
-        name, path, seed, n_train, n_val, n_test, shape, classes = key
+        name, path, seed, n_train, n_val, n_test, shape, classes, _content = key
         _DATA_CACHE[key] = load_dataset(
             name, seed=seed, path=path, train_samples=n_train, val_samples=n_val, test_samples=n_test,
             sample_shape=shape, num_classes=classes,
@@ -392,6 +395,10 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
                 warnings.warn(f"fusing {take} of {len(specs)} runs at once (device memory estimate); the rest follow", stacklevel=2)
     specs, run_dirs = list(specs[:take]), run_dirs[:take]
     previous = read_record(run_dir / "run.json") if options.resume else None
+    was = ((previous or {}).get("data") or {}).get("sha256")
+    if was and was != data.sha256:  # the same path, other digits: resuming would train one run on two datasets
+        raise UsageError(f"--resume {_shown(run_dir)}: its data file {spec.data.path or data.source} changed since the run started "
+                         f"(sha256 {was[:12]}… then, {(data.sha256 or 'unreadable')[:12]}… now); train a new run on the new data")
     identity = checkpoint_identity(spec, data.describe())
     first_epoch, kept_rows = _resume_point(run_dir, model, identity) if options.resume else (0, [])
     epochs = spec.training.epochs
