@@ -98,18 +98,67 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class ScheduledRate(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate at each epoch's start (the `fit` engine's side of `training.lr_schedule`)."""
+
+    def __init__(self, rate_at: Callable[[int], float]) -> None:
+        super().__init__()
+        self.rate_at = rate_at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate_at(epoch))
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """Stops a run whose validation error has not dropped by more than `min_delta` for `patience` epochs.
+
+    `stopped` then says where and why (run.json's `stopped_early`); the run ends `ok`. A resumed run replays
+    its kept epochs first, so it stops where an uninterrupted run would.
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0, rows: list[dict] = ()) -> None:
+        super().__init__()
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.best_epoch, self.wait = math.inf, 0, 0
+        self.stopped: dict | None = None
+        for row in rows:
+            self._see(int(row["epoch"]), row.get("val_error"))
+
+    def _see(self, epoch: int, error: float | None) -> bool:
+        if error is None or not math.isfinite(error):
+            self.wait += 1
+        elif error < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = error, epoch, 0
+        else:
+            self.wait += 1
+        return self.wait >= self.patience
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = (logs or {}).get("val_accuracy")
+        if self._see(epoch + 1, None if accuracy is None else 1.0 - float(accuracy)):
+            by = f" by more than {self.min_delta:g}" if self.min_delta else ""
+            self.stopped = {
+                "epoch": epoch + 1, "best_epoch": self.best_epoch,
+                "reason": f"validation error did not improve{by} for {self.patience} epoch{'s' if self.patience > 1 else ''} "
+                          f"(best {self.best:.4g} in epoch {self.best_epoch})",
+            }  # fmt: skip
+            self.model.stop_training = True
+
+
 class HistoryWriter(keras.callbacks.Callback):
     """Appends one row per epoch to history.csv (rewritten atomically); `EpochNotifier` passes the row on."""
 
-    def __init__(self, path: Path, timer: EpochTimer, learning_rate: float, rows: list[dict] = (), extra: dict | None = None):
+    def __init__(self, path: Path, timer: EpochTimer, learning_rate: float | Callable[[int], float], rows: list[dict] = (),
+                 extra: dict | None = None):  # fmt: skip
         super().__init__()
-        self.path, self.timer, self.learning_rate = path, timer, learning_rate
+        self.path, self.timer = path, timer
+        self.rate_at = learning_rate if callable(learning_rate) else (lambda epoch: learning_rate)  # a schedule's rate per epoch
         self.rows: list[dict] = list(rows)  # a resumed run starts with the epochs it kept
         self.extra = dict(extra or {})  # constant columns of every row (the fused engine's fused_k)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: metric_value(v) for k, v in (logs or {}).items()}  # float32 metrics without their float32 noise
-        row = {"epoch": epoch + 1, **logs, **self.timer.epochs[-1], "learning_rate": self.learning_rate, **self.extra}
+        row = {"epoch": epoch + 1, **logs, **self.timer.epochs[-1], "learning_rate": self.rate_at(epoch), **self.extra}
         if "val_accuracy" in logs:
             row["val_error"] = metric_value(1.0 - logs["val_accuracy"])
         self.rows.append(row)

@@ -411,6 +411,98 @@ def check_optimizer(name: Any) -> str | None:
     return f"unknown optimizer {brief(name)}{did_you_mean(name, OPTIMIZERS)}; known: {', '.join(OPTIMIZERS)}"
 
 
+# Each optimizer option a spec may set (as a `training` key), and the Keras optimizers that take it; None
+# (the default) leaves Keras' own default. tests/test_knobs.py checks the table against Keras' signatures.
+_ALL = OPTIMIZERS
+OPTIMIZER_OPTIONS: dict[str, tuple[Arg, tuple[str, ...], str]] = {
+    "momentum": (number(0, 1, exclusive_max=True), ("sgd", "rmsprop"), "Momentum (SGD, RMSprop), in [0, 1)."),
+    "nesterov": (boolean(), ("sgd",), "Nesterov momentum (SGD)."),
+    "weight_decay": (number(0), _ALL, "Decoupled weight decay, at least 0."),
+    "beta_1": (number(0, 1, exclusive_max=True), ("adam", "adamw", "adamax", "nadam", "lion"), "First-moment decay, in [0, 1)."),
+    "beta_2": (number(0, 1, exclusive_max=True), ("adam", "adamw", "adamax", "nadam", "lion"), "Second-moment decay, in [0, 1)."),
+    "epsilon": (number(0, exclusive_min=True), ("adam", "adamw", "adamax", "nadam", "rmsprop", "adagrad", "adadelta"),
+                "Numerical-stability constant, above 0."),
+    "clipnorm": (number(0, exclusive_min=True), _ALL, "Clip each gradient to this norm (one of clipnorm, clipvalue, global_clipnorm)."),
+    "clipvalue": (number(0, exclusive_min=True), _ALL, "Clip each gradient element to ± this value."),
+    "global_clipnorm": (number(0, exclusive_min=True), _ALL, "Clip all gradients together to this global norm."),
+}  # fmt: skip
+CLIP_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm")  # Keras takes at most one
+
+
+def optimizer_option_problem(optimizer: str, options: dict[str, Any]) -> tuple[str, str] | None:
+    """(key, message) for an option set that the optimizer does not take, or two clip options at once; else None."""
+    for key, value in options.items():
+        if value is None or key not in OPTIMIZER_OPTIONS:
+            continue
+        takers = OPTIMIZER_OPTIONS[key][1]
+        if optimizer not in takers:
+            return key, f"is an option of {', '.join(takers)}, not of {optimizer}"
+    clips = [key for key in CLIP_OPTIONS if options.get(key) is not None]
+    if len(clips) > 1:
+        return clips[1], f"cannot be set together with {clips[0]}: Keras clips gradients one way at a time"
+    return None
+
+
+def mapping(fields: dict[str, Arg], required: tuple[str, ...] = (), what: str = "") -> Arg:
+    """An object of typed keys: its check returns (key, message) so the error names the field inside it."""
+
+    def check(value: Any) -> str | tuple[str, str] | None:
+        if not isinstance(value, dict):
+            return f"must be a mapping{' ' + what if what else ''}, got {brief(value)}"
+        for key, item in value.items():
+            if not isinstance(key, str) or key not in fields:
+                return str(key)[:40], f"unknown key{did_you_mean(key, fields)}; known: {', '.join(fields)}"
+            if message := fields[key].check(item):
+                return key, message
+        for key in required:
+            if key not in value:
+                return key, "is required"
+        return None
+
+    properties = {k: {**arg.schema, **({"description": arg.help} if arg.help else {})} for k, arg in fields.items()}
+    schema = {"type": "object", "additionalProperties": False, "required": list(required), "properties": properties}
+    return Arg(check, schema)
+
+
+LR_SCHEDULES = ("constant", "step", "exponential", "cosine")
+_SCHEDULE_KEYS = {"constant": (), "step": ("step_epochs", "factor"), "exponential": ("factor",), "cosine": ("alpha",)}
+
+
+def _lr_schedule() -> Arg:
+    fields = {
+        "type": Arg(enum(*LR_SCHEDULES).check, enum(*LR_SCHEDULES).schema, "constant, step, exponential or cosine (per epoch)."),
+        "warmup_epochs": Arg(integer(0).check, integer(0).schema, "Epochs of linear warm-up from rate/(w+1) up to the rate (default 0)."),
+        "step_epochs": Arg(integer(1).check, integer(1).schema, "step: multiply the rate by `factor` every this many epochs (default 10)."),
+        "factor": Arg(number(0, 1, exclusive_min=True).check, number(0, 1, exclusive_min=True).schema,
+                      "step: the factor per step (default 0.1); exponential: per epoch (default 0.9). In (0, 1]."),
+        "alpha": Arg(number(0, 1).check, number(0, 1).schema, "cosine: the final rate as a fraction of the rate (default 0), in [0, 1]."),
+    }  # fmt: skip
+    inner = mapping(fields, required=("type",), what="like {type: cosine, warmup_epochs: 2}")
+
+    def check(value: Any) -> str | tuple[str, str] | None:
+        if problem := inner.check(value):
+            return problem
+        allowed = ("type", "warmup_epochs", *_SCHEDULE_KEYS[value["type"]])
+        wrong = next((key for key in value if key not in allowed), None)
+        if wrong:
+            return wrong, f"does not apply to a {value['type']} schedule (it takes {', '.join(allowed)})"
+        return None
+
+    return Arg(check, inner.schema)
+
+
+def _early_stopping() -> Arg:
+    fields = {
+        "patience": Arg(integer(1).check, integer(1).schema, "Stop after this many epochs without improvement of the validation error."),
+        "min_delta": Arg(number(0, 1).check, number(0, 1).schema, "The least drop of the validation error that counts (default 0)."),
+    }  # fmt: skip
+    return mapping(fields, required=("patience",), what="like {patience: 3, min_delta: 0.001}")
+
+
+LR_SCHEDULE = _lr_schedule()
+EARLY_STOPPING = _early_stopping()
+
+
 SHARED_ARGS = {"activation": ACTIVATION, "initializer": INITIALIZER, "regularizer": REGULARIZER, "constraint": CONSTRAINT,
                "data_format": DATA_FORMAT, "seed": SEED}  # fmt: skip
 

@@ -231,6 +231,8 @@ def build(
         f"training: {t.optimizer}, learning rate {t.learning_rate:g}, batch {t.batch_size}, {count(t.epochs, 'epoch')}, seed {t.seed}; "
         f"data: {loaded.data.dataset}"
     )
+    if knobs := t.knobs():  # the optional knobs this spec sets (docs/spec.md)
+        typer.echo("also: " + ", ".join(f"{key} {json.dumps(value, separators=(', ', ': '))}" for key, value in knobs.items()))
 
 
 @app.command()

@@ -225,7 +225,8 @@ class FusedTrainer:
     """
 
     def __init__(
-        self, model, data, batch_size: int, seed: int, rates: Sequence[float] | None = None, shuffle: bool = True, checked: bool = False
+        self, model, data, batch_size: int, seed: int, rates: Sequence[float] | None = None, shuffle: bool = True, checked: bool = False,
+        lr_multiplier: Callable[[int], float] | None = None,
     ) -> None:
         import jax
         import jax.numpy as jnp
@@ -246,6 +247,8 @@ class FusedTrainer:
         elif rates:
             state[2][slot] = jnp.asarray(rates[0], dtype=state[2][slot].dtype)
         self.state = state
+        # A schedule scales every lane's own rate by the same factor per epoch (cnnbench/schedule.py), as fit's callback does.
+        self.lr_multiplier, self._slot, self._base_rate = lr_multiplier, slot, state[2][slot]
         train, val = self._programs()
         self._train = jax.jit(jax.vmap(train, in_axes=(0, None)) if self.vmapped else train)
         self._val = jax.jit(jax.vmap(val) if self.vmapped else val)
@@ -305,6 +308,8 @@ class FusedTrainer:
         """Run epoch `epoch`'s training program; returns its logs on the host (arrays of K values when vmapped)."""
         import jax
 
+        if self.lr_multiplier is not None:
+            self.state[2][self._slot] = self._base_rate * self.lr_multiplier(epoch)
         self.state, logs = self._train(self.state, jax.device_put(self.order(epoch)))
         return jax.device_get(logs)
 

@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench.catalog import (
+    EARLY_STOPPING,
     LAYERS,
+    LR_SCHEDULE,
     MAX_INT,
     MAX_SEED,
+    OPTIMIZER_OPTIONS,
     OPTIMIZERS,
     SHARED_ARGS,
     Arg,
@@ -36,6 +39,8 @@ from cnnbench.catalog import (
     layer_name,
     layer_schema,
     nullable,
+    number,
+    optimizer_option_problem,
 )
 from cnnbench.errors import SpecError, brief, cap
 
@@ -69,6 +74,7 @@ def _meta(default: Any, arg: Arg, help: str) -> Any:
     return field(default=default, metadata={"arg": arg, "help": help})
 
 
+KNOBS = (*OPTIMIZER_OPTIONS, "lr_schedule", "early_stopping", "label_smoothing")
 MAX_LAYERS = 1_000  # each layer is a Keras object built in Python: 50,000 of them would take minutes
 MAX_STEPS_PER_EXECUTION = 10_000  # beyond this one call outlasts any epoch of any dataset cnnbench reads
 
@@ -96,6 +102,34 @@ class Training:
         "Training engine: fit (Keras model.fit), fused (one compiled program per epoch, JAX backend only) or auto "
         "(fused for JAX on a GPU, fit everywhere else).",
     )
+    # The knobs below default to None: "not set", Keras' own default. A spec that sets none of them is written,
+    # hashed and trained exactly as before they existed (to_dict leaves them out).
+    momentum: float | None = _meta(None, nullable(OPTIMIZER_OPTIONS["momentum"][0]), OPTIMIZER_OPTIONS["momentum"][2])
+    nesterov: bool | None = _meta(None, nullable(OPTIMIZER_OPTIONS["nesterov"][0]), OPTIMIZER_OPTIONS["nesterov"][2])
+    weight_decay: float | None = _meta(None, nullable(OPTIMIZER_OPTIONS["weight_decay"][0]), OPTIMIZER_OPTIONS["weight_decay"][2])
+    beta_1: float | None = _meta(None, nullable(OPTIMIZER_OPTIONS["beta_1"][0]), OPTIMIZER_OPTIONS["beta_1"][2])
+    beta_2: float | None = _meta(None, nullable(OPTIMIZER_OPTIONS["beta_2"][0]), OPTIMIZER_OPTIONS["beta_2"][2])
+    epsilon: float | None = _meta(None, nullable(OPTIMIZER_OPTIONS["epsilon"][0]), OPTIMIZER_OPTIONS["epsilon"][2])
+    clipnorm: float | None = _meta(None, nullable(OPTIMIZER_OPTIONS["clipnorm"][0]), OPTIMIZER_OPTIONS["clipnorm"][2])
+    clipvalue: float | None = _meta(None, nullable(OPTIMIZER_OPTIONS["clipvalue"][0]), OPTIMIZER_OPTIONS["clipvalue"][2])
+    global_clipnorm: float | None = _meta(None, nullable(OPTIMIZER_OPTIONS["global_clipnorm"][0]), OPTIMIZER_OPTIONS["global_clipnorm"][2])
+    lr_schedule: dict | None = _meta(
+        None, nullable(LR_SCHEDULE), "Learning-rate schedule per epoch: {type: step|exponential|cosine|constant, warmup_epochs, ...}."
+    )
+    early_stopping: dict | None = _meta(
+        None, nullable(EARLY_STOPPING), "Stop when the validation error stops improving: {patience, min_delta}. The run stays ok."
+    )
+    label_smoothing: float | None = _meta(
+        None, nullable(number(0, 1, exclusive_max=True)), "Label smoothing of the cross-entropy, in [0, 1)."
+    )
+
+    def knobs(self) -> dict[str, Any]:
+        """The knobs this spec sets (optimizer options, schedule, early stopping, label smoothing): what run.json records."""
+        return {key: getattr(self, key) for key in KNOBS if getattr(self, key) is not None}
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """The optimizer's own options this spec sets, as Keras names them."""
+        return {key: getattr(self, key) for key in OPTIMIZER_OPTIONS if getattr(self, key) is not None}
 
 
 @dataclass(frozen=True)
@@ -145,7 +179,7 @@ class Spec:
             "description": self.description,
             "input_shape": list(self.input_shape),
             "layers": [dict(layer) for layer in self.layers],
-            "training": dataclasses.asdict(self.training),
+            "training": {k: v for k, v in dataclasses.asdict(self.training).items() if not (k in KNOBS and v is None)},
             "data": dataclasses.asdict(self.data),
         }
 
@@ -164,12 +198,13 @@ class Spec:
             for key, value in new.items():
                 message = _field_check(cls, key)(value)
                 if message:
-                    raise SpecError(source, _OPTION_NAMES.get(key, f"--{key.replace('_', '-')}"), message)
-        return dataclasses.replace(
-            self,
-            training=dataclasses.replace(self.training, **training),
-            data=dataclasses.replace(self.data, **data),
-        )
+                    where = _OPTION_NAMES.get(key, f"--{key.replace('_', '-')}")
+                    if isinstance(message, tuple):
+                        where, message = f"{where}.{message[0]}", message[1]
+                    raise SpecError(source, where, message)
+        new_training = dataclasses.replace(self.training, **training)
+        _check_training(new_training, source, "--")
+        return dataclasses.replace(self, training=new_training, data=dataclasses.replace(self.data, **data))
 
     def with_filters(self, filters: int) -> Spec:
         """A copy with every layer that has a `filters` argument set to `filters` (for `bench`)."""
@@ -200,9 +235,21 @@ def _parse_section(cls, value: Any, source: str, section: str):
         if key not in known:
             raise SpecError(source, f"{section}.{cap(key, 40)}", f"unknown key{did_you_mean(key, known)}; known: {', '.join(known)}")
         message = _field_check(cls, key)(item)
+        if isinstance(message, tuple):  # a mapping's key at fault: the path names it
+            raise SpecError(source, f"{section}.{key}.{message[0]}", message[1])
         if message:
             raise SpecError(source, f"{section}.{key}", message)
-    return cls(**value)
+    parsed = cls(**value)
+    if cls is Training:
+        _check_training(parsed, source, f"{section}.")
+    return parsed
+
+
+def _check_training(training: Training, source: str, prefix: str) -> None:
+    """What no single key can tell: an option the optimizer does not take, two ways of clipping at once."""
+    if problem := optimizer_option_problem(training.optimizer, training.optimizer_options()):
+        key, message = problem
+        raise SpecError(source, f"{prefix}{key}" if prefix != "--" else f"--{key.replace('_', '-')}", message)
 
 
 def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> Spec:

@@ -24,6 +24,7 @@ from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, b
 from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.precision import metric_value
 from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
+from cnnbench.schedule import multiplier, rate_at
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
 
@@ -76,7 +77,7 @@ def make_optimizer(spec: Spec):
         cls = type(keras.optimizers.get(name))
     except (ValueError, TypeError):  # a Spec made in code skips parse_spec's check of the catalog's optimizers
         raise SpecError(spec.source, "training.optimizer", check_optimizer(name) or f"unknown optimizer {name!r}") from None
-    return cls(learning_rate=spec.training.learning_rate)
+    return cls(learning_rate=spec.training.learning_rate, **spec.training.optimizer_options())
 
 
 def load_data_for(spec: Spec, num_classes: int):
@@ -141,9 +142,11 @@ def prepare(spec: Spec, options: RunOptions = RunOptions(), startup: dict | None
     compile_kwargs = {}
     if keras.backend.backend() != "torch":  # torch does not support steps_per_execution
         compile_kwargs["steps_per_execution"] = steps_per_execution(spec, len(data.x_train))
+    from cnnbench.losses import training_loss
+
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        loss=training_loss(spec.training.label_smoothing, from_logits),
         metrics=["accuracy"],
         **compile_kwargs,
     )
@@ -344,15 +347,16 @@ def train_group(
 class _Lane:
     """One run inside a training program: its folder, record and epoch-level callbacks."""
 
-    def __init__(self, run_dir: Path, record: dict[str, Any], history, guard, checkpoint, notifier, kept_rows: list[dict]) -> None:
+    def __init__(self, run_dir: Path, record: dict[str, Any], history, guard, checkpoint, notifier, kept_rows: list[dict],
+                 early=None) -> None:  # fmt: skip
         from cnnbench.callbacks import StopAtEpochEnd
 
         self.run_dir, self.record, self.history, self.guard, self.checkpoint = run_dir, record, history, guard, checkpoint
-        self.kept_rows = kept_rows
+        self.kept_rows, self.early = kept_rows, early
         self.done = False
         # History first (the row on disk), the checkpoint after it (a crash between the two leaves a
         # history one epoch ahead, which --resume trims), the caller's notification, then the stop-signal check.
-        self.callbacks = [history, guard, checkpoint, *([notifier] if notifier else []), StopAtEpochEnd()]
+        self.callbacks = [history, guard, *([early] if early else []), checkpoint, *([notifier] if notifier else []), StopAtEpochEnd()]
 
 
 def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[dict[str, Any]]:
@@ -375,7 +379,16 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
     setup_s = time.perf_counter() - started_wall  # everything before training, startup_s included (bench's setup_s)
     import keras
 
-    from cnnbench.callbacks import CHECKPOINT, Checkpoint, DivergenceGuard, EpochNotifier, EpochTimer, HistoryWriter
+    from cnnbench.callbacks import (
+        CHECKPOINT,
+        Checkpoint,
+        DivergenceGuard,
+        EarlyStop,
+        EpochNotifier,
+        EpochTimer,
+        HistoryWriter,
+        ScheduledRate,
+    )
     from cnnbench.fused import lane_cap, resolve_engine, unfusable_reason
 
     device_kind, device_name = devices.resolve(options.device)  # DeviceError before anything is written
@@ -433,6 +446,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
             "steps_per_execution": steps_per_execution(lane_spec, len(data.x_train)),
             "chance_error": chance,
             "learned_margin": margin,
+            "training_options": lane_spec.training.knobs(),  # optimizer options, schedule, early stopping, smoothing set
             "started_at": (previous or {}).get("started_at") or started_at,
         }
         if options.resume:
@@ -450,10 +464,13 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
             on_start(k, dict(record))
         lane_epoch = (lambda row, k=k: on_epoch(k, row)) if on_epoch else None
         extra = {"fused_k": take} if engine == "fused" else None
-        history = HistoryWriter(lane_dir / "history.csv", timer, lane_spec.training.learning_rate, rows=kept_rows, extra=extra)
+        rate = lambda epoch, lr=lane_spec.training.learning_rate: rate_at(lr, spec.training.lr_schedule, epoch, epochs)
+        history = HistoryWriter(lane_dir / "history.csv", timer, rate, rows=kept_rows, extra=extra)
         notifier = EpochNotifier(history, lane_epoch) if lane_epoch else None
         checkpoint = Checkpoint(lane_dir / CHECKPOINT, checkpoint_identity(lane_spec, described))
-        lanes.append(_Lane(lane_dir, record, history, DivergenceGuard(data.num_classes), checkpoint, notifier, kept_rows))
+        stopping = spec.training.early_stopping
+        early = EarlyStop(stopping["patience"], stopping.get("min_delta", 0.0), kept_rows) if stopping else None
+        lanes.append(_Lane(lane_dir, record, history, DivergenceGuard(data.num_classes), checkpoint, notifier, kept_rows, early))
 
     def finish(k: int, status: str | None = None, error: str | None = None) -> None:
         """Record lane k's end; for an ok run the model holds its weights: test evaluation and model.keras first."""
@@ -476,6 +493,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
                     status, error = ("oom" if is_oom(exc) else "failed"), _error_line(exc)
                     _write_traceback(lane.run_dir)
         record["error"] = error
+        record["stopped_early"] = lane.early.stopped if lane.early else None  # where and why, when early stopping ended it
         rows = lane.history.rows
         record.update(_metrics(rows))
         record["learned"] = learned(record["best_val_error"], data.num_classes, len(data.x_val))
@@ -507,11 +525,12 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
         if engine == "fit":
             lane = lanes[0]
             if first_epoch < fit_epochs:
+                scheduled = [ScheduledRate(lane.history.rate_at)] if spec.training.lr_schedule else []
                 model.fit(
                     data.x_train, data.y_train,
                     batch_size=spec.training.batch_size, epochs=fit_epochs, initial_epoch=first_epoch,
                     validation_data=(data.x_val, data.y_val),
-                    callbacks=[timer, *lane.callbacks], verbose=0, shuffle=True,
+                    callbacks=[timer, *scheduled, *lane.callbacks], verbose=0, shuffle=True,
                 )  # fmt: skip
             finish(0)
         else:
@@ -519,7 +538,9 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
 
             t0 = time.perf_counter()
             rates = [s.training.learning_rate for s in specs]
-            trainer = FusedTrainer(model, data, spec.training.batch_size, spec.training.seed, rates, checked=True)
+            schedule = spec.training.lr_schedule
+            trainer = FusedTrainer(model, data, spec.training.batch_size, spec.training.seed, rates, checked=True,
+                                   lr_multiplier=(lambda epoch: multiplier(schedule, epoch, epochs)) if schedule else None)  # fmt: skip
             setup_s += time.perf_counter() - t0  # building the state and putting the data on the device
             callbacks = [keras.callbacks.CallbackList(lane.callbacks, model=model) for lane in lanes]
             if first_epoch < fit_epochs:

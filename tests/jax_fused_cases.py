@@ -213,3 +213,56 @@ def test_sweep_lr_engine_fused_on_the_command_line(tmp_path):
     with open(summary, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["status"], r["engine"], r["fused_k"]) for r in rows] == [("ok", "fused", "2")] * 2
+
+
+# --- the spec's knobs (optimizer options, schedule, early stopping, label smoothing) alike on both engines -----
+
+
+@pytest.fixture(scope="module")
+def knobs_spec(spec):
+    doc = spec.to_dict()
+    doc["training"].update(epochs=3, momentum=0.9, nesterov=True, clipnorm=1.0, label_smoothing=0.1,
+                           lr_schedule={"type": "step", "step_epochs": 1, "factor": 0.5, "warmup_epochs": 1})  # fmt: skip
+    return parse_spec(doc, "knobs.json")
+
+
+def test_knobs_train_the_same_on_fit_and_fused_with_the_same_batch_order(knobs_spec):
+    import keras
+
+    from cnnbench.callbacks import EpochTimer, ScheduledRate
+    from cnnbench.fused import FusedTrainer
+    from cnnbench.schedule import multiplier, rate_at
+
+    t = knobs_spec.training
+    rate = lambda epoch: rate_at(t.learning_rate, t.lr_schedule, epoch, 3)
+    model, data, _ = prepare(knobs_spec, JAX_CPU)
+    fit = model.fit(data.x_train, data.y_train, batch_size=64, epochs=3, validation_data=(data.x_val, data.y_val), shuffle=False,
+                    verbose=0, callbacks=[ScheduledRate(rate)])  # fmt: skip
+    keras.backend.clear_session()
+    model, data, _ = prepare(knobs_spec, JAX_CPU)
+    rows: list[dict] = []
+
+    class Rows(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rows.append({**logs, "lr": float(self.model.optimizer.learning_rate)})
+
+    trainer = FusedTrainer(model, data, 64, t.seed, shuffle=False, lr_multiplier=lambda e: multiplier(t.lr_schedule, e, 3))
+    trainer.fit(3, EpochTimer(len(data.x_train)), [keras.callbacks.CallbackList([Rows()], model=model)],
+                on_lane_end=lambda k: None, stopped=lambda k: False)  # fmt: skip
+    assert [r["lr"] for r in rows] == pytest.approx([0.05, 0.1, 0.05])  # warm-up, the rate, a halving
+    for epoch in range(3):
+        for key in HISTORY_KEYS:
+            assert rows[epoch][key] == pytest.approx(fit.history[key][epoch], abs=5e-4), (epoch, key)
+
+
+def test_fused_lanes_record_the_schedule_and_stop_early_each_on_its_own(knobs_spec, tmp_path):
+    doc = knobs_spec.to_dict()
+    doc["training"]["early_stopping"] = {"patience": 1, "min_delta": 0.5}  # no epoch improves by 0.5: both stop after epoch 2
+    stopping = parse_spec(doc, "knobs.json")
+    records = train_group([stopping.with_overrides(learning_rate=r) for r in (0.02, 0.08)], [tmp_path / "a", tmp_path / "b"], JAX_CPU)
+    for record, lane, lr in zip(records, ("a", "b"), (0.02, 0.08), strict=True):
+        assert (record["status"], record["epochs_run"], record["fused_k"]) == ("ok", 2, 2)
+        assert record["stopped_early"]["epoch"] == 2 and record["stopped_early"]["reason"].startswith(
+            "validation error did not improve by more than 0.5 for 1 epoch (best ")
+        assert record["training_options"]["lr_schedule"]["type"] == "step" and record["training_options"]["momentum"] == 0.9
+        assert [float(r["learning_rate"]) for r in history(tmp_path / lane)] == pytest.approx([lr / 2, lr])
