@@ -16,6 +16,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cnnbench.catalog import LAYERS, MAX_SEED, did_you_mean, is_int
@@ -381,7 +382,11 @@ def make_grid(
     if not sets:
         raise UsageError("no axis given: add --set PATH=VALUES (e.g. --set training.learning_rate=0.01,0.1)")
     doc = spec.to_dict()
-    axes = [make_axis(doc, text) for text in sets]
+    try:
+        axes = [make_axis(doc, text) for text in sets]
+    except UsageError as exc:  # a path or value of the spec: named like a field of the spec file
+        where, _, message = str(exc).partition(": ")
+        raise SpecError(spec.source, where, message) from None
     by_path = {axis.path: axis for axis in axes}
     if len(by_path) != len(axes):
         twice = next(a.path for i, a in enumerate(axes) if a.path in [b.path for b in axes[:i]])
@@ -463,3 +468,58 @@ def _zip_groups(axes: Sequence[Axis], zips: Sequence[str]) -> list[list[int]]:
         if i not in grouped and axes[i].range is None:
             groups.append([i])
     return sorted(groups, key=lambda g: g[0])
+
+
+# --- a sweep file -------------------------------------------------------------------------------------
+
+SWEEP_KEYS = ("set", "zip", "seeds", "tune", "method", "n", "rank")
+
+
+def read_sweep_file(path: str | Path) -> dict[str, Any]:
+    """A `--sweep FILE.yaml`: the same axes, zips, seeds and method as the options, as {key: option value}.
+
+    `set` maps each PATH to VALUES (text in the --set grammar, or a list); `zip` is a list of lists of paths;
+    `seeds` a count or a list. SpecError naming the file and the key for anything else.
+    """
+    from cnnbench.spec import parse_text, read_spec_file
+
+    source = str(path)
+    suffix = ".json" if str(path).lower().endswith(".json") else ".yaml"
+    doc = parse_text(read_spec_file(Path(path), source), source, suffix)
+    if not isinstance(doc, dict):
+        raise SpecError(source, "", f"must be a mapping with keys {', '.join(SWEEP_KEYS)}, got {brief(doc)}")
+    for key in doc:
+        if key not in SWEEP_KEYS:
+            raise SpecError(source, str(key)[:40], f"unknown key{did_you_mean(key, SWEEP_KEYS)}; known: {', '.join(SWEEP_KEYS)}")
+    found: dict[str, Any] = {}
+    sets = doc.get("set") or {}
+    if not isinstance(sets, dict):
+        raise SpecError(source, "set", f"must map each PATH to its values, got {brief(sets)}")
+    found["set"] = []
+    for key, values in sets.items():
+        if isinstance(values, list):
+            values = ",".join(format_point_value(v) for v in values)
+        elif isinstance(values, (str, int, float, bool)):
+            values = format_point_value(values)
+        else:
+            raise SpecError(source, f"set.{key}", f"must be a list or VALUES text, got {brief(values)}")
+        found["set"].append(f"{key}={values}")
+    zips = doc.get("zip") or []
+    if not isinstance(zips, list) or not all(isinstance(z, (list, str)) for z in zips):
+        raise SpecError(source, "zip", f"must be a list of lists of axis paths, got {brief(zips)}")
+    found["zip"] = [z if isinstance(z, str) else ",".join(map(str, z)) for z in zips]
+    if "seeds" in doc:
+        seeds = doc["seeds"]
+        found["seeds"] = ",".join(map(str, seeds)) if isinstance(seeds, list) else str(seeds)
+    for key, kind in (("tune", str), ("method", str), ("n", int), ("rank", str)):
+        if key in doc:
+            if not isinstance(doc[key], kind) or isinstance(doc[key], bool):
+                raise SpecError(source, key, f"must be {'an integer' if kind is int else 'a string'}, got {brief(doc[key])}")
+            found[key] = doc[key]
+    return found
+
+
+def merge_sets(from_file: Sequence[str], given: Sequence[str]) -> list[str]:
+    """The file's `set` entries with those the command line gives for the same PATH replaced (the command line wins)."""
+    paths = {text.partition("=")[0].strip() for text in given}
+    return [text for text in from_file if text.partition("=")[0].strip() not in paths] + list(given)
