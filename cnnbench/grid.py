@@ -242,11 +242,20 @@ def _range(text: str) -> tuple[float, float] | None:
     return lo, hi
 
 
+def split_axis(text: str) -> tuple[str, str | None]:
+    """`PATH=VALUES` -> (PATH, VALUES) at the first `=` outside brackets (`layers[type=Conv2D].filters=8,16`)."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "=" and depth == 0:
+            return text[:i].strip(), text[i + 1 :]
+    return text.strip(), None
+
+
 def make_axis(spec_doc: dict[str, Any], text: str) -> Axis:
     """One `PATH=VALUES` resolved against the spec document; UsageError naming the axis."""
-    path, eq, values_text = text.partition("=")
-    path = path.strip()
-    if not eq or not path:
+    path, values_text = split_axis(text)
+    if values_text is None or not path:
         raise UsageError(f"--set {text}: write PATH=VALUES, e.g. --set training.learning_rate=0.01,0.1")
     targets = resolve_path(spec_doc, path)
     if any(target[-1] == "seed" and target[0] == "training" for target in targets):
@@ -521,5 +530,5 @@ def read_sweep_file(path: str | Path) -> dict[str, Any]:
 
 def merge_sets(from_file: Sequence[str], given: Sequence[str]) -> list[str]:
     """The file's `set` entries with those the command line gives for the same PATH replaced (the command line wins)."""
-    paths = {text.partition("=")[0].strip() for text in given}
-    return [text for text in from_file if text.partition("=")[0].strip() not in paths] + list(given)
+    paths = {split_axis(text)[0] for text in given}
+    return [text for text in from_file if split_axis(text)[0] not in paths] + list(given)
