@@ -44,26 +44,54 @@ def test_paths_resolve_to_exactly_these_fields(doc, path, expected):
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["training.learnin_rate=0.1"], "convolutional_nn: --set training.learnin_rate: unknown key 'learnin_rate' in training "
-         "(did you mean 'learning_rate'?); known: optimizer, learning_rate, batch_size, epochs, seed, steps_per_execution, engine"),
-        (["layers.9.filters=8"], "convolutional_nn: --set layers.9.filters: index 9 is out of range: layers has 7 items (0 to 6); "
-         "layers: 0 Conv2D, 1 MaxPooling2D, 2 Conv2D, 3 MaxPooling2D, 4 Flatten, 5 Dense, 6 Dense"),
-        (["layers.*.filtrs=8"], "convolutional_nn: --set layers.*.filtrs: matches nothing: no selected element has the key 'filtrs' "
-         "(did you mean 'filters'?)"),
-        (["layers[type=Conv3D].filters=8"], "convolutional_nn: --set layers[type=Conv3D].filters: matches nothing; layers: 0 Conv2D, "
-         "1 MaxPooling2D, 2 Conv2D, 3 MaxPooling2D, 4 Flatten, 5 Dense, 6 Dense"),
-        (["layers.1.filters=8"], "convolutional_nn: --set layers.1.filters: unknown key 'filters' in layers.1; known: type, pool_size, "
-         "strides, padding, data_format"),
-        (["training.learning_rate=0.1,-1"], "convolutional_nn: --set training.learning_rate: at the point training.learning_rate=-1: "
-         "training.learning_rate: must be a positive number, got -1"),
-        (["layers.*.filters=8,0"], "convolutional_nn: --set layers.*.filters: at the point layers.*.filters=0: layers[0].filters: "
-         "must be a positive integer, got 0"),
-        (["training.optimizer=sgd,adm"], "convolutional_nn: --set training.optimizer: at the point training.optimizer=adm: "
-         "training.optimizer: unknown optimizer 'adm' (did you mean 'adam'?); known: sgd, adam, adamw, rmsprop, adagrad, adadelta, "
-         "adamax, nadam, ftrl, lion, adafactor"),
-        (["training.seed=1,2"], "convolutional_nn: --set training.seed: the seed is not an axis; repeat every point over seeds with --seeds N"),
-        (["training.learning_rate=0.01:0.1:0"], "convolutional_nn: --set training.learning_rate=0.01:0.1:0: the step of '0.01:0.1:0' must "
-         "be positive, got 0"),
+        (
+            ["training.learnin_rate=0.1"],
+            "convolutional_nn: --set training.learnin_rate: unknown key 'learnin_rate' in training "
+            "(did you mean 'learning_rate'?); known: optimizer, learning_rate, batch_size, epochs, seed, steps_per_execution, engine",
+        ),
+        (
+            ["layers.9.filters=8"],
+            "convolutional_nn: --set layers.9.filters: index 9 is out of range: layers has 7 items (0 to 6); "
+            "layers: 0 Conv2D, 1 MaxPooling2D, 2 Conv2D, 3 MaxPooling2D, 4 Flatten, 5 Dense, 6 Dense",
+        ),
+        (
+            ["layers.*.filtrs=8"],
+            "convolutional_nn: --set layers.*.filtrs: matches nothing: no selected element has the key 'filtrs' (did you mean 'filters'?)",
+        ),
+        (
+            ["layers[type=Conv3D].filters=8"],
+            "convolutional_nn: --set layers[type=Conv3D].filters: matches nothing; layers: 0 Conv2D, "
+            "1 MaxPooling2D, 2 Conv2D, 3 MaxPooling2D, 4 Flatten, 5 Dense, 6 Dense",
+        ),
+        (
+            ["layers.1.filters=8"],
+            "convolutional_nn: --set layers.1.filters: unknown key 'filters' in layers.1; known: type, pool_size, "
+            "strides, padding, data_format",
+        ),
+        (
+            ["training.learning_rate=0.1,-1"],
+            "convolutional_nn: --set training.learning_rate: at the point training.learning_rate=-1: "
+            "training.learning_rate: must be a positive number, got -1",
+        ),
+        (
+            ["layers.*.filters=8,0"],
+            "convolutional_nn: --set layers.*.filters: at the point layers.*.filters=0: layers[0].filters: "
+            "must be a positive integer, got 0",
+        ),
+        (
+            ["training.optimizer=sgd,adm"],
+            "convolutional_nn: --set training.optimizer: at the point training.optimizer=adm: "
+            "training.optimizer: unknown optimizer 'adm' (did you mean 'adam'?); known: sgd, adam, adamw, rmsprop, adagrad, adadelta, "
+            "adamax, nadam, ftrl, lion, adafactor",
+        ),
+        (
+            ["training.seed=1,2"],
+            "convolutional_nn: --set training.seed: the seed is not an axis; repeat every point over seeds with --seeds N",
+        ),
+        (
+            ["training.learning_rate=0.01:0.1:0"],
+            "convolutional_nn: --set training.learning_rate=0.01:0.1:0: the step of '0.01:0.1:0' must be positive, got 0",
+        ),
     ],
 )
 def test_each_bad_axis_is_one_line_naming_the_axis_and_the_point(course_spec, sets, message):
@@ -75,17 +103,28 @@ def test_each_bad_axis_is_one_line_naming_the_axis_and_the_point(course_spec, se
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (dict(sets=["training.batch_size=32,64", "training.learning_rate=0.1"], zips=["training.batch_size,training.learning_rate"]),
-         "--zip training.batch_size,training.learning_rate: zipped axes need the same number of values; training.batch_size has 2, "
-         "training.learning_rate has 1"),
-        (dict(sets=["training.batch_size=32,64"], zips=["training.batch_size,training.lr"]),
-         "--zip training.batch_size,training.lr: 'training.lr' is not an axis (did you mean 'training.batch_size'?); axes: training.batch_size"),
-        (dict(sets=["training.learning_rate=1e-4..1e-1"]),
-         "--set training.learning_rate: a range lo..hi is sampled: add --method random or sobol with --n N"),
-        (dict(sets=["training.learning_rate=0.1"], method="sobol", n=4),
-         "--method sobol: no axis has a range to sample; write one as PATH=lo..hi"),
-        (dict(sets=["layers.*.filters=8", "layers.0.filters=16"]),
-         "--set layers.0.filters: sets layers.0.filters, which --set layers.*.filters also sets"),
+        (
+            dict(sets=["training.batch_size=32,64", "training.learning_rate=0.1"], zips=["training.batch_size,training.learning_rate"]),
+            "--zip training.batch_size,training.learning_rate: zipped axes need the same number of values; training.batch_size has 2, "
+            "training.learning_rate has 1",
+        ),
+        (
+            dict(sets=["training.batch_size=32,64"], zips=["training.batch_size,training.lr"]),
+            "--zip training.batch_size,training.lr: 'training.lr' is not an axis (did you mean 'training.batch_size'?); "
+            "axes: training.batch_size",
+        ),
+        (
+            dict(sets=["training.learning_rate=1e-4..1e-1"]),
+            "--set training.learning_rate: a range lo..hi is sampled: add --method random or sobol with --n N",
+        ),
+        (
+            dict(sets=["training.learning_rate=0.1"], method="sobol", n=4),
+            "--method sobol: no axis has a range to sample; write one as PATH=lo..hi",
+        ),
+        (
+            dict(sets=["layers.*.filters=8", "layers.0.filters=16"]),
+            "--set layers.0.filters: sets layers.0.filters, which --set layers.*.filters also sets",
+        ),
         (dict(sets=["training.learning_rate=0.1"], seeds="0,3,3"), "--seeds 0,3,3: seed offsets must be distinct integers from 0"),
     ],
 )
@@ -110,7 +149,8 @@ def test_grid_zip_and_seed_counts(course_spec):
     grid = make_grid(course_spec, ["layers.*.filters=8,16,32", "training.learning_rate=0.01,0.05"], seeds="3")
     assert len(grid.points) == 6 and grid.seeds == (0, 1, 2)
     assert grid.points[:3] == ((8, 0.01), (8, 0.05), (16, 0.01))
-    zipped = make_grid(course_spec, ["training.batch_size=32,64,128", "training.learning_rate=0.02,0.04,0.08", "training.optimizer=sgd,adam"],
+    sets = ["training.batch_size=32,64,128", "training.learning_rate=0.02,0.04,0.08", "training.optimizer=sgd,adam"]
+    zipped = make_grid(course_spec, sets,
                        zips=["training.batch_size,training.learning_rate"], seeds="0,3,7")  # fmt: skip
     assert zipped.points == ((32, 0.02, "sgd"), (32, 0.02, "adam"), (64, 0.04, "sgd"), (64, 0.04, "adam"), (128, 0.08, "sgd"),
                              (128, 0.08, "adam"))  # fmt: skip
