@@ -899,7 +899,8 @@ def _study_table(result) -> None:
                 continue
             mark = ("at the edge " if item["at_edge"] else "") + ("flagged" if best.get("flagged") else "")
             rows.append([*cells, format_point_value(best[verdict.tune]), *_study_point_cells(best), mark.strip()])
-        _table(f"{title}; best {verdict.tune} for each {', '.join(others) or 'point'}", [*others, f"best {verdict.tune}", *stats, ""], rows)
+        columns = [*others, f"best {verdict.tune}", *stats, ""]
+        _table(f"{title}; best {verdict.tune} for each {', '.join(others) or 'point'}", columns, rows, width=_study_width(columns))
     else:
         rows = []
         for point in result.points:
@@ -909,7 +910,12 @@ def _study_table(result) -> None:
             elif point.get("flagged"):
                 mark = f"{mark} (flagged)".strip()
             rows.append([*(format_point_value(point.get(a)) for a in axes), *_study_point_cells(point), mark])
-        _table(title, [*axes, *stats, ""], rows)
+        _table(title, [*axes, *stats, ""], rows, width=_study_width([*axes, *stats, ""]))
+
+
+def _study_width(columns: list[str]) -> int:
+    """Wide enough for axis paths and intervals on one line."""
+    return max(100, sum(max(len(column), 14) + 3 for column in columns) + 16)
 
 
 @app.command("sweep")
