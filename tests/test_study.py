@@ -242,3 +242,26 @@ def test_an_interrupted_run_continues_from_its_checkpoint(tiny_spec, tmp_path):
     assert [r["from_epoch"] for r in record["resumed"]] == [1]
     assert len(read_csv(again.runs[0].run_dir / "history.csv")) == 3
     assert result.verdict.best["point"] == "learning_rate-0.05"
+
+
+def test_fused_groups_join_runs_that_differ_only_in_the_rate_and_seeds_stay_apart(tiny_spec, tmp_path):
+    from cnnbench.study import StudyOptions, _groups
+
+    plan = study(tiny_spec, tmp_path, ["layers.*.filters=8,16", "training.learning_rate=0.05,0.1,0.2"], seeds="2")
+    groups = _groups(plan.to_train, StudyOptions(fuse=2), fused=True)
+    shown = [[(run.point, run.seed) for run in group] for group in groups]
+    assert shown == [
+        [((8, 0.05), 0), ((8, 0.1), 0)], [((8, 0.2), 0)], [((8, 0.05), 1), ((8, 0.1), 1)], [((8, 0.2), 1)],
+        [((16, 0.05), 0), ((16, 0.1), 0)], [((16, 0.2), 0)], [((16, 0.05), 1), ((16, 0.1), 1)], [((16, 0.2), 1)],
+    ]  # fmt: skip
+    assert len(_groups(plan.to_train, StudyOptions(), fused=False)) == 12
+
+
+def test_a_study_folder_in_use_is_refused_in_one_line(fake_training, tiny_spec, tmp_path):
+    from cnnbench.errors import UsageError
+    from cnnbench.lock import folder_lock
+
+    plan = study(tiny_spec, tmp_path, ["training.learning_rate=0.1"])
+    with folder_lock(plan.study_dir, "sweep"), pytest.raises(UsageError, match="in use"):
+        run_study(plan)
+    assert fake_training[0] == []
