@@ -265,3 +265,15 @@ def test_a_study_folder_in_use_is_refused_in_one_line(fake_training, tiny_spec, 
     with folder_lock(plan.study_dir, "sweep"), pytest.raises(UsageError, match="in use"):
         run_study(plan)
     assert fake_training[0] == []
+
+
+def test_plot_draws_the_study_figures(fake_training, tiny_spec, tmp_path):
+    from cnnbench.plot import plot_results
+
+    _, errors, statuses = fake_training
+    statuses[(0.2, 8, 1)] = "diverged"
+    plan = study(tiny_spec, tmp_path, ["layers.*.filters=4,8", "training.learning_rate=0.1,0.2"], seeds="2", tune="training.learning_rate")
+    run_study(plan)
+    written = plot_results(tmp_path, formats=("png",))
+    names = {p.name for p in written if p.parent == plan.study_dir}
+    assert {"error_vs_axes.png", "heatmap.png", "isolation.png", "study_curves.png"} <= names
