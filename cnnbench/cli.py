@@ -869,7 +869,7 @@ class _StudyProgress:
 def _study_point_cells(point: dict) -> list:
     def interval(row: dict) -> str:
         low, high = row.get("best_val_error_ci95_low"), row.get("best_val_error_ci95_high")
-        return "-" if low is None else f"{_fmt(low)}..{_fmt(high)}"
+        return "-" if low is None else f"{_fmt(max(0.0, low))}..{_fmt(min(1.0, high))}"  # an error lies in [0, 1]
 
     return [f"{point['n_ok']}/{point['n']}", _fmt(point.get("best_val_error_mean")), interval(point),
             _fmt(point.get("best_val_error_median")), _fmt(point.get("final_val_error_mean"))]  # fmt: skip
