@@ -277,3 +277,23 @@ def test_plot_draws_the_study_figures(fake_training, tiny_spec, tmp_path):
     written = plot_results(tmp_path, formats=("png",))
     names = {p.name for p in written if p.parent == plan.study_dir}
     assert {"error_vs_axes.png", "heatmap.png", "isolation.png", "study_curves.png"} <= names
+
+
+def test_the_cli_keeps_removed_values_out_unless_all_and_records_the_sampling(fake_training, tmp_path):
+    calls, _, _ = fake_training
+    base = ["sweep", "--epochs", "1", "--data", "mnist-5k", "--out", str(tmp_path)]
+    assert runner.invoke(app, [*base, "--set", "training.learning_rate=0.1,0.2"]).exit_code == 0
+    narrower = runner.invoke(app, [*base, "--set", "training.learning_rate=0.2"])
+    assert narrower.exit_code == 0 and len(calls) == 2
+    (folder,) = tmp_path.iterdir()
+    assert [r["training.learning_rate"] for r in read_csv(folder / "runs.csv")] == ["0.2"]
+    everything = runner.invoke(app, [*base, "--set", "training.learning_rate=0.2", "--all"])
+    assert everything.exit_code == 0 and len(calls) == 2
+    assert sorted(r["training.learning_rate"] for r in read_csv(folder / "runs.csv")) == ["0.1", "0.2"]
+
+    sampled = runner.invoke(app, [*base, "--set", "training.learning_rate=1e-3..1e-1", "--method", "sobol", "--n", "4"])
+    assert sampled.exit_code == 0, sampled.output
+    assert list(tmp_path.iterdir()) == [folder]  # the same axis on the same spec: the same study, whatever the values
+    index = read_json(folder / "sweep.json")
+    assert (index["method"], index["n"], index["sample_seed"]) == ("sobol", 4, 0)
+    assert index["axes"][0]["range"] == [0.001, 0.1] and len(index["axes"][0]["values"]) == 4
