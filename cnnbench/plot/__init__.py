@@ -18,11 +18,12 @@ from cnnbench.plot.figure import DEFAULT_FORMATS, FORMATS
 from cnnbench.plot.fits import MIN_FIT_POINTS, compare_growth, fit_exponential, fit_linear, fit_power, local_slopes
 from cnnbench.plot.load import PlotWarning, reporting, warn
 from cnnbench.plot.runtime import plot_bench
+from cnnbench.plot.study import is_study, plot_study
 from cnnbench.results import find_results
 
 __all__ = [
     "DEFAULT_FORMATS", "FORMATS", "MIN_FIT_POINTS", "PlotWarning", "compare", "compare_growth", "fit_exponential", "fit_linear",
-    "fit_power", "local_slopes", "parse_formats", "plot_bench", "plot_results", "plot_run", "plot_sweep", "wilson_interval",
+    "fit_power", "local_slopes", "parse_formats", "plot_bench", "plot_results", "plot_run", "plot_study", "plot_sweep", "wilson_interval",
 ]  # fmt: skip
 
 
@@ -63,6 +64,7 @@ def plot_results(
         return folder if out is None else Path(out) / folder.relative_to(root)
 
     jobs = [(plot_sweep, f, (log_scale,)) for f in found["sweeps"]]
+    jobs += [(plot_study, f, ()) for f in found["sweeps"] if is_study(f)]  # a `cnnbench sweep` study: its own figures too
     jobs += [(plot_bench, f, ()) for f in found["benches"]]
     jobs += [(plot_run, f, (log_scale,)) for f in found["runs"]]
     written: list[Path] = []
