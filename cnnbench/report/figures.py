@@ -16,7 +16,7 @@ from typing import Any
 
 from cnnbench.plot.figure import capture_figures
 
-_NO_MARKER = (None, "None", "none", "", " ")
+_NO_MARKER = (None, "None", "none", "", " ", "_", "|")  # "_" and "|": error-bar caps, not data
 
 
 @dataclass
@@ -128,7 +128,8 @@ def _assign_series(fig) -> tuple[list[str], dict[int, int]]:
     for ax in fig.axes:
         for artist in _artists(ax):
             if id(artist) in owner:
-                artist.set_gid(f"cnbs{owner[id(artist)]}m{next(counter)}")
+                points = "p" if _has_marker(artist) else ""
+                artist.set_gid(f"cnbs{owner[id(artist)]}m{next(counter)}{points}")
     return titles, owner
 
 
@@ -172,7 +173,7 @@ def _plotted(fig, titles: Sequence[str], owner: dict[int, int]) -> tuple[list[st
     return ["panel", "series", x, y], rows
 
 
-_SERIES = re.compile(r'<g id="(cnb[sk])(\d+)m(\d+)"')
+_SERIES = re.compile(r'<g id="(cnb[sk])(\d+)m(\d+)(p?)"')
 _ID = re.compile(r'\bid="([^"]+)"')
 _HREF = re.compile(r'(\bxlink:href|\bhref)="#([^"]+)"')
 _URL = re.compile(r"url\(#([^)]+)\)")
@@ -183,6 +184,11 @@ _DECIMALS = re.compile(r"(\d\.\d\d)\d+")
 def _round(m: re.Match) -> str:
     """Path data and positions to 1/100 pt (matplotlib writes 1/10⁶): a third smaller, the same picture."""
     return m[1] + '="' + _DECIMALS.sub(r"\1", m[2]) + '"'
+
+
+def _series_attributes(m: re.Match) -> str:
+    kind = "cnb-series" if m[1] == "cnbs" else "cnb-key"
+    return f'<g id="{m[1]}{m[2]}m{m[3]}{m[4]}" data-series="{m[2]}" class="{kind}{" cnb-points" if m[4] else ""}"'
 
 
 def _figure(fig, stem: str, anchor: str) -> Figure:
@@ -197,14 +203,12 @@ def _figure(fig, stem: str, anchor: str) -> Figure:
     svg = svg[svg.index("<svg") :]
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
     svg = _PATH.sub(_round, svg)
-    svg = _SERIES.sub(
-        lambda m: f'<g id="{m[1]}{m[2]}m{m[3]}" data-series="{m[2]}" class="{"cnb-series" if m[1] == "cnbs" else "cnb-key"}"', svg
-    )
+    svg = _SERIES.sub(_series_attributes, svg)
 
     def with_title(m: re.Match) -> str:
         return f"{m[0]}<title>{html.escape(titles[int(m[1])])}</title>"
 
-    svg = re.sub(r'<g id="cnb[sk]\d+m\d+" data-series="(\d+)" class="[^"]+"[^>]*>', with_title, svg)
+    svg = re.sub(r'<g id="cnb[sk]\d+m\d+p?" data-series="(\d+)" class="[^"]+"[^>]*>', with_title, svg)
     svg = _ID.sub(lambda m: f'id="{anchor}-{m[1]}"', svg)
     svg = _HREF.sub(lambda m: f'{m[1]}="#{anchor}-{m[2]}"', svg)
     svg = _URL.sub(lambda m: f"url(#{anchor}-{m[1]})", svg)

@@ -18,6 +18,7 @@ from cnnbench.report.collect import Bench, Collection, Sweep
 from cnnbench.report.figures import Figure
 from cnnbench.report.setup import bench_run, lone_run, sweep_run
 from cnnbench.report.tables import Raw, cell, fixed, link, rates, table
+from cnnbench.report.verdicts import summary_rows
 
 SECTIONS = (
     ("verdicts", "Verdicts"),
@@ -168,6 +169,7 @@ def verdicts_html(p: PageInput) -> str:
 
 
 def _sweep_section(s: Sweep, v: dict[str, Any], figs: list[Figure]) -> str:
+    summary = summary_rows(s)
     columns = [
         c
         for c in (
@@ -185,17 +187,14 @@ def _sweep_section(s: Sweep, v: dict[str, Any], figs: list[Figure]) -> str:
             "engine",
             "error",
         )
-        if any(c in r for r in s.summary)
+        if any(c in r for r in summary)
     ]
-    rows = [
-        [cell(r.get(c)) for c in columns]
-        for r in sorted(s.summary, key=lambda r: (not isinstance(r.get("learning_rate"), float), r.get("learning_rate") or 0))
-    ]
+    rows = [[cell(r.get(c)) for c in columns] for r in summary]
     missing = f"<p class=note>No epoch recorded for: {e(', '.join(f'{num(lr)} ({st})' for lr, st in s.missing))}.</p>" if s.missing else ""
     return (
         f'<h3 id="{v["anchor"]}">{e(str(v["name"]))} — <code>{e(str(s.folder))}</code></h3>'
         + "".join(figure_html(f) for f in figs)
-        + f"<p>summary.csv ({len(rows)} rows):</p>"
+        + f"<p>Summary ({len(rows)} rates): summary.csv, with a cell it lacks taken from the run's own folder.</p>"
         + table(columns, rows, f"tab-{v['anchor']}-summary")
         + missing
     )

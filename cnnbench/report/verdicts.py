@@ -36,9 +36,40 @@ def _learned(sweep: Sweep, row: dict[str, Any]) -> bool | None:
     return None
 
 
+def _match(sweep: Sweep, lr: float):
+    return next((r for r in sweep.runs if r.lr is not None and math.isclose(r.lr, lr, rel_tol=1e-9)), None)
+
+
+def summary_rows(sweep: Sweep) -> list[dict[str, Any]]:
+    """summary.csv's rows with a rate, each completed from its run folder where a column is absent or empty
+    (an older or hand-made summary); a run summary.csv does not list yet gets a row of its own."""
+    rows = [dict(r) for r in sweep.summary if _rate(r.get("learning_rate")) is not None]
+    listed = [r["learning_rate"] for r in rows]
+    for run in sweep.runs:
+        if not any(math.isclose(run.lr, lr, rel_tol=1e-9) for lr in listed):
+            rows.append({"learning_rate": run.lr, "status": run.status})
+    for row in rows:
+        run = _match(sweep, row["learning_rate"])
+        if run is None or run.history.empty:
+            continue
+        errors = run.val_error
+        finite = [(e, int(ep)) for e, ep in zip(errors, run.epochs, strict=True) if math.isfinite(e)]
+        if finite:
+            best, epoch = min(finite, key=lambda t: (t[0], t[1]))
+            row.setdefault("best_val_error", None)
+            row.setdefault("final_val_error", None)
+            row.setdefault("best_epoch", None)
+            row["best_val_error"] = row["best_val_error"] if _rate(row["best_val_error"]) is not None else best
+            row["final_val_error"] = row["final_val_error"] if _rate(row["final_val_error"]) is not None else finite[-1][0]
+            row["best_epoch"] = row["best_epoch"] if _rate(row["best_epoch"]) is not None else epoch
+        if not row.get("status"):
+            row["status"] = run.status
+    return sorted(rows, key=lambda r: r["learning_rate"])
+
+
 def sweep_verdict(sweep: Sweep, anchor: str) -> dict[str, Any]:
     """Best rate as `sweep-lr` picks it (ok, learned, lowest best error, then lowest final error, then the smaller rate)."""
-    rows = [r for r in sweep.summary if _rate(r.get("learning_rate")) is not None]
+    rows = summary_rows(sweep)
     grid = sorted({float(v) for v in sweep.record.get("values") or [] if _rate(v) is not None} or {r["learning_rate"] for r in rows})
     ok = [r for r in rows if r.get("status") == "ok" and _rate(r.get("best_val_error")) is not None and _learned(sweep, r) is not False]
 
