@@ -126,8 +126,11 @@ def _bench_sentences(v: dict[str, Any], figs: list[Figure]) -> list[str]:
             f"margin {fixed(s['margin'], '.2f')}" if s["margin"] is not None else "",
             f"{s['points']} points" if s["points"] else "",
         ]
+        if not s["verdict"]:
+            out.append(f"{e(who)}: no growth verdict ({s['points'] or 'fewer than 3'} points; a fit needs at least 3).")
+            continue
         out.append(
-            f"{e(who)}: the {time} grows <b class=verdict>{e(str(s['verdict'] or 'no verdict'))}</b> with the parameter count "
+            f"{e(who)}: the {time} grows <b class=verdict>{e(str(s['verdict']))}</b> with the parameter count "
             f"({', '.join(n for n in numbers if n)}). {behind}"
         )
     if not v["series"]:
