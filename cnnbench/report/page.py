@@ -127,12 +127,17 @@ def _bench_sentences(v: dict[str, Any], figs: list[Figure]) -> list[str]:
             f"{s['points']} points" if s["points"] else "",
         ]
         if not s["verdict"]:
-            out.append(f"{e(who)}: no growth verdict ({s['points'] or 'fewer than 3'} points; a fit needs at least 3).")
+            points = s["points"] or 0
+            out.append(f"{e(who)}: no growth verdict ({points} point{'' if points == 1 else 's'}; a fit needs at least 3).")
             continue
-        out.append(
-            f"{e(who)}: the {time} grows <b class=verdict>{e(str(s['verdict']))}</b> with the parameter count "
-            f"({', '.join(n for n in numbers if n)}). {behind}"
-        )
+        verdict = f"<b class=verdict>{e(str(s['verdict']))}</b>"
+        if s["verdict"] in ("linear", "power", "exponential"):
+            said = f"the {time} grows {verdict} with the parameter count"
+        elif s["verdict"] == "flat":
+            said = f"the {time} stays {verdict} as the parameter count grows"
+        else:
+            said = f"how the {time} grows with the parameter count is {verdict}"
+        out.append(f"{e(who)}: {said} ({', '.join(n for n in numbers if n)}). {behind}")
     if not v["series"]:
         out.append(f"<code>{e(v['folder'])}</code>: no growth verdict (fewer than three measured points per series).")
     sp = v["speedup"]
