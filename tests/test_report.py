@@ -184,6 +184,18 @@ def test_course_study_report_from_the_committed_results_is_small_and_states_thei
     ratios = _speedups(COURSE[2])
     assert math.isclose(bench["speedup"]["min"]["speedup"], ratios[0], rel_tol=1e-3)
     assert math.isclose(bench["speedup"]["max"]["speedup"], ratios[-1], rel_tol=1e-3)
+    # what was run: the layer table's totals are what `bench` recorded for 16 filters; the command reproduces the grid
+    model = json.loads((COURSE[2] / "bench.json").read_text())["models"]["16"]
+    assert f"total parameters {model['params']:,} · forward FLOPs per sample {model['flops_per_sample']:,}" in result.html
+    values = json.loads((COURSE[0] / "sweep.json").read_text())["values_text"]
+    assert f"cnnbench sweep-lr spec.json --values {values}" in result.html
+
+
+def test_a_data_fallback_is_named(tmp_path):
+    root = tmp_path / "results"
+    make_run(root / "run-1", extra={"data": {"name": "mnist-5k", "requested": "mnist", "train_samples": 4000, "val_samples": 1000}})
+    html = write_report([root], tmp_path / "r.html").html
+    assert "mnist-5k (4,000 train / 1,000 validation) — <span class=warn>a fallback: mnist was asked for</span>" in html
 
 
 # --- in a real browser -------------------------------------------------------------------------
