@@ -865,10 +865,10 @@ def report(
     results: Annotated[
         list[Path] | None, typer.Argument(metavar="RESULTS", help="Folders searched as `plot` does (default: results).", show_default=False)
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="The HTML file (default: RESULTS/report.html; ./report.html for several folders).")] = None,
+    out: Annotated[Path | None, typer.Option(help="The HTML file (default: RESULTS/report.html, or ./report.html for several).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON (the page is still written).")] = False,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
-    no_script: Annotated[bool, typer.Option("--no-script", help="No <script> at all (legend toggles off); the page is complete without.")] = False,
+    no_script: Annotated[bool, typer.Option("--no-script", help="No <script> (no legend toggles); the page is complete without.")] = False,
     title: Annotated[str | None, typer.Option(help="Page title (default: from the spec names).")] = None,
     log_scale: Annotated[bool, typer.Option("--log-scale", help="Log y axis for error and loss curves.")] = False,
 ) -> None:
@@ -876,7 +876,8 @@ def report(
     from cnnbench.report import write_report
 
     roots = results or [Path("results")]
-    command = "cnnbench report " + " ".join(str(r) for r in roots) + (f" --out {out}" if out else "") + (" --no-script" if no_script else "")
+    options = [*(["--out", str(out)] if out else []), *(["--no-script"] if no_script else [])]
+    command = " ".join(["cnnbench report", *map(str, roots), *options])
     result = write_report(roots, out, script=not no_script, title=title, log_scale=log_scale, command=command)
     if as_json:
         typer.echo(json.dumps(result.verdicts, indent=2))
