@@ -1150,6 +1150,36 @@ def ls(
     _table(f"{results}: {len(rows)} item{'s' if len(rows) != 1 else ''}", columns, table, width=width)
 
 
+@app.command()
+@user_errors
+def report(
+    results: Annotated[
+        list[Path] | None, typer.Argument(metavar="RESULTS", help="Folders searched as `plot` does (default: results).", show_default=False)
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="The HTML file (default: RESULTS/report.html, or ./report.html for several).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON (the page is still written).")] = False,
+    open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+    no_script: Annotated[bool, typer.Option("--no-script", help="No <script> (no legend toggles); the page is complete without.")] = False,
+    title: Annotated[str | None, typer.Option(help="Page title (default: from the spec names).")] = None,
+    log_scale: Annotated[bool, typer.Option("--log-scale", help="Log y axis for error and loss curves.")] = False,
+) -> None:
+    """Write the study's report: verdicts first, then every figure (inline SVG) and table, with provenance; one offline HTML file."""
+    from cnnbench.report import write_report
+
+    roots = results or [Path("results")]
+    options = [*(["--out", str(out)] if out else []), *(["--no-script"] if no_script else [])]
+    command = " ".join(["cnnbench report", *map(str, roots), *options])
+    result = write_report(roots, out, script=not no_script, title=title, log_scale=log_scale, command=command)
+    if as_json:
+        typer.echo(json.dumps(result.verdicts, indent=2))
+    else:
+        typer.echo(f"{result.path} ({result.size / 1e6:.2f} MB)")
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(result.path.resolve().as_uri())
+
+
 def main() -> None:
     """The `cnnbench` command. Its last line of defence: closed or failing standard streams never stop a
     command, and an unexpected error is one line naming the log file with its traceback (exit 70)."""

@@ -10,7 +10,9 @@ import math
 import os
 import tempfile
 import textwrap
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ _STYLE = {
     "svg.hashsalt": "cnnbench",  # stable SVG ids, so committed figures only change when the data do
 }
 _METADATA = {"png": {}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+_CAPTURE: ContextVar[Callable[[Any, str], None] | None] = ContextVar("cnnbench_figure_capture", default=None)
 _CAPTION_PT = 7.5
 _SEP = "  ·  "
 
@@ -77,9 +80,23 @@ def new_figure(width: float, height: float, caption: Sequence[str]):
     return fig
 
 
+@contextmanager
+def capture_figures(sink: Callable[[Any, str], None]) -> Iterator[None]:
+    """Within this block `save` hands each figure to sink(fig, stem) instead of writing files (still under
+    the house style), so `cnnbench report` inlines exactly the figures `plot` draws."""
+    token = _CAPTURE.set(sink)
+    try:
+        yield
+    finally:
+        _CAPTURE.reset(token)
+
+
 def save(fig, folder: Path, stem: str, formats: Sequence[str]) -> list[Path]:
     """Write `folder/stem.<fmt>` for each format, each atomically (temp file + rename); OutputError
     (one line) when the folder cannot be made or written, e.g. a full disk: no temporary file is left."""
+    if (sink := _CAPTURE.get()) is not None:
+        sink(fig, stem)
+        return [folder / f"{stem}.svg"]
     paths: list[Path] = []
     path = folder
     try:

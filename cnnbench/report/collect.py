@@ -1,0 +1,215 @@
+"""What a report is made of: the sweeps, benches and lone runs below some folders, read through the same
+readers `plot` and `ls` use (never training code), each with the files it was read from.
+
+A folder that cannot be read is kept as a `Skipped` entry (and a warning) instead of stopping the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnbench.errors import DataError
+from cnnbench.plot.curves import load_sweep
+from cnnbench.plot.load import Run, read_bench, read_record_checked, read_run, read_table, warn
+from cnnbench.results import HISTORY_COLUMNS, find_results, find_runs, list_results
+
+KINDS = ("sweeps", "benches", "runs")  # the order of the page's sections; a `studies` kind can join later
+
+
+@dataclass
+class Sweep:
+    """A learning-rate sweep: sweep.json, summary.csv rows (floats where numeric) and its runs as figures see them."""
+
+    folder: Path
+    record: dict[str, Any]
+    summary: list[dict[str, Any]]
+    runs: list[Run]
+    missing: list[tuple[float, str]]
+    plot_dir: Path  # where `plot_sweep` reads it: the folder itself, or its run folders rebuilt from curves.csv
+    rebuilt: bool = False
+    inputs: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Bench:
+    """A bench: every bench.csv row, the ok rows, bench.json and the fits.csv rows the verdicts come from."""
+
+    folder: Path
+    rows: Any  # DataFrame
+    ok: Any  # DataFrame
+    info: dict[str, Any]
+    fits: list[dict[str, Any]] = field(default_factory=list)
+    fits_path: Path | None = None  # the fits.csv the verdicts were read from (None: computed now, not on disk)
+    inputs: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class LoneRun:
+    folder: Path
+    run: Run
+    inputs: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Skipped:
+    folder: Path
+    reason: str
+
+
+@dataclass
+class Collection:
+    roots: list[Path]
+    sweeps: list[Sweep] = field(default_factory=list)
+    benches: list[Bench] = field(default_factory=list)
+    runs: list[LoneRun] = field(default_factory=list)
+    listing: list[dict[str, Any]] = field(default_factory=list)  # `cnnbench ls` rows
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.sweeps or self.benches or self.runs)
+
+
+def number(value: Any) -> Any:
+    """A CSV cell as a float when it is one ('0.01' → 0.01), None when empty, else the text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if text == "" or text.lower() == "nan":
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A CSV table as a list of dicts with numbers as floats (empty list when absent)."""
+    frame = read_table(path)
+    return [{str(k): number(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    data = path.read_bytes()
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def _rebuild_runs(sweep_dir: Path, record: dict[str, Any], summary: list[dict[str, Any]], scratch: Path) -> Path:
+    """A sweep committed without its run folders (summary.csv + curves.csv, as in docs/study) rebuilt in
+    `scratch` as the run folders `train` writes, so the figures come from `plot_sweep` itself."""
+    target = scratch / sweep_dir.name
+    target.mkdir(parents=True)
+    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
+    training = spec.get("training") if isinstance(spec.get("training"), dict) else {}
+    by_dir = {str(row.get("run_dir")): row for row in summary if row.get("run_dir")}
+    curves = read_table(sweep_dir / "curves.csv")
+    if curves.empty or "run_dir" not in curves:
+        raise DataError(f"{sweep_dir / 'curves.csv'}: no 'run_dir' column")
+    for run_dir, group in curves.groupby("run_dir", sort=True):
+        name = str(run_dir)
+        if not name or "/" in name or name.startswith("."):
+            raise DataError(f"{sweep_dir / 'curves.csv'}: run_dir {name[:40]!r} is not a folder name")
+        folder = target / name
+        folder.mkdir()
+        columns = ["epoch", *[c for c in HISTORY_COLUMNS if c in group and c != "epoch"]]
+        buffer = io.StringIO()
+        group[columns].to_csv(buffer, index=False, lineterminator="\n")
+        (folder / "history.csv").write_text(buffer.getvalue())
+        row = by_dir.get(name, {})
+        first = group.iloc[0].to_dict()
+        run = {
+            "name": spec.get("name") or first.get("name"),
+            "status": str(row.get("status") or first.get("status") or "?"),
+            "learning_rate": row.get("learning_rate") or number(first.get("learning_rate")),
+            "optimizer": training.get("optimizer"),
+            "batch_size": training.get("batch_size"),
+            "epochs": training.get("epochs"),
+            "seed": training.get("seed"),
+            "device": row.get("device") or first.get("device"),
+            "backend": row.get("backend"),
+            "engine": row.get("engine"),
+            "data": {"name": row.get("dataset") or first.get("dataset")},
+            "best_val_error": row.get("best_val_error"),
+            "final_val_error": row.get("final_val_error"),
+        }
+        if isinstance(row.get("learned"), bool):
+            run["learned"] = row["learned"]
+        if isinstance(run["batch_size"], float):
+            run["batch_size"] = int(run["batch_size"])
+        (folder / "run.json").write_text(json.dumps({k: v for k, v in run.items() if v is not None}))
+    with open(target / "summary.csv", "w", newline="") as f:
+        if summary:
+            writer = csv.DictWriter(f, fieldnames=list(summary[0]))
+            writer.writeheader()
+            writer.writerows(summary)
+    return target
+
+
+def _sweep(folder: Path, scratch: Path) -> Sweep:
+    record = read_record_checked(folder / "sweep.json")
+    summary = read_rows(folder / "summary.csv")
+    inputs = [p for p in (folder / "sweep.json", folder / "summary.csv") if p.is_file()]
+    plot_dir, rebuilt = folder, False
+    if not find_runs(folder) and (folder / "curves.csv").is_file():
+        plot_dir, rebuilt = _rebuild_runs(folder, record, summary, scratch), True
+        inputs.append(folder / "curves.csv")
+    runs, missing = load_sweep(plot_dir)
+    if not rebuilt:
+        inputs += [p for r in runs for p in (r.run_dir / "run.json", r.run_dir / "history.csv") if p.is_file()]
+    if not runs and not summary:
+        raise DataError(f"{folder}: no run has an epoch yet and summary.csv has no row")
+    return Sweep(folder, record, summary, runs, missing, plot_dir, rebuilt, inputs)
+
+
+def _bench(folder: Path) -> Bench:
+    rows, ok, info = read_bench(folder)
+    if rows.empty:
+        raise DataError(f"{folder / 'bench.csv'}: no row measured yet")
+    inputs = [p for p in (folder / "bench.json", folder / "bench.csv") if p.is_file()]
+    bench = Bench(folder, rows, ok, info, inputs=inputs)
+    if (folder / "fits.csv").is_file():
+        bench.fits, bench.fits_path = read_rows(folder / "fits.csv"), folder / "fits.csv"
+        inputs.append(folder / "fits.csv")
+    return bench
+
+
+def collect(roots: list[Path], scratch: Path) -> Collection:
+    """Every sweep, bench and lone run at or below `roots` (each a folder), as `plot` finds them."""
+    found = Collection(list(roots))
+    for index, root in enumerate(roots):
+        kinds = find_results(root)
+        for folder in kinds["sweeps"]:
+            _guard(found, folder, lambda f=folder, i=index: found.sweeps.append(_sweep(f, scratch / f"sweep-{i}-{len(found.sweeps)}")))
+        for folder in kinds["benches"]:
+            _guard(found, folder, lambda f=folder: found.benches.append(_bench(f)))
+        for folder in kinds["runs"]:
+
+            def lone(f: Path = folder) -> None:
+                run = read_run(f)
+                if run.history.empty:
+                    raise DataError(f"{f / 'history.csv'}: no epoch recorded yet")
+                found.runs.append(LoneRun(f, run, [p for p in (f / "run.json", f / "history.csv") if p.is_file()]))
+
+            _guard(found, folder, lone)
+        found.listing += list_results(root)
+    return found
+
+
+def _guard(found: Collection, folder: Path, read) -> None:
+    try:
+        read()
+    except DataError as exc:
+        found.skipped.append(Skipped(folder, str(exc)))
+        warn(f"skipped {exc}")
