@@ -303,6 +303,8 @@ def train(
     engine: Annotated[
         str | None, typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).")
     ] = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
     _go_offline(offline)
@@ -351,11 +353,14 @@ def train(
             held.enter_context(folder_lock(run_dir, "run"))
         started(record)
 
+    from cnnbench.sinks import open_sinks
+
     kept = f"finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}"
-    with _interruptible(lambda: kept), ExitStack() as held:  # one process per run folder
+    with _interruptible(lambda: kept), ExitStack() as held, open_sinks(tensorboard, mlflow) as sinks:  # one process per run folder
         if resume is not None:
             held.enter_context(folder_lock(run_dir, "run"))
         record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=hold_and_start)
+        sinks.run_ended(run_dir)
     timing = record["timing"]
     data_info = record.get("data") or {}
     warning = _never_learned(record)
@@ -480,6 +485,14 @@ AddressOption = Annotated[
 ]
 CpusPerRunOption = Annotated[float | None, typer.Option("--cpus-per-run", help="Ray: CPUs (threads) reserved per run.")]
 GpusPerRunOption = Annotated[float | None, typer.Option("--gpus-per-run", help="Ray: GPUs per run; fractions share a GPU (0.25: 4 runs).")]
+TensorboardOption = Annotated[
+    Path | None, typer.Option("--tensorboard", metavar="DIR", help="Also write each run to this TensorBoard log folder (docs/tracking.md).")
+]
+MlflowOption = Annotated[
+    str | None,
+    typer.Option("--mlflow", metavar="[URI]", is_flag=False, flag_value="",
+                 help="Also write each run to MLflow at URI (default: $MLFLOW_TRACKING_URI; docs/tracking.md)."),
+]  # fmt: skip
 
 
 class _BenchProgress:
@@ -566,6 +579,8 @@ def bench(
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
     gpus_per_run: GpusPerRunOption = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Time training per device x Keras backend x filter count (x engine), each run in a fresh process."""
     _go_offline(offline)
@@ -589,9 +604,11 @@ def bench(
         memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force, engines=parse_list(engines, "--engines"),
         ray=ray_config(ray, address, cpus_per_run, gpus_per_run),
     )  # fmt: skip
+    from cnnbench.sinks import open_sinks
+
     progress = _BenchProgress()
-    with _resumable(progress, lambda: progress.path):
-        result = run_bench(loaded, options, out, on_event=progress)
+    with _resumable(progress, lambda: progress.path), open_sinks(tensorboard, mlflow) as sinks:
+        result = run_bench(loaded, options, out, on_event=sinks.watching(progress))
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
                "peak MB", "status", "engine"]  # fmt: skip
     t = loaded.training
@@ -744,6 +761,8 @@ def sweep_lr(
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
     gpus_per_run: GpusPerRunOption = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
     _go_offline(offline)
@@ -783,13 +802,15 @@ def sweep_lr(
     err(f"sweep folder: {plan.sweep_dir}")
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
+    from cnnbench.sinks import open_sinks
+
     progress = _SweepProgress(len(todo), t.epochs)
-    with _resumable(progress, lambda: plan.sweep_dir):
+    with _resumable(progress, lambda: plan.sweep_dir), open_sinks(tensorboard, mlflow) as sinks:
         sweep_options = SweepOptions(
             device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
             ray=on_ray,
         )
-        result = run_sweep(plan, sweep_options, on_event=progress)
+        result = run_sweep(plan, sweep_options, on_event=sinks.watching(progress))
     _sweep_table(result)
     for row in result.never_learned:
         err(f"warning: {_never_learned({**_record_of(result, row), **row})}")
@@ -857,6 +878,20 @@ def ls(
     columns = ["kind", "name", "dataset", "epochs", "status", "best val error", "runs", "started"]
     width = max(120, max(len(t[1]) for t in table) + 100)  # long sweep names stay on one line
     _table(f"{results}: {len(rows)} item{'s' if len(rows) != 1 else ''}", columns, table, width=width)
+
+
+@app.command()
+@user_errors
+def export(
+    target: Annotated[str, typer.Argument(metavar="tensorboard|mlflow", help="Where to write: tensorboard or mlflow.", show_default=False)],
+    results: Annotated[list[Path], typer.Argument(metavar="RESULTS...", help="Results, sweep, bench or run folders.", show_default=False)],
+    to: Annotated[Path | None, typer.Option("--to", metavar="DIR", help="tensorboard: the log folder to write.")] = None,
+    uri: Annotated[str | None, typer.Option("--uri", help="mlflow: the tracking URI (default: $MLFLOW_TRACKING_URI).")] = None,
+) -> None:
+    """Write run folders already on disk to TensorBoard or MLflow; exporting again adds nothing, a changed run is updated."""
+    from cnnbench.export import export as export_runs
+
+    say(export_runs(target, results, to if target == "tensorboard" else uri).line())
 
 
 def main() -> None:
