@@ -16,6 +16,7 @@ from cnnbench.errors import UsageError
 from cnnbench.sinks import REGISTRY, SinkError, create_sink, read_run
 
 TARGET_OPTION = {"tensorboard": "--to", "mlflow": "--uri"}
+MLFLOW_FOLDERS = {"mlartifacts", "mlruns"}  # MLflow's own artifact copies of run folders are not runs
 
 
 @dataclass
@@ -45,11 +46,11 @@ def export(sink: str, paths: Sequence[str | Path], target: str | Path | None,
     for path in map(Path, paths):
         if not path.is_dir():
             raise UsageError(f"export: {path}: no such folder")
-        found = results.find_runs(path)
+        found = [p for p in results.find_runs(path) if not set(p.relative_to(path).parts) & MLFLOW_FOLDERS]
         if not found:
             raise UsageError(f"export: {path}: no run folders (none holds a run.json)")
         run_dirs.extend(found)
-    run_dirs = list(dict.fromkeys(p.absolute() for p in run_dirs))
+    run_dirs = list(dict.fromkeys(p.resolve() for p in run_dirs))
     writer = create_sink(sink, target, TARGET_OPTION[sink])
     result = ExportResult(sink, runs=len(run_dirs))
     try:

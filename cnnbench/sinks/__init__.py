@@ -66,7 +66,7 @@ def _group_of(run_dir: Path) -> tuple[Path | None, str | None]:
 
 def run_name(run_dir: str | Path) -> str:
     """The run's name in the sinks: its folder relative to the results root (`<sweep>/lr-0.1`, `<run>`)."""
-    run_dir = Path(run_dir).absolute()
+    run_dir = Path(run_dir).resolve()
     group, _ = _group_of(run_dir)
     return run_dir.relative_to(group.parent).as_posix() if group else run_dir.name
 
@@ -124,7 +124,7 @@ def read_run(run_dir: str | Path) -> RunFolder | None:
         return None
     history, raw = _history(run_dir / "history.csv")
     digest = hashlib.sha256(raw + b"\0" + str(record.get("status")).encode()).hexdigest()[:16]
-    group, kind = _group_of(run_dir.absolute())
+    group, kind = _group_of(run_dir.resolve())
     index = (results.read_record(group / ("sweep.json" if kind == "sweep" else "bench.json")) or {}) if group else {}
     spec = results.read_record(run_dir / "spec.json") or {}
     return RunFolder(run_dir, run_name(run_dir), record, spec, history, digest, group, kind, swept_paths(index))
@@ -171,7 +171,7 @@ def create_sink(name: str, target: str | Path | None, option: str | None = None)
     option = option or default_option
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise SinkError(f"{option} needs the {name} extra ({', '.join(missing)} is not installed): pip install 'cnnbench[{name}]'")
+        raise SinkError(f"{option}: the {name} extra is not installed (no {', '.join(missing)}): pip install 'cnnbench[{name}]'")
     module, cls = where.split(":")
     return getattr(importlib.import_module(module), cls)(target, option)
 

@@ -23,7 +23,7 @@ FINAL_METRICS = ("best_val_error", "final_val_error", "test_error", "total_time_
 ARTIFACTS = ("run.json", "spec.json", "history.csv")
 GROUP_ARTIFACTS = ("sweep.json", "summary.csv", "runs.csv", "points.csv", "bench.json", "bench.csv", "report.html")
 STATUS = {"ok": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "oom": "FAILED", "interrupted": "KILLED"}
-FILE_STORE_HINT = ("MLflow refuses a plain file store: use a database, e.g. --mlflow sqlite:///mlruns.db, "
+FILE_STORE_HINT = ("MLflow refuses a plain file store: use a database, e.g. {option} sqlite:///mlruns.db, "
                    "or set MLFLOW_ALLOW_FILE_STORE=true")  # fmt: skip
 
 
@@ -36,10 +36,10 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, option: str) -> str:
     text = " ".join(str(exc).split())
     if "MLFLOW_ALLOW_FILE_STORE" in text or "filesystem tracking backend" in text:
-        return FILE_STORE_HINT
+        return FILE_STORE_HINT.format(option=option)
     return text[:300] or type(exc).__name__
 
 
@@ -77,7 +77,7 @@ class MlflowSink:
             self.runs = self._find(RUN_TAG)  # name -> run, for idempotent writing
             self.groups = self._find(GROUP_TAG)
         except Exception as exc:
-            raise SinkError(f"{option} {shown}: {_reason(exc)}") from None
+            raise SinkError(f"{option} {shown}: {_reason(exc, option)}") from None
         self.opened: dict[str, Path] = {}  # parent run id -> its group folder, terminated at close()
 
     def _find(self, tag: str) -> dict[str, Any]:
