@@ -352,6 +352,7 @@ def train(
         if resume is None:  # a new run folder exists now that every check has passed: nothing is written for bad input
             held.enter_context(folder_lock(run_dir, "run"))
         started(record)
+        sinks.run_started(run_dir, record)
 
     from cnnbench.sinks import open_sinks
 
@@ -359,7 +360,11 @@ def train(
     with _interruptible(lambda: kept), ExitStack() as held, open_sinks(tensorboard, mlflow) as sinks:  # one process per run folder
         if resume is not None:
             held.enter_context(folder_lock(run_dir, "run"))
-        record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=hold_and_start)
+        def epoch(row: dict) -> None:
+            err(_epoch_line(row, t.epochs))
+            sinks.epoch(run_dir, row)
+
+        record = train_run(loaded, run_dir, options, on_epoch=epoch, on_start=hold_and_start)
         sinks.run_ended(run_dir)
     timing = record["timing"]
     data_info = record.get("data") or {}

@@ -276,3 +276,46 @@ def test_a_real_tensorboard_server_lists_the_exported_sweep_in_its_hparams_view(
     finally:
         server.kill()
         server.wait(timeout=30)
+
+
+def test_live_curves_show_each_epoch_then_give_way_to_the_finished_run(swept, tmp_path):
+    from cnnbench.sinks import open_sinks
+
+    results, _, _ = swept
+    run_dir = sweep_runs(results)[1]
+    folder = tmp_path / "tb" / run_dir.parent.name / run_dir.name
+    rows = history(run_dir)
+    with open_sinks(tensorboard=tmp_path / "tb") as sinks:
+        sinks.run_started(run_dir, {"status": "running"})
+        sinks.epoch(run_dir, rows[0])
+        assert scalars(folder / "validation", "epoch_error") == [(1, pytest.approx(rows[0]["val_error"]))]  # while training
+        sinks.epoch(run_dir, rows[1])
+        sinks.run_ended(run_dir)
+        assert sinks.counts["tensorboard"] == {"written": 1}
+    assert scalars(folder / "validation", "epoch_error") == [(int(r["epoch"]), pytest.approx(r["val_error"])) for r in rows]
+    assert len(list(folder.rglob("events.out.tfevents.*"))) == 3  # the live files were replaced, not kept beside
+
+
+def test_train_writes_its_run_to_both_sinks_without_a_parent(tmp_path):
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
+    db = tmp_path / "m.db"
+    result = runner.invoke(app, ["train", str(spec), "--out", str(tmp_path / "results"), "--device", "cpu",
+                                 "--tensorboard", str(tmp_path / "tb"), "--mlflow", f"sqlite:///{db}"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "results").iterdir()
+    folder = tmp_path / "tb" / run_dir.name
+    assert scalars(folder / "train", "epoch_loss") == [(1, pytest.approx(history(run_dir)[0]["loss"]))]
+    assert len(list(folder.rglob("events.out.tfevents.*"))) == 3
+    (run,) = mlflow_runs(db)
+    assert run.info.run_name == run_dir.name and "mlflow.parentRunId" not in run.data.tags and run.data.tags["status"] == "ok"
+
+
+def test_help_imports_no_sink_library():
+    code = ("import sys\nfrom cnnbench.cli import app\nfrom typer.testing import CliRunner\n"
+            "for args in (['--help'], ['export', '--help'], ['sweep-lr', '--help'], ['train', '--help']):\n"
+            "    assert CliRunner().invoke(app, args).exit_code == 0\n"
+            "print(sorted({'mlflow', 'tensorboardX', 'tensorboard', 'sqlalchemy'} & set(sys.modules)))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -213,15 +213,21 @@ class Sinks:
             self._call("on_run_end", run)
 
     def watching(self, on_event: Callable[[Any], None] | None = None) -> Callable[[Any], None]:
-        """`on_event` for run_sweep / run_bench that also writes each run when it ends or is kept."""
+        """`on_event` for run_sweep / run_bench that also writes each run: its epochs as they reach this process
+        (sweeps), the whole run folder when it ends or is kept."""
 
         def handler(event: Any) -> None:
             if on_event is not None:
                 on_event(event)
+            run_dir = getattr(event, "run_dir", None) or getattr(getattr(event, "run", None), "run_dir", None)
+            if run_dir is None or not self.active:
+                return
             if event.kind in ("end", "skip", "done", "skipped"):
-                run_dir = getattr(event, "run_dir", None) or getattr(getattr(event, "run", None), "run_dir", None)
-                if run_dir is not None:
-                    self.run_ended(run_dir)
+                self.run_ended(run_dir)
+            elif event.kind == "start" and isinstance(getattr(event, "record", None), dict):
+                self.run_started(run_dir, event.record)
+            elif event.kind == "epoch" and isinstance(getattr(event, "row", None), dict):
+                self.epoch(run_dir, event.row)
 
         return handler if self.active else (on_event or (lambda event: None))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import results
-from cnnbench.sinks import RunFolder, flatten_spec, iso_seconds
+from cnnbench.sinks import RunFolder, flatten_spec, iso_seconds, run_name
 
 MARKER = ".cnnbench-export.json"  # per run folder in DIR: the history digest written and the event files it made
 TRAIN_TAGS = {"loss": "epoch_loss", "accuracy": "epoch_accuracy", "error": "epoch_error", "epoch_time_s": "epoch_time_s",
@@ -70,6 +70,17 @@ def _session_summaries(run: RunFolder, start_s: float | None) -> list:
     return summaries
 
 
+def _epoch_scalars(row: dict[str, Any]):
+    """(part, tag, value) of one history row: train/ and validation/ as Keras names them."""
+    if "accuracy" in row:
+        row = {**row, "error": 1.0 - row["accuracy"]}
+    for part, tags in (("train", TRAIN_TAGS), ("validation", VALIDATION_TAGS)):
+        for column, tag in tags.items():
+            value = row.get(column)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield part, tag, float(value)
+
+
 def write_run(folder: Path, run: RunFolder) -> None:
     """Write `run` under `folder` (its own event files: one in folder, one in train/, one in validation/)."""
     from tensorboardX.summary import scalar
@@ -82,12 +93,8 @@ def write_run(folder: Path, run: RunFolder) -> None:
         for row in run.history:
             step = int(row["epoch"])
             clock += row.get("epoch_time_s") or 0.0
-            if "accuracy" in row:
-                row = {**row, "error": 1.0 - row["accuracy"]}
-            for part, tags in (("train", TRAIN_TAGS), ("validation", VALIDATION_TAGS)):
-                for column, tag in tags.items():
-                    if column in row:
-                        writers[part].add_summary(scalar(tag, row[column]), global_step=step, walltime=clock)
+            for part, tag, value in _epoch_scalars(row):
+                writers[part].add_summary(scalar(tag, value), global_step=step, walltime=clock)
         root = writers[""]
         for summary in _session_summaries(run, start_s):
             root.add_summary(summary, global_step=0, walltime=start_s or clock)
@@ -105,8 +112,21 @@ def _event_files(folder: Path) -> set[Path]:
     return {p for part in ("", "train", "validation") for p in (folder / part).glob("events.out.tfevents.*")}
 
 
+def _forget(folder: Path, marker: dict[str, Any] | None) -> None:
+    """Remove the event files a marker lists (what cnnbench wrote of a run before), nothing else."""
+    for name in (marker or {}).get("files") or []:
+        if isinstance(name, str) and ".." not in Path(name).parts:
+            (folder / name).unlink(missing_ok=True)
+
+
 class TensorBoardSink:
-    """Writes each finished run to DIR/<run name>; a run written before is skipped, or rewritten when it changed."""
+    """Writes each finished run to DIR/<run name>; a run written before is skipped, or rewritten when it changed.
+
+    While a run trains in this process (or its epochs reach this driver), its curves are written live to
+    event files of their own, listed in the marker; when it ends they give way to the files written from
+    the finished folder, so live and exported runs are the same, and an interrupted run is replaced by
+    `export` later.
+    """
 
     name = "tensorboard"
 
@@ -114,27 +134,49 @@ class TensorBoardSink:
         import tensorboardX  # noqa: F401  (the extra is there; fail now, not after the first run)
 
         self.root = results.check_out_dir(target, option)
+        self.live: dict[Path, tuple[Path, dict[str, Any]]] = {}  # run folder -> (its DIR/<run>, writers for train/ and validation/)
 
     def on_run_start(self, run_dir: Path, record: dict[str, Any]) -> None:
-        pass
+        from tensorboardX.writer import FileWriter
+
+        folder = self.root / run_name(run_dir)
+        _forget(folder, results.read_record(folder / MARKER))  # a redone or resumed run starts its curves afresh
+        before = _event_files(folder)
+        writers = {part: FileWriter(str(folder / part), flush_secs=3600) for part in ("train", "validation")}
+        made = sorted(p.relative_to(folder).as_posix() for p in _event_files(folder) - before)
+        results.write_json(folder / MARKER, {"digest": None, "run_dir": str(Path(run_dir).resolve()), "files": made,
+                                             "written_at": results.now_iso()})  # fmt: skip
+        self.live[Path(run_dir).resolve()] = (folder, writers)
 
     def on_epoch(self, run_dir: Path, row: dict[str, Any]) -> None:
-        pass
+        from tensorboardX.summary import scalar
+
+        if (entry := self.live.get(Path(run_dir).resolve())) is None or "epoch" not in row:
+            return
+        writers = entry[1]
+        for part, tag, value in _epoch_scalars(row):
+            writers[part].add_summary(scalar(tag, value), global_step=int(row["epoch"]))
+        for writer in writers.values():
+            writer.flush()  # TensorBoard shows the epoch now
 
     def on_run_end(self, run: RunFolder) -> str:
+        live = self.live.pop(run.run_dir.resolve(), None)
+        for writer in (live[1] if live else {}).values():
+            writer.close()
         folder = self.root / run.name
         marker = results.read_record(folder / MARKER)
         if marker and marker.get("digest") == run.digest:
             return "unchanged"
-        for name in (marker or {}).get("files") or []:  # a changed run (resumed, redone) replaces what was written of it
-            if isinstance(name, str) and ".." not in Path(name).parts:
-                (folder / name).unlink(missing_ok=True)
+        _forget(folder, marker)  # a changed run (resumed, redone) or its live curves: replaced by what the folder holds
         before = _event_files(folder)
         write_run(folder, run)
         made = sorted(p.relative_to(folder).as_posix() for p in _event_files(folder) - before)
         results.write_json(folder / MARKER, {"digest": run.digest, "run_dir": str(run.run_dir.absolute()), "files": made,
                                              "written_at": results.now_iso()})  # fmt: skip
-        return "updated" if marker else "written"
+        return "updated" if marker and marker.get("digest") else "written"
 
     def close(self) -> None:
-        pass
+        for _, writers in self.live.values():  # runs that never ended (Ctrl-C): their live curves stay, listed in the marker
+            for writer in writers.values():
+                writer.close()
+        self.live = {}
