@@ -20,7 +20,19 @@ import typer
 from cnnbench import __version__
 from cnnbench.errors import CnnbenchError, count
 
+OPTIONAL_VALUE = ("--mlflow",)  # options whose value may be left out: `--mlflow` alone means MLflow's default URI
+
+
+class _Commands(typer.core.TyperGroup):
+    """Typer has no option with an optional value: a bare `--mlflow` (last, or before another option) becomes `--mlflow=`."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        args = [f"{a}=" if a in OPTIONAL_VALUE and (i + 1 == len(args) or args[i + 1].startswith("-")) else a for i, a in enumerate(args)]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="cnnbench",
     help="Define, train, sweep and benchmark convolutional networks from a JSON/YAML spec.",
     no_args_is_help=True,
@@ -495,9 +507,8 @@ TensorboardOption = Annotated[
 ]
 MlflowOption = Annotated[
     str | None,
-    typer.Option("--mlflow", metavar="[URI]", is_flag=False, flag_value="",
-                 help="Also write each run to MLflow at URI (default: $MLFLOW_TRACKING_URI; docs/tracking.md)."),
-]  # fmt: skip
+    typer.Option("--mlflow", metavar="[URI]", help="Also write each run to MLflow at URI (alone: $MLFLOW_TRACKING_URI; docs/tracking.md)."),
+]
 
 
 class _BenchProgress:

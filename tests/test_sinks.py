@@ -205,6 +205,12 @@ def test_a_refused_mlflow_uri_is_one_line_exit_2_before_anything_trains(tmp_path
         "sqlite:///mlruns.db, or set MLFLOW_ALLOW_FILE_STORE=true"
     )
     assert not (tmp_path / "results").exists()
+    env["MLFLOW_TRACKING_URI"] = str(tmp_path / "from-env")  # a bare --mlflow (here before another option) takes it
+    bare = subprocess.run([sys.executable, "-m", "cnnbench", "sweep-lr", "--values", "0.1", "--mlflow", "--out", str(tmp_path / "results")],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    assert bare.returncode == 2
+    assert bare.stderr.strip().splitlines()[-1].startswith(f"error: --mlflow {tmp_path / 'from-env'}: MLflow refuses a plain file store")
+    assert not (tmp_path / "results").exists()
 
 
 def test_a_missing_extra_names_the_install_command(tmp_path):
