@@ -2,7 +2,8 @@
 
 Each variant is a fresh `cnnbench` process writing a fresh results folder, alternating, `--repeats` times;
 the MLflow database is created once beforehand (a new database's schema migrations are a one-off cost,
-measured separately). Also times `cnnbench export` of the finished sweep to both sinks: the sinks' own work.
+measured separately). Each sweep also reports the seconds spent opening the sinks (imports, the database)
+and inside their hooks, the sinks' own work, which a loaded machine's noise does not blur.
 
     python benchmarks/sinks_overhead.py --rates 0.02,0.05,0.1,0.2 --epochs 3 --repeats 2
 """
@@ -32,10 +33,24 @@ TINY_NET = {
 }
 
 
-def cnnbench(*args: str) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cnnbench", *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+DRIVER = r"""
+import json, sys, time
+from cnnbench.sinks import open_sinks
+from cnnbench.spec import load_spec
+from cnnbench.sweep import SweepOptions, plan_sweep, run_sweep
+
+spec, rates, out, tb, uri = sys.argv[1:6]
+start = time.perf_counter()
+with open_sinks(tensorboard=tb or None, mlflow=uri or None) as sinks:
+    opened = time.perf_counter() - start
+    run_sweep(plan_sweep(load_spec(spec), rates, out), SweepOptions(device="cpu"), on_event=sinks.watching())
+print(json.dumps({"wall_s": time.perf_counter() - start, "open_s": opened, "hooks_s": sinks.seconds}))
+"""
+
+
+def sweep(spec: Path, rates: str, out: Path, tb: str = "", uri: str = "") -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(spec), rates, str(out), tb, uri], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -48,24 +63,20 @@ def main() -> None:
         root = Path(tmp)
         spec = root / "tiny.json"
         spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": args.epochs}}))
-        db = f"sqlite:///{root / 'mlruns.db'}"
+        uri = f"sqlite:///{root / 'mlruns.db'}"
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", f"from cnnbench.sinks import open_sinks; open_sinks(mlflow={db!r}).close()"], check=True)
-        first_db = time.perf_counter() - start
-        times: dict[str, list[float]] = {"off": [], "on": []}
+        subprocess.run([sys.executable, "-c", f"from cnnbench.sinks import open_sinks; open_sinks(mlflow={uri!r}).close()"], check=True)
+        new_db = time.perf_counter() - start
+        runs: dict[str, list[dict]] = {"off": [], "on": []}
         for repeat in range(args.repeats):
-            for variant in ("off", "on"):
-                out = root / f"{variant}-{repeat}"
-                sinks = ["--tensorboard", str(out / "tb"), "--mlflow", db] if variant == "on" else []
-                times[variant].append(cnnbench("sweep-lr", str(spec), "--values", args.rates, "--out", str(out / "results"),
-                                               "--device", "cpu", *sinks))  # fmt: skip
-        export_tb = cnnbench("export", "tensorboard", str(root / "off-0" / "results"), "--to", str(root / "export-tb"))
-        export_ml = cnnbench("export", "mlflow", str(root / "off-0" / "results"), "--uri", db)
-    off, on = statistics.median(times["off"]), statistics.median(times["on"])
-    runs = len(args.rates.split(","))
-    print(json.dumps({"runs": runs, "epochs": args.epochs, "sweep_s_off": times["off"], "sweep_s_on": times["on"],
-                      "ratio_median": round(on / off, 3), "new_mlflow_database_s": round(first_db, 2),
-                      "export_tensorboard_s": round(export_tb, 2), "export_mlflow_s": round(export_ml, 2)}, indent=2))  # fmt: skip
+            runs["off"].append(sweep(spec, args.rates, root / f"off-{repeat}"))
+            runs["on"].append(sweep(spec, args.rates, root / f"on-{repeat}", str(root / f"tb-{repeat}"), uri))
+    median = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
+    print(json.dumps({"runs": len(args.rates.split(",")), "epochs": args.epochs, "repeats": args.repeats, "samples": runs,
+                      "ratio_wall_median": round(median["on"]["wall_s"] / median["off"]["wall_s"], 3),
+                      "sink_s_median": round(median["on"]["open_s"] + median["on"]["hooks_s"], 2),
+                      "ratio_sink_work": round(1 + (median["on"]["open_s"] + median["on"]["hooks_s"]) / median["off"]["wall_s"], 3),
+                      "new_mlflow_database_s": round(new_db, 2)}, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

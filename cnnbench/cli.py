@@ -372,6 +372,7 @@ def train(
     with _interruptible(lambda: kept), ExitStack() as held, open_sinks(tensorboard, mlflow) as sinks:  # one process per run folder
         if resume is not None:
             held.enter_context(folder_lock(run_dir, "run"))
+
         def epoch(row: dict) -> None:
             err(_epoch_line(row, t.epochs))
             sinks.epoch(run_dir, row)

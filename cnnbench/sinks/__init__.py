@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -183,11 +184,19 @@ class Sinks:
     def __init__(self, sinks: list[Sink] = ()) -> None:
         self.active: list[Sink] = list(sinks)
         self.counts: dict[str, dict[str, int]] = {s.name: {} for s in self.active}
+        self.seconds = 0.0  # spent in the sinks' hooks (benchmarks/sinks_overhead.py)
 
     def __bool__(self) -> bool:
         return bool(self.active)
 
     def _call(self, method: str, *args: Any) -> None:
+        start = time.perf_counter()
+        try:
+            self._each(method, *args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _each(self, method: str, *args: Any) -> None:
         for sink in list(self.active):
             try:
                 outcome = getattr(sink, method)(*args)

@@ -59,6 +59,8 @@ class MlflowSink:
         # A server that is gone must cost a warning, not MLflow's default 7 retries with back-off (minutes per call).
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        # MLflow 3 sends usage telemetry by default; like Ray's usage statistics, off unless the user turned it on.
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):  # schema migrations log INFO lines on a new database (mlflow sets its level on import)
