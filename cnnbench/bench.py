@@ -214,6 +214,7 @@ class BenchEvent:
     repeat: int = 0
     status: str | None = None
     message: str = ""
+    run_dir: Path | None = None  # the run folder, for `done` and `skipped` (tracking sinks write it)
 
 
 @dataclass
@@ -300,7 +301,7 @@ def run_bench(
                 for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
                     if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
                         _warn(notes, note)
-                emit(BenchEvent("done", index, len(todo), combo, repeat, outcome))
+                emit(BenchEvent("done", index, len(todo), combo, repeat, outcome, run_dir=run_dir))
                 _write_rows(path, spec, options, reasons, record["models"])
 
         try:
@@ -310,7 +311,7 @@ def run_bench(
                 run_dir = path / "runs" / combo.run_name(repeat)
                 run_state, run_problem = results.record_status(run_dir)
                 if not options.force and run_state in FINISHED:
-                    emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_state))
+                    emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_state, run_dir=run_dir))
                     continue
                 if run_problem:  # measured again, but said so; the record is set aside, not deleted
                     kept = "the record is kept as run.json.corrupt"

@@ -23,7 +23,19 @@ from cnnbench.completion import offer as _offer
 from cnnbench.errors import CnnbenchError, count, safe
 from cnnbench.precision import dumps, plain
 
+OPTIONAL_VALUE = ("--mlflow",)  # options whose value may be left out: `--mlflow` alone means MLflow's default URI
+
+
+class _Commands(typer.core.TyperGroup):
+    """Typer has no option with an optional value: a bare `--mlflow` (last, or before another option) becomes `--mlflow=`."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        args = [f"{a}=" if a in OPTIONAL_VALUE and (i + 1 == len(args) or args[i + 1].startswith("-")) else a for i, a in enumerate(args)]
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="cnnbench",
     help="Define, train, sweep and benchmark convolutional networks from a JSON/YAML spec.",
     no_args_is_help=True,
@@ -343,6 +355,8 @@ def train(
         typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).",
                      autocompletion=_offer(*_ENGINES)),
     ] = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
     _go_offline(offline)
@@ -389,10 +403,23 @@ def train(
     def kept() -> str:
         return f"finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}"
 
+    from cnnbench.sinks import open_sinks
+
     # One process per run folder, held before anything is written or deleted in it; a new one is made
     # atomically (another `train` in the same second gets `-2`) and removed again if nothing was recorded.
-    with _interruptible(kept), (folder_lock(run_dir, "run") if resume is not None else new_run_folder(out, loaded.name)) as run_dir:
-        record = train_run(loaded, run_dir, options, on_epoch=lambda row: err(_epoch_line(row, t.epochs)), on_start=started)
+    with _interruptible(kept), open_sinks(tensorboard, mlflow) as sinks, \
+            (folder_lock(run_dir, "run") if resume is not None else new_run_folder(out, loaded.name)) as run_dir:
+
+        def begin(record: dict) -> None:
+            started(record)
+            sinks.run_started(run_dir, record)
+
+        def epoch(row: dict) -> None:
+            err(_epoch_line(row, t.epochs))
+            sinks.epoch(run_dir, row)
+
+        record = train_run(loaded, run_dir, options, on_epoch=epoch, on_start=begin)
+        sinks.run_ended(run_dir)
     timing = record["timing"]
     data_info = record.get("data") or {}
     warning = _never_learned(record)
@@ -521,6 +548,13 @@ CpusPerRunOption = Annotated[float | None, typer.Option("--cpus-per-run", max=10
 GpusPerRunOption = Annotated[
     float | None, typer.Option("--gpus-per-run", max=64, help="Ray: GPUs per run; fractions share a GPU (0.25: 4 runs).")
 ]
+TensorboardOption = Annotated[
+    Path | None, typer.Option("--tensorboard", metavar="DIR", help="Also write each run to this TensorBoard log folder (docs/tracking.md).")
+]
+MlflowOption = Annotated[
+    str | None,
+    typer.Option("--mlflow", metavar="[URI]", help="Also write each run to MLflow at URI (alone: $MLFLOW_TRACKING_URI; docs/tracking.md)."),
+]
 
 
 class _BenchProgress:
@@ -627,6 +661,8 @@ def bench(
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
     gpus_per_run: GpusPerRunOption = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Time training per device x Keras backend x filter count (x engine), each run in a fresh process."""
     _go_offline(offline)
@@ -650,9 +686,11 @@ def bench(
         memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force, engines=parse_list(engines, "--engines"),
         ray=ray_config(ray, address, cpus_per_run, gpus_per_run),
     )  # fmt: skip
+    from cnnbench.sinks import open_sinks
+
     progress = _BenchProgress()
-    with _resumable(progress, lambda: progress.path):
-        result = run_bench(loaded, options, out, on_event=progress)
+    with _resumable(progress, lambda: progress.path), open_sinks(tensorboard, mlflow) as sinks:
+        result = run_bench(loaded, options, out, on_event=sinks.watching(progress))
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
                "peak MB", "status", "engine"]  # fmt: skip
     t = loaded.training
@@ -812,6 +850,8 @@ def sweep_lr(
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
     gpus_per_run: GpusPerRunOption = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
     _go_offline(offline)
@@ -851,13 +891,15 @@ def sweep_lr(
     err(f"sweep folder: {plan.sweep_dir}")
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
+    from cnnbench.sinks import open_sinks
+
     progress = _SweepProgress(len(todo), t.epochs)
-    with _resumable(progress, lambda: plan.sweep_dir):
+    with _resumable(progress, lambda: plan.sweep_dir), open_sinks(tensorboard, mlflow) as sinks:
         sweep_options = SweepOptions(
             device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
             ray=on_ray,
         )
-        result = run_sweep(plan, sweep_options, on_event=progress)
+        result = run_sweep(plan, sweep_options, on_event=sinks.watching(progress))
     _sweep_table(result)
     for row in result.never_learned:
         err(f"warning: {_never_learned({**_record_of(result, row), **row})}")
@@ -1178,6 +1220,19 @@ def report(
         import webbrowser
 
         webbrowser.open(result.path.resolve().as_uri())
+
+
+@app.command()
+def export(
+    target: Annotated[str, typer.Argument(metavar="tensorboard|mlflow", help="Where to write: tensorboard or mlflow.", show_default=False)],
+    results: Annotated[list[Path], typer.Argument(metavar="RESULTS...", help="Results, sweep, bench or run folders.", show_default=False)],
+    to: Annotated[Path | None, typer.Option("--to", metavar="DIR", help="tensorboard: the log folder to write.")] = None,
+    uri: Annotated[str | None, typer.Option("--uri", help="mlflow: the tracking URI (default: $MLFLOW_TRACKING_URI).")] = None,
+) -> None:
+    """Write run folders already on disk to TensorBoard or MLflow; exporting again adds nothing, a changed run is updated."""
+    from cnnbench.export import export as export_runs
+
+    say(export_runs(target, results, to if target == "tensorboard" else uri).line())
 
 
 def main() -> None:

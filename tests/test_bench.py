@@ -370,3 +370,25 @@ def test_a_bench_json_of_the_wrong_shape_is_named_and_kept_aside(tmp_path, fake_
         run_bench(fake_children.spec, options, tmp_path)
     assert read_json(first.path / "bench.json.corrupt")["models"] == ["8"]
     assert read_json(first.path / "bench.json")["models"]["8"]["params"] == params(8)
+
+
+def test_a_bench_writes_each_run_to_the_sinks_under_one_parent(tmp_path, fake_children, no_gpu):
+    pytest.importorskip("tensorboardX")
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from cnnbench.sinks import open_sinks
+
+    options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(8, 16))
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    with open_sinks(tensorboard=tmp_path / "tb", mlflow=uri) as sinks:
+        result = run_bench(fake_children.spec, options, tmp_path / "results", on_event=sinks.watching())
+    expected = [f"{result.path.name}/runs/cpu-tensorflow-f{f}-r1" for f in (16, 8)]
+    written = sorted(p.parent.relative_to(tmp_path / "tb").as_posix() for p in (tmp_path / "tb").rglob(".cnnbench-export.json"))
+    assert written == expected
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("cnnbench.kind") == "bench"]
+    children = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    assert children == expected
+    assert {"bench.json", "bench.csv"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -1,0 +1,83 @@
+"""What do the tracking sinks cost a sweep? The same `cnnbench sweep-lr` with --tensorboard and --mlflow off and on.
+
+Each variant is a fresh `cnnbench` process writing a fresh results folder, alternating, `--repeats` times;
+the MLflow database is created once beforehand (a new database's schema migrations are a one-off cost,
+measured separately). Each sweep also reports the seconds spent opening the sinks (imports, the database)
+and inside their hooks, the sinks' own work, which a loaded machine's noise does not blur.
+
+    python benchmarks/sinks_overhead.py --rates 0.02,0.05,0.1,0.2 --epochs 3 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TINY_NET = {
+    "name": "tiny",
+    "input_shape": [28, 28, 1],
+    "layers": [
+        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
+        {"type": "MaxPooling2D", "pool_size": 2},
+        {"type": "Flatten"},
+        {"type": "Dense", "units": 10, "activation": "softmax"},
+    ],
+    "training": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 64, "epochs": 3, "seed": 0},
+    "data": {"dataset": "synthetic", "train_samples": 1024, "val_samples": 256, "test_samples": 256},
+}
+
+
+DRIVER = r"""
+import json, sys, time
+from cnnbench.sinks import open_sinks
+from cnnbench.spec import load_spec
+from cnnbench.sweep import SweepOptions, plan_sweep, run_sweep
+
+spec, rates, out, tb, uri = sys.argv[1:6]
+start = time.perf_counter()
+with open_sinks(tensorboard=tb or None, mlflow=uri or None) as sinks:
+    opened = time.perf_counter() - start
+    run_sweep(plan_sweep(load_spec(spec), rates, out), SweepOptions(device="cpu"), on_event=sinks.watching())
+print(json.dumps({"wall_s": time.perf_counter() - start, "open_s": opened, "hooks_s": sinks.seconds}))
+"""
+
+
+def sweep(spec: Path, rates: str, out: Path, tb: str = "", uri: str = "") -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-c", DRIVER, str(spec), rates, str(out), tb, uri], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="0.02,0.05,0.1,0.2")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        spec = root / "tiny.json"
+        spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": args.epochs}}))
+        uri = f"sqlite:///{root / 'mlruns.db'}"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"from cnnbench.sinks import open_sinks; open_sinks(mlflow={uri!r}).close()"], check=True)
+        new_db = time.perf_counter() - start
+        runs: dict[str, list[dict]] = {"off": [], "on": []}
+        for repeat in range(args.repeats):
+            runs["off"].append(sweep(spec, args.rates, root / f"off-{repeat}"))
+            runs["on"].append(sweep(spec, args.rates, root / f"on-{repeat}", str(root / f"tb-{repeat}"), uri))
+    median = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
+    print(json.dumps({"runs": len(args.rates.split(",")), "epochs": args.epochs, "repeats": args.repeats, "samples": runs,
+                      "ratio_wall_median": round(median["on"]["wall_s"] / median["off"]["wall_s"], 3),
+                      "sink_s_median": round(median["on"]["open_s"] + median["on"]["hooks_s"], 2),
+                      "ratio_sink_work": round(1 + (median["on"]["open_s"] + median["on"]["hooks_s"]) / median["off"]["wall_s"], 3),
+                      "new_mlflow_database_s": round(new_db, 2)}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
