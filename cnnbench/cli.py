@@ -1223,6 +1223,7 @@ def report(
 
 
 @app.command()
+@user_errors
 def export(
     target: Annotated[str, typer.Argument(metavar="tensorboard|mlflow", help="Where to write: tensorboard or mlflow.", show_default=False)],
     results: Annotated[list[Path], typer.Argument(metavar="RESULTS...", help="Results, sweep, bench or run folders.", show_default=False)],

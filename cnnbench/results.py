@@ -275,12 +275,17 @@ def plain_name(name: object) -> bool:
     return isinstance(name, str) and 0 < len(name) <= _NAME_MAX and name not in (".", "..") and not any(c in name for c in "/\\\0")
 
 
+def inside_name(name: object) -> bool:
+    """A run folder inside its sweep: a plain name, or a study's `<point>/seed-<s>` (plain names, at most 3 deep)."""
+    return isinstance(name, str) and 0 < name.count("/") + 1 <= 3 and all(plain_name(part) for part in name.split("/"))
+
+
 def _runs_problem(runs: list) -> str | None:
     """A sweep's planned runs: each a learning rate and a run folder named inside the sweep."""
     for i, run in enumerate(runs):
         if not isinstance(run, dict):
             return f"runs[{i}] is {brief(run)}, expected an object"
-        if "run_dir" in run and not plain_name(run["run_dir"]):
+        if "run_dir" in run and not inside_name(run["run_dir"]):
             return f"runs[{i}].run_dir is {brief(run['run_dir'])}, expected a folder name inside the sweep"
         if problem := _type_problem(run, {"learning_rate": _OPTIONAL_NUMBER}, f"runs[{i}]."):
             return problem

@@ -117,8 +117,10 @@ def test_ci_runs_the_readmes_test_command():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    ci_lines = [line for line in (root / ".ci" / "run").read_text().splitlines() if "pytest" in line]
-    assert ci_lines and ci_lines[0] in (root / "README.md").read_text()
+    ci = (root / ".ci" / "run").read_text()
+    assert "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev,ray]' && .venv/bin/python -m pytest" in (root / "README.md").read_text()
+    assert "DEV_EXTRAS=dev,ray" in ci and 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[$DEV_EXTRAS]"' in ci
+    assert [line.strip() for line in ci.splitlines() if "pytest" in line and not line.lstrip().startswith("#")] == [".venv/bin/python -m pytest"]
 
 
 def test_unknown_dataset_names_the_option():
