@@ -183,6 +183,13 @@ def _go_offline(offline: bool) -> None:
         os.environ["CNNBENCH_OFFLINE"] = "1"
 
 
+def _spec_from_options(spec: str, data: str | None, **overrides):
+    """SPEC loaded, with the training and data options the user gave (None: the spec's own) applied and checked."""
+    from cnnbench.spec import load_spec
+
+    return load_spec(spec).with_overrides(**overrides, **_data_override(data))
+
+
 def _data_override(data: str | None) -> dict:
     """`--data` takes a dataset name or a path to a local mnist.npz."""
     if data is None:
@@ -361,7 +368,6 @@ def train(
     """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
     _go_offline(offline)
     from cnnbench.results import FINISHED
-    from cnnbench.spec import load_spec
     from cnnbench.train import RunOptions, train_run
 
     overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
@@ -377,7 +383,7 @@ def train(
         engine = engine or previous.get("engine")  # a resumed run keeps its engine unless told otherwise
         _check_run_options(None, threads, backend)
     else:
-        loaded = load_spec(spec or DEFAULT_SPEC).with_overrides(**overrides, **_data_override(data))
+        loaded = _spec_from_options(spec or DEFAULT_SPEC, data, **overrides)
         _check_run_options(out, threads, backend)
         run_dir = None  # made and held below, once the options are checked
     options = RunOptions(device=device, backend=backend, threads=threads, resume=resume is not None, engine=_engine_option(engine))
@@ -670,12 +676,9 @@ def bench(
     from cnnbench.device import check_threads
     from cnnbench.executor import ray_config
     from cnnbench.results import check_out_dir
-    from cnnbench.spec import load_spec
 
-    loaded = load_spec(spec).with_overrides(
-        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, val_samples=val_samples,
-        test_samples=test_samples, **_data_override(data),
-    )  # fmt: skip
+    loaded = _spec_from_options(spec, data, epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples,
+                                val_samples=val_samples, test_samples=test_samples)  # fmt: skip
     check_out_dir(out)
     check_threads(threads)  # a missing backend becomes an `unavailable` row, as bench always did
     options = BenchOptions(
@@ -857,14 +860,11 @@ def sweep_lr(
     _go_offline(offline)
     from cnnbench.executor import ray_config
     from cnnbench.results import FINISHED
-    from cnnbench.spec import load_spec
     from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
 
     on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
-    loaded = load_spec(spec).with_overrides(
-        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, val_samples=val_samples,
-        test_samples=test_samples, **_data_override(data),
-    )  # fmt: skip
+    loaded = _spec_from_options(spec, data, epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples,
+                                val_samples=val_samples, test_samples=test_samples)  # fmt: skip
     _check_run_options(out, threads, backend)
     plan = plan_sweep(loaded, values, out, force=force)
     todo = plan.to_train
@@ -1072,14 +1072,11 @@ def sweep(
     _go_offline(offline)
     from cnnbench.executor import ray_config
     from cnnbench.grid import make_grid, merge_sets, read_sweep_file
-    from cnnbench.spec import load_spec
     from cnnbench.study import StudyOptions, plan_study, run_study
 
     on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
-    loaded = load_spec(spec).with_overrides(
-        epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples, val_samples=val_samples,
-        test_samples=test_samples, **_data_override(data),
-    )  # fmt: skip
+    loaded = _spec_from_options(spec, data, epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples,
+                                val_samples=val_samples, test_samples=test_samples)  # fmt: skip
     _check_run_options(out, threads, backend)
     given = read_sweep_file(sweep_file) if sweep_file is not None else {}
     grid = make_grid(loaded, merge_sets(given.get("set", []), set_ or []), zip_ or given.get("zip", []),

@@ -349,12 +349,7 @@ def read_spec_file(path: Path, source: str) -> str:
             data = handle.read(MAX_SPEC_BYTES + 1)
         except OSError as exc:
             raise SpecError(source, "", f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError(source, "", f"the file is larger than {MAX_SPEC_BYTES:,} bytes; a spec is a short text file")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpecError(source, "", f"is not UTF-8 text (byte {exc.start:,})") from None
+    return _spec_text(data, source, f"the file is larger than {MAX_SPEC_BYTES:,} bytes; a spec is a short text file")
 
 
 class _Refused(Exception):
@@ -620,8 +615,13 @@ def read_spec_stream(source: str) -> str:
         data = stream.read(MAX_SPEC_BYTES + 1)
     except OSError as exc:
         raise SpecError(source, "", f"cannot read standard input: {exc.strerror or type(exc).__name__}") from None
+    return _spec_text(data, source, f"more than {MAX_SPEC_BYTES:,} bytes; a spec is a short text")
+
+
+def _spec_text(data: bytes, source: str, too_large: str) -> str:
+    """Spec bytes read with one byte to spare (files and stdin alike) as text: bounded, UTF-8 (a BOM allowed)."""
     if len(data) > MAX_SPEC_BYTES:
-        raise SpecError(source, "", f"more than {MAX_SPEC_BYTES:,} bytes; a spec is a short text")
+        raise SpecError(source, "", too_large)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

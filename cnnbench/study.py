@@ -24,11 +24,12 @@ from typing import Any
 from cnnbench import __version__, results
 from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
-from cnnbench.executor import Event, RayConfig, Task, make_executor
+from cnnbench.executor import Event, Task, make_executor
 from cnnbench.grid import Grid, format_point_value
 from cnnbench.lock import folder_lock, held_by, in_use
 from cnnbench.results import FINISHED, now_iso, read_json, read_record, write_csv, write_json
 from cnnbench.spec import Spec, parse_spec
+from cnnbench.sweep import SweepOptions, planned_engine
 from cnnbench.train import RunOptions
 from cnnbench.verdict import RANKS, Verdict, make_verdict, point_columns, point_rows
 
@@ -216,18 +217,9 @@ def plan_study(grid: Grid, out: str | Path = "results", force: bool = False, tun
 # --- options, events, result ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StudyOptions:
-    """How a study's runs execute (as sweep-lr's SweepOptions): device, backend, parallel runs, threads per run,
-    engine (fit, fused, auto; None: the spec's), fuse (at most K learning rates per fused program), ray (a RayConfig)."""
-
-    device: str = "auto"
-    backend: str | None = None
-    parallel: int = 1
-    threads: int | None = None
-    engine: str | None = None
-    fuse: int | None = None
-    ray: RayConfig | None = None
+# How a study's runs execute is how sweep-lr's do: device, backend, parallel runs, threads per run, engine,
+# fuse (at most K learning rates per fused program), ray (a RayConfig). One options type serves both.
+StudyOptions = SweepOptions
 
 
 @dataclass(frozen=True)
@@ -362,13 +354,14 @@ def _mark_ended(run_dir: Path, status: str, reason: str, only: tuple[str | None,
 # --- running --------------------------------------------------------------------------------------------
 
 
-def run_study(plan: StudyPlan, options: StudyOptions = StudyOptions(), on_event: Callable[[StudyEvent], None] | None = None) -> StudyResult:
+def run_study(plan: StudyPlan, options: StudyOptions | None = None, on_event: Callable[[StudyEvent], None] | None = None) -> StudyResult:
     """Train every planned run that is not kept; write sweep.json, runs.csv, points.csv and the verdict.
 
     Diverged and failed runs are recorded and the study goes on. Ctrl-C marks the runs in progress `interrupted`
     (they continue from their checkpoint next time), writes the tables and re-raises KeyboardInterrupt. The study
-    folder is locked: a second process on it gets a UsageError.
+    folder is locked: a second process on it gets a UsageError. `options` None: one run at a time, here.
     """
+    options = options or StudyOptions()
     if options.parallel < 1:
         raise UsageError(f"--parallel must be at least 1, got {options.parallel}")
     if options.fuse is not None and options.fuse < 1:
@@ -415,15 +408,6 @@ def _axis_values(plan: StudyPlan, rows: list[dict[str, Any]]) -> dict[str, list[
                 if row.get(path) is not None and row[path] not in values[path]:
                     values[path].append(row[path])
     return values
-
-
-def planned_engine(spec: Spec, options: StudyOptions) -> str:
-    """The engine the runs will use, decided without importing Keras (as sweep-lr decides it)."""
-    from cnnbench.fused import resolve_engine
-
-    backend = devices.requested_backend(options.backend)
-    gpu = options.device == "gpu" or (options.device == "auto" and bool(devices.nvidia_gpus()))
-    return resolve_engine(options.engine or spec.training.engine, backend, "gpu" if gpu else "cpu")
 
 
 def _groups(todo: list[StudyRun], options: StudyOptions, fused: bool) -> list[list[StudyRun]]:
