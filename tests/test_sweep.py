@@ -248,6 +248,14 @@ def test_parallel_2_gives_the_same_summary_as_sequential(tiny_spec, tmp_path, wr
         assert math.isclose(a["final_loss"], b["final_loss"], rel_tol=1e-3)  # observed: ~1e-5
 
 
+def history_rows(run_dir: Path) -> int:
+    """Epochs a run folder's history.csv holds so far (0 before the first)."""
+    try:
+        return max(0, len((run_dir / "history.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
 def test_ctrl_c_in_a_terminal_stops_a_parallel_sweep_cleanly(tiny_spec, tmp_path, write_spec):
     """SIGINT to the whole process group, as a terminal's Ctrl-C does: workers and parent all get it."""
     spec_file = write_spec(tiny_spec.with_overrides(epochs=12).to_dict(), "tiny.json")
@@ -255,8 +263,14 @@ def test_ctrl_c_in_a_terminal_stops_a_parallel_sweep_cleanly(tiny_spec, tmp_path
     args = ["sweep-lr", str(spec_file), "--values", "0.01:0.06:0.01", "--parallel", "2", "--out", str(out)]
     process = start_cli(*args)
     try:
-        # one run finished, another in progress
-        wait_for(lambda: {"ok", "running"} <= {read_json(p).get("status") for p in out.glob("*/lr-*/run.json")}, process)
+        # one run finished and a later one early in its 12 epochs (not the finished run's twin, which started
+        # with it and may finish before the signal lands)
+        def early_run() -> bool:
+            statuses = {p.parent: read_json(p).get("status") for p in out.glob("*/lr-*/run.json")}
+            early = [d for d, s in statuses.items() if s == "running" and history_rows(d) < 4]
+            return "ok" in statuses.values() and bool(early)
+
+        wait_for(early_run, process)
         stdout, stderr = stop(process, signal.SIGINT, group=True, timeout=120)
     finally:
         finish(process)
