@@ -278,9 +278,9 @@ def test_ls_json_is_json_even_with_nan_in_a_record(tmp_path):
 
 def test_an_unexpected_error_is_one_line_naming_its_log_and_keeps_the_run(tmp_path):
     """A fault injected after training (the result table fails): the run folder is complete, the user gets one line."""
-    code = ("import sys\nimport cnnbench.cli as cli\n"
+    code = ("import sys\nimport cnnbench.cli as cli\nimport cnnbench.cli.train as command\n"
             "def broken(*args, **kwargs):\n    raise RuntimeError('table broke')\n"
-            "cli._table = broken\nsys.argv = ['cnnbench', *sys.argv[1:]]\ncli.main()\n")  # fmt: skip
+            "command._table = broken\nsys.argv = ['cnnbench', *sys.argv[1:]]\ncli.main()\n")  # fmt: skip
     cache = tmp_path / "cache"
     result = subprocess.run([sys.executable, "-c", code, "train", *TINY, "--out", str(tmp_path / "out")], capture_output=True, text=True,
                             timeout=300, env={**os.environ, "CNNBENCH_CACHE": str(cache)})  # fmt: skip

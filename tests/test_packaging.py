@@ -40,7 +40,7 @@ def test_the_wheel_holds_every_module_and_data_file_of_the_source_tree(tmp_path)
         entry_points = archive.read(f"{info}/entry_points.txt").decode()
         top_level = archive.read(f"{info}/top_level.txt").decode().split()
     expected = _source_files()
-    assert {"cnnbench/cli.py", "cnnbench/plot/__init__.py", "cnnbench/specs/convolutional_nn.json"} <= expected
+    assert {"cnnbench/cli/__init__.py", "cnnbench/plot/__init__.py", "cnnbench/specs/convolutional_nn.json"} <= expected
     assert sorted(expected - names) == []  # nothing left out: a new subpackage or data file ships too
     assert sorted(n for n in names if n.endswith(BYTECODE) or "__pycache__" in n) == []
     assert top_level == ["cnnbench"]  # tests/, benchmarks/ and docs/ are not installed

@@ -1,0 +1,101 @@
+"""The options several commands share, declared once (typing.Annotated), and the one way a spec is built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnbench.completion import complete_spec as _complete_spec
+from cnnbench.completion import offer as _offer
+
+_BACKENDS, _ENGINES = ("tensorflow", "jax", "torch"), ("auto", "fit", "fused")
+DATASET_NAMES = ("mnist", "mnist-5k", "synthetic")
+_SPEC_HELP = "A spec file (.json/.yaml), a built-in spec name, - (read from stdin) or inline JSON"
+SpecArg = Annotated[str, typer.Argument(help=f"{_SPEC_HELP}.", show_default=False, autocompletion=_complete_spec)]
+DefaultSpecArg = Annotated[str, typer.Argument(help=f"{_SPEC_HELP}.", autocompletion=_complete_spec)]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.", autocompletion=_offer(*DATASET_NAMES)),
+]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, gpu or auto.", autocompletion=_offer("cpu", "gpu", "auto"))]
+BackendOpt = Annotated[
+    str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).", autocompletion=_offer(*_BACKENDS))
+]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Never download: full MNIST falls back to mnist-5k unless cached (CNNBENCH_OFFLINE=1).")
+]
+DEFAULT_SPEC = "convolutional_nn"
+# Bounds of the options that size work; beyond them a value is a typo, and the system calls that take it overflow.
+MAX_PARALLEL = 256  # trainings at once
+MAX_REPEATS = 1000  # runs per bench combination
+MAX_TIMEOUT_S = 30 * 24 * 3600.0  # 30 days per run
+MAX_MEMORY_LIMIT_MB = 16 * 1024 * 1024  # 16 TiB per process
+
+
+def _go_offline(offline: bool) -> None:
+    """--offline: set CNNBENCH_OFFLINE=1 here, so that worker and bench child processes inherit it."""
+    if offline:
+        import os
+
+        os.environ["CNNBENCH_OFFLINE"] = "1"
+
+
+def _spec_from_options(spec: str, data: str | None, **overrides):
+    """SPEC loaded, with the training and data options the user gave (None: the spec's own) applied and checked."""
+    from cnnbench.spec import load_spec
+
+    return load_spec(spec).with_overrides(**overrides, **_data_override(data))
+
+
+def _data_override(data: str | None) -> dict:
+    """`--data` takes a dataset name or a path to a local mnist.npz."""
+    if data is None:
+        return {}
+    if data.endswith(".npz") or Path(data).is_file():
+        return {"dataset": "mnist", "path": data}
+    return {"dataset": data}
+
+
+def _engine_option(engine: str | None) -> str | None:
+    from cnnbench.errors import UsageError
+    from cnnbench.spec import ENGINES
+
+    if engine is not None and engine not in ENGINES:
+        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(ENGINES)}")
+    return engine
+
+
+ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="CPU threads per training process (default: all cores; at most 4 per core).")]
+TrainSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.train_samples (training split size).")]
+ValSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.val_samples (validation split size).")]
+TestSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.test_samples (test split size).")]
+
+
+def _check_run_options(out_dir: Path | None, threads: int | None = None, backend: str | None = None) -> None:
+    """What can be refused before any work: an unwritable --out, absurd --threads, a backend that is not installed."""
+    from cnnbench import device as devices
+    from cnnbench.results import check_out_dir
+
+    if out_dir is not None:
+        check_out_dir(out_dir)
+    devices.check_threads(threads)
+    devices.check_backend(backend)
+
+
+RayOption = Annotated[bool, typer.Option("--ray", help="Run on a private local Ray instance (pip install 'cnnbench\\[ray]').")]
+AddressOption = Annotated[
+    str | None, typer.Option("--address", help="Run on this Ray cluster: HOST:PORT, auto or ray://... (default: $RAY_ADDRESS).")
+]
+CpusPerRunOption = Annotated[float | None, typer.Option("--cpus-per-run", max=1024, help="Ray: CPUs (threads) reserved per run.")]
+GpusPerRunOption = Annotated[
+    float | None, typer.Option("--gpus-per-run", max=64, help="Ray: GPUs per run; fractions share a GPU (0.25: 4 runs).")
+]
+TensorboardOption = Annotated[
+    Path | None, typer.Option("--tensorboard", metavar="DIR", help="Also write each run to this TensorBoard log folder (docs/tracking.md).")
+]
+MlflowOption = Annotated[
+    str | None,
+    typer.Option("--mlflow", metavar="[URI]", help="Also write each run to MLflow at URI (alone: $MLFLOW_TRACKING_URI; docs/tracking.md)."),
+]

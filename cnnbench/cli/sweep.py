@@ -1,0 +1,255 @@
+"""`cnnbench sweep`: a study over any fields of a spec, repeated over seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnbench.cli.options import (
+    DEFAULT_SPEC,
+    AddressOption,
+    CpusPerRunOption,
+    GpusPerRunOption,
+    OfflineOpt,
+    RayOption,
+    TestSamplesOpt,
+    TrainSamplesOpt,
+    ValSamplesOpt,
+    _check_run_options,
+    _engine_option,
+    _go_offline,
+    _spec_from_options,
+)
+from cnnbench.cli.output import (
+    _fmt,
+    _output_may_fail,
+    _resumable,
+    _table,
+    err,
+    say,
+    user_errors,
+)
+from cnnbench.errors import count
+
+app = typer.Typer()
+
+
+class _StudyProgress:
+    """A progress bar over a study's runs (on stderr) and one line per finished or kept run, from `run_study`'s events."""
+
+    def __init__(self, total: int, epochs: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.total, self.epochs, self.done = total, epochs, 0
+        self.in_flight: dict[str, int] = {}
+        columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+        self.progress = Progress(*columns, console=Console(stderr=True))
+        self.task = self.progress.add_task("starting", total=max(total, 1), runs=f"0/{total} runs")
+        if total:
+            self.progress.start()
+
+    @staticmethod
+    def line(run, record: dict | None) -> str:
+        record = record or {}
+        status = record.get("status") or "pending"
+        line = f"{run.label} seed {run.seed}: {status}"
+        if record.get("epochs_run"):
+            line += f", best val error {_fmt(record.get('best_val_error'))} at epoch {record.get('best_epoch')}"
+            line += f", {_fmt(record.get('total_time_s'), '.1f')} s"
+        if status != "ok" and record.get("error"):
+            line += f"  {record['error']}"
+        return line + ("  NEVER LEARNED" if record.get("learned") is False else "")
+
+    @_output_may_fail
+    def __call__(self, event) -> None:
+        if event.kind == "info":
+            self.print(event.message)
+            return
+        key = f"{event.run.label} seed {event.run.seed}"
+        if event.kind == "skip":
+            self.print(f"{self.line(event.run, event.record)}  (kept: finished earlier)")
+            return
+        if event.kind == "start":
+            self.in_flight[key] = 0
+        elif event.kind == "epoch":
+            self.in_flight[key] = event.row["epoch"]
+        elif event.kind == "end":
+            self.in_flight.pop(key, None)
+            self.done = event.done
+            self.print(self.line(event.run, event.record))
+        completed = self.done + sum(min(v, self.epochs) / self.epochs for v in self.in_flight.values())
+        self.progress.update(self.task, completed=completed, description=", ".join(self.in_flight)[:60],
+                             runs=f"{self.done}/{self.total} runs")  # fmt: skip
+
+    def print(self, line: str) -> None:
+        self.progress.console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+    @_output_may_fail
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _study_point_cells(point: dict) -> list:
+    def interval(row: dict) -> str:
+        low, high = row.get("best_val_error_ci95_low"), row.get("best_val_error_ci95_high")
+        return "-" if low is None else f"{_fmt(max(0.0, low))}..{_fmt(min(1.0, high))}"  # an error lies in [0, 1]
+
+    return [f"{point['n_ok']}/{point['n']}", _fmt(point.get("best_val_error_mean")), interval(point),
+            _fmt(point.get("best_val_error_median")), _fmt(point.get("final_val_error_mean"))]  # fmt: skip
+
+
+def _study_table(result) -> None:
+    """The verdict at the end of a study: every point (or, with --tune, the best per value of the other axes)."""
+    from cnnbench.grid import format_point_value
+
+    plan, verdict = result.plan, result.verdict
+    spec = plan.grid.spec
+    t = spec.training
+    used = sorted({row["dataset"] for row in result.runs if row.get("dataset")})
+    seeds = len(plan.grid.seeds)
+    title = (f"{spec.name}: {', '.join(used) or spec.data.dataset}, {count(t.epochs, 'epoch')}, {count(seeds, 'seed')}, "
+             f"ranked by the {verdict.rank} best val error")  # fmt: skip
+    stats = ["ok seeds", "mean best val error", "95% interval", "median", "mean final val error"]
+    axes = plan.axes
+    if verdict.tune:
+        others = [a for a in axes if a != verdict.tune]
+        rows = []
+        for item in verdict.tuned:
+            best = item["best"]
+            cells = [format_point_value(item[a]) for a in others]
+            if best is None:
+                rows.append([*cells, "-", "-", "-", "-", "-", "-", "never learned"])
+                continue
+            mark = ("at the edge " if item["at_edge"] else "") + ("flagged" if best.get("flagged") else "")
+            rows.append([*cells, format_point_value(best[verdict.tune]), *_study_point_cells(best), mark.strip()])
+        columns = [*others, f"best {verdict.tune}", *stats, ""]
+        _table(f"{title}; best {verdict.tune} for each {', '.join(others) or 'point'}", columns, rows, width=_study_width(columns))
+    else:
+        rows = []
+        for point in result.points:
+            mark = "<- best" if verdict.best is not None and point["point"] == verdict.best["point"] else ""
+            if point["point"] in verdict.never_learned:
+                mark = "never learned"
+            elif point.get("flagged"):
+                mark = f"{mark} (flagged)".strip()
+            rows.append([*(format_point_value(point.get(a)) for a in axes), *_study_point_cells(point), mark])
+        _table(title, [*axes, *stats, ""], rows, width=_study_width([*axes, *stats, ""]))
+
+
+def _study_width(columns: list[str]) -> int:
+    """Wide enough for axis paths and intervals on one line."""
+    return max(100, sum(max(len(column), 14) + 3 for column in columns) + 16)
+
+
+@app.command("sweep")
+@user_errors
+def sweep(
+    spec: Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.")] = DEFAULT_SPEC,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="An axis PATH=VALUES (repeatable): training.learning_rate=0.01:0.16:0.02, "
+                    "'layers.*.filters=8,16,32', layers[type=Conv2D].kernel_size=3,5, training.optimizer=sgd,adam, or lo..hi to sample.",
+                    show_default=False)] = None,  # fmt: skip
+    zip_: Annotated[list[str] | None, typer.Option("--zip", help="Pair axes of equal length instead of crossing them: A,B (repeatable).",
+                    show_default=False)] = None,  # fmt: skip
+    seeds: Annotated[str | None, typer.Option(help="Repeat every point: N seeds (spec seed + 0..N-1), or offsets such as 0,3,7.")] = None,
+    tune: Annotated[str | None, typer.Option(help="A nuisance axis: the verdict shows its best for each value of the others.")] = None,
+    method: Annotated[str | None, typer.Option(help="grid (default), random or sobol: sample the lo..hi ranges with --n points.")] = None,
+    n: Annotated[int | None, typer.Option("--n", min=1, help="Points sampled by --method random or sobol.")] = None,
+    sweep_file: Annotated[Path | None, typer.Option("--sweep", help="A YAML/JSON file with set, zip, seeds, tune, method, n, rank; "
+                          "options given here win.")] = None,  # fmt: skip
+    rank: Annotated[str | None, typer.Option(help="mean (default) or median (a diverged or never-learning seed counted worst).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the axes, points and runs (keep or train) and train nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain finished runs instead of keeping them.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Keep runs of values no longer in the grid in the tables and verdict.")] = False,
+    parallel: Annotated[int, typer.Option(min=1, help="Trainings at once, each in its own process with cores / N threads.")] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training (default: all cores, shared by --parallel).")] = None,
+    out: Annotated[Path, typer.Option(help="Results folder; the study gets a sub-folder named after spec and axes.")] = Path("results"),
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed (seed k of a point is this + k).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
+    backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    train_samples: TrainSamplesOpt = None,
+    val_samples: ValSamplesOpt = None,
+    test_samples: TestSamplesOpt = None,
+    offline: OfflineOpt = False,
+    engine: Annotated[str | None, typer.Option(help="fit, fused (runs differing only in the rate train as lanes of one JAX program) "
+                      "or auto (default: training.engine).")] = None,  # fmt: skip
+    fuse: Annotated[int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all).")] = None,
+    ray: RayOption = False,
+    address: AddressOption = None,
+    cpus_per_run: CpusPerRunOption = None,
+    gpus_per_run: GpusPerRunOption = None,
+) -> None:
+    """Study any fields of a spec: axes by path, crossed or zipped, repeated over seeds; resumes by run identity."""
+    _go_offline(offline)
+    from cnnbench.executor import ray_config
+    from cnnbench.grid import make_grid, merge_sets, read_sweep_file
+    from cnnbench.study import StudyOptions, plan_study, run_study
+
+    on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
+    loaded = _spec_from_options(spec, data, epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples,
+                                val_samples=val_samples, test_samples=test_samples)  # fmt: skip
+    _check_run_options(out, threads, backend)
+    given = read_sweep_file(sweep_file) if sweep_file is not None else {}
+    grid = make_grid(loaded, merge_sets(given.get("set", []), set_ or []), zip_ or given.get("zip", []),
+                     seeds if seeds is not None else given.get("seeds"), method or given.get("method", "grid"),
+                     n if n is not None else given.get("n"))  # fmt: skip
+    plan = plan_study(grid, out, force=force, tune=tune or given.get("tune"), rank=rank or given.get("rank", "mean"), show_all=show_all)
+    todo = plan.to_train
+    runs_text = f"{count(len(grid.points), 'point')} x {count(len(grid.seeds), 'seed')} = {count(len(plan.runs), 'run')}"
+    if dry_run:
+        state = "exists" if (plan.study_dir / "sweep.json").is_file() else "new"
+        typer.echo(f"sweep folder: {plan.study_dir} ({state})")
+        for axis in grid.axes:
+            paths = "" if axis.expanded == [axis.path] else f" -> {', '.join(axis.expanded)}"
+            values = ", ".join(map(str, (_fmt_value(v) for v in axis.values)))
+            typer.echo(f"axis {axis.path}{paths}: {values}")
+        for run in plan.runs:
+            if run.skip:
+                action = f"keep (finished: {run.status})"
+            elif run.status:
+                action = f"train again (was {run.status}{', continues from its checkpoint' if run.resume else ''})"
+            else:
+                action = "train"
+            typer.echo(f"  {run.run_dir.relative_to(plan.study_dir)}  {action}")
+        typer.echo(f"{runs_text}: {len(todo)} to train, {len(plan.runs) - len(todo)} kept; nothing trained (--dry-run)")
+        return
+    t = loaded.training
+    err(f"sweep {loaded.name}: {runs_text}, {count(t.epochs, 'epoch')}, batch {t.batch_size}")
+    err(f"sweep folder: {plan.study_dir}")
+    if len(plan.runs) > len(todo):
+        err(f"resuming: {len(plan.runs) - len(todo)} finished run(s) kept, {len(todo)} to train")
+    progress = _StudyProgress(len(todo), t.epochs)
+    with _resumable(progress, lambda: plan.study_dir):
+        options = StudyOptions(device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine),
+                               fuse=fuse, ray=on_ray)  # fmt: skip
+        result = run_study(plan, options, on_event=progress)
+    _study_table(result)
+    verdict = result.verdict
+    if verdict.best is not None:
+        flagged = " (flagged: a seed diverged or never learned)" if verdict.flagged else ""
+        score = verdict.best["best_val_error_mean" if verdict.rank == "mean" else "median_rank_error"]
+        say(f"best: {verdict.best['point']}, {verdict.rank} best val error {_fmt(score)}{flagged}")
+        for path in verdict.at_edge:
+            say(f"note: the best point sits at the edge of {path}: the optimum may lie outside the grid")
+    else:
+        say("best: none (no point learned anything)")
+    if verdict.never_learned:
+        err(f"warning: {count(len(verdict.never_learned), 'point')} never learned: {', '.join(verdict.never_learned)}")
+    if verdict.note:
+        say(f"note: {verdict.note}")
+    say(f"points: {plan.study_dir / 'points.csv'}")
+    if result.failed:
+        err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
+        raise typer.Exit(1)
+
+
+def _fmt_value(value) -> str:
+    from cnnbench.grid import format_point_value
+
+    return format_point_value(value)

@@ -1,0 +1,257 @@
+"""`cnnbench sweep-lr`: one run per learning rate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnbench.cli.options import (
+    _ENGINES,
+    DEFAULT_SPEC,
+    MAX_PARALLEL,
+    AddressOption,
+    BackendOpt,
+    CpusPerRunOption,
+    DataOpt,
+    DefaultSpecArg,
+    DeviceOpt,
+    GpusPerRunOption,
+    MlflowOption,
+    OfflineOpt,
+    RayOption,
+    TensorboardOption,
+    TestSamplesOpt,
+    TrainSamplesOpt,
+    ValSamplesOpt,
+    _check_run_options,
+    _engine_option,
+    _go_offline,
+    _spec_from_options,
+)
+from cnnbench.cli.output import (
+    _fmt,
+    _never_learned,
+    _output_may_fail,
+    _resumable,
+    _table,
+    err,
+    say,
+    user_errors,
+)
+from cnnbench.completion import offer as _offer
+from cnnbench.errors import count, safe
+
+app = typer.Typer()
+
+
+def _sweep_run_line(lr: str, record: dict | None) -> str:
+    record = record or {}
+    status = record.get("status") or "pending"
+    line = f"lr {lr:<10} {status:<11}"
+    if record.get("epochs_run"):
+        best = f"best {_fmt(record.get('best_val_error'))} at epoch {record.get('best_epoch')}"
+        line += f" val error {_fmt(record.get('final_val_error'))} ({best})"
+        line += f"  {record['epochs_run']} epoch{'s' if record['epochs_run'] != 1 else ''}  {_fmt(record.get('total_time_s'), '.1f')} s"
+    if status != "ok" and record.get("error"):
+        line += f"  {record['error']}"
+    if record.get("learned") is False:
+        line += f"  NEVER LEARNED (chance {_fmt(record.get('chance_error'), '.3f')})"
+    return line
+
+
+class _SweepProgress:
+    """A rich progress bar over a sweep's runs (on stderr) and one line per finished run, from `run_sweep`'s events."""
+
+    def __init__(self, total: int, epochs: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.total, self.epochs = total, epochs
+        self.in_flight: dict[str, int] = {}  # learning rate -> epochs finished, for the runs in progress
+        self.lanes_to_start = 0  # runs of the current fused program not yet started
+        columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+        self.progress = Progress(*columns, console=Console(stderr=True))
+        # The bar counts runs, advanced by epochs within a run, so that the ETA moves during long runs.
+        self.task = self.progress.add_task("starting", total=max(total, 1), runs=f"0/{total} runs")
+        self.done = 0
+        if total:  # a sweep whose runs are all kept shows their lines, no bar
+            self.progress.start()
+
+    @_output_may_fail
+    def __call__(self, event) -> None:
+        if event.kind == "info":
+            self.print(event.message)
+            return
+        if event.total != self.total:  # planned again under the sweep's lock: runs finished meanwhile are kept
+            self.total = event.total
+            self.progress.update(self.task, total=max(self.total, 1))
+        lr = event.run.label
+        if event.kind == "skip":
+            self.print(f"{_sweep_run_line(lr, event.record)}  (kept: finished earlier)")
+            return
+        if event.kind == "start":
+            self.in_flight[lr] = 0
+            lanes = (event.record or {}).get("fused_k") or 1
+            if lanes > 1 and self.lanes_to_start <= 0:  # the first run of a fused program
+                self.print(f"fused engine: {lanes} learning rates train together as one program (epoch times are shared)")
+                self.lanes_to_start = lanes
+            self.lanes_to_start -= 1
+        elif event.kind == "epoch":
+            self.in_flight[lr] = event.row["epoch"]
+        elif event.kind == "end":
+            self.in_flight.pop(lr, None)
+            self.done = event.done
+            self.print(_sweep_run_line(lr, event.record))
+        running = ", ".join(f"lr {k} ({v}/{self.epochs})" for k, v in self.in_flight.items())
+        completed = self.done + sum(min(v, self.epochs) / self.epochs for v in self.in_flight.values())
+        self.progress.update(self.task, completed=completed, description=running or "", runs=f"{self.done}/{self.total} runs")
+
+    def print(self, line: str) -> None:
+        self.progress.console.print(safe(line), soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
+
+    @_output_may_fail
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _record_of(result, row: dict) -> dict:
+    from cnnbench.results import read_record
+
+    return read_record(result.plan.sweep_dir / row["run_dir"] / "run.json") or {}
+
+
+def _engine_label(row: dict) -> str:
+    engine = row.get("engine") or "-"
+    return f"{engine} x{row['fused_k']}" if engine == "fused" and (row.get("fused_k") or 1) > 1 else engine
+
+
+def _sweep_table(result) -> None:
+    from cnnbench.values import format_value
+
+    best = result.best
+    rows = []
+    for row in result.rows:
+        mark = "<- best" if best is not None and row is best else ("never learned" if row.get("learned") is False else "")
+        counts = ["-" if row[key] is None else row[key] for key in ("best_epoch", "epochs_run")]
+        rows.append([format_value(row["learning_rate"]), row["status"], _fmt(row["final_val_error"]), _fmt(row["best_val_error"]),
+                     *counts, _fmt(row["total_time_s"], ".1f"), _engine_label(row), mark])  # fmt: skip
+    spec = result.plan.spec
+    t = spec.training
+    used = sorted({row["dataset"] for row in result.rows if row.get("dataset")})  # from the records: mnist may have fallen back
+    dataset = ", ".join(used) if used else f"{spec.data.dataset} (no run has recorded its data)"
+    columns = ["learning rate", "status", "final val error", "best val error", "best epoch", "epochs", "time s", "engine", ""]
+    if len(used) > 1:  # kept runs from another day may have had other data: say which is which
+        columns.insert(2, "dataset")
+        for row, values in zip(result.rows, rows, strict=True):
+            values.insert(2, row.get("dataset") or "-")
+    title = f"{spec.name}: {dataset}, {t.optimizer}, batch {t.batch_size}, {count(t.epochs, 'epoch')}, seed {t.seed}"
+    _table(title, columns, rows)
+
+
+@app.command("sweep-lr")
+@user_errors
+def sweep_lr(
+    values: Annotated[
+        str,
+        typer.Option(
+            help="Learning rates, comma-separated; ranges start:stop:step (0.01:0.16:0.02) and start:stop:*factor (1e-4:1e-1:*10).",
+            show_default=False,
+        ),
+    ],
+    spec: DefaultSpecArg = DEFAULT_SPEC,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and train nothing.")] = False,
+    parallel: Annotated[
+        int, typer.Option(min=1, max=MAX_PARALLEL, help="Trainings at once, each in its own process with cores / N threads.")
+    ] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training (default: all cores, shared by --parallel).")] = None,
+    out: Annotated[Path, typer.Option(help="Results folder; the sweep gets a sub-folder named after spec and rates.")] = Path("results"),
+    force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
+    data: DataOpt = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
+    train_samples: TrainSamplesOpt = None,
+    val_samples: ValSamplesOpt = None,
+    test_samples: TestSamplesOpt = None,
+    offline: OfflineOpt = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).",
+                     autocompletion=_offer(*_ENGINES)),
+    ] = None,
+    fuse: Annotated[
+        int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all, capped by device memory).")
+    ] = None,
+    ray: RayOption = False,
+    address: AddressOption = None,
+    cpus_per_run: CpusPerRunOption = None,
+    gpus_per_run: GpusPerRunOption = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
+) -> None:
+    """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
+    _go_offline(offline)
+    from cnnbench.executor import ray_config
+    from cnnbench.results import FINISHED
+    from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
+
+    on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
+    loaded = _spec_from_options(spec, data, epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples,
+                                val_samples=val_samples, test_samples=test_samples)  # fmt: skip
+    _check_run_options(out, threads, backend)
+    plan = plan_sweep(loaded, values, out, force=force)
+    todo = plan.to_train
+    kept = len(plan.runs) - len(todo)
+    if dry_run:
+        state = "exists" if (plan.sweep_dir / "sweep.json").is_file() else "new"
+        say(f"sweep folder: {plan.sweep_dir} ({state})")
+        for run in plan.runs:
+            if run.skip:
+                action = f"keep (finished: {run.status})"
+            elif run.status:
+                action = f"train again (was {run.status}{', --force' if run.status in FINISHED else ''})"
+            else:
+                action = "train"
+            say(f"  lr {run.label:<10} {action:<32} {run.run_dir}")
+        typer.echo(f"{len(plan.runs)} runs: {len(todo)} to train, {kept} kept; nothing trained (--dry-run)")
+        return
+
+    t = loaded.training
+    from cnnbench.data import expected_dataset
+
+    data_name = expected_dataset(loaded.data.dataset, loaded.data.path)
+    err(f"sweep {loaded.name}: {len(plan.runs)} learning rates, {count(t.epochs, 'epoch')}, batch {t.batch_size}, data {data_name}")
+    err(f"sweep folder: {plan.sweep_dir}")
+    if kept:
+        err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
+    from cnnbench.sinks import open_sinks
+
+    progress = _SweepProgress(len(todo), t.epochs)
+    with _resumable(progress, lambda: plan.sweep_dir), open_sinks(tensorboard, mlflow) as sinks:
+        sweep_options = SweepOptions(
+            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
+            ray=on_ray,
+        )
+        result = run_sweep(plan, sweep_options, on_event=sinks.watching(progress))
+    _sweep_table(result)
+    for row in result.never_learned:
+        err(f"warning: {_never_learned({**_record_of(result, row), **row})}")
+    if result.best:
+        best = result.best
+        lr = format_value(best["learning_rate"])
+        say(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
+        if result.best_at_edge:
+            lo, hi = format_value(min(result.plan.values)), format_value(max(result.plan.values))
+            side = "smallest" if best["learning_rate"] == min(result.plan.values) else "largest"
+            say(f"note: lr {lr} is the {side} rate of the grid ({lo}..{hi}): the optimum may lie outside the grid")
+    elif any(row["status"] == "ok" for row in result.rows):
+        say("best: none (no rate learned anything: every finished run stayed at chance level)")
+    say(f"summary: {result.summary_path}")
+    if result.failed:
+        err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
+        raise typer.Exit(1)

@@ -1,0 +1,189 @@
+"""`cnnbench train`: one run, new or resumed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnbench.cli.options import (
+    _ENGINES,
+    _SPEC_HELP,
+    DEFAULT_SPEC,
+    BackendOpt,
+    DataOpt,
+    DeviceOpt,
+    MlflowOption,
+    OfflineOpt,
+    TensorboardOption,
+    TestSamplesOpt,
+    ThreadsOpt,
+    TrainSamplesOpt,
+    ValSamplesOpt,
+    _check_run_options,
+    _engine_option,
+    _go_offline,
+    _spec_from_options,
+)
+from cnnbench.cli.output import (
+    _fmt,
+    _interruptible,
+    _never_learned,
+    _table,
+    err,
+    say,
+    user_errors,
+)
+from cnnbench.completion import complete_spec as _complete_spec
+from cnnbench.completion import offer as _offer
+from cnnbench.errors import count
+
+app = typer.Typer()
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"loss {row.get('loss', float('nan')):.4f}"]
+    if "val_error" in row:
+        parts.append(f"val_error {row['val_error']:.4f}")
+    parts.append(f"{row['epoch_time_s']:.2f} s")
+    parts.append(f"{row['samples_per_s']:,.0f} samples/s")
+    return "  ".join(parts)
+
+
+def _resume_target(run_dir: Path, spec: str | None, overrides: dict) -> tuple:
+    """The spec and record of the run to resume; UsageError for a SPEC or spec options given beside --resume."""
+    from cnnbench.errors import UsageError
+    from cnnbench.train import load_run
+
+    given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
+    if spec is not None or given:
+        what = ", ".join(([f"SPEC {spec[:40]!r}"] if spec is not None else []) + given)
+        raise UsageError(f"--resume continues a run as it was specified; drop {what}")
+    return load_run(run_dir)
+
+
+@app.command()
+@user_errors
+def train(
+    spec: Annotated[
+        str | None, typer.Argument(help=f"{_SPEC_HELP} [default: {DEFAULT_SPEC}].",
+                                   show_default=False, autocompletion=_complete_spec)
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Override training.learning_rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
+    data: DataOpt = None,
+    seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
+    out: Annotated[Path, typer.Option(help="Results folder; the run gets a sub-folder.")] = Path("results"),
+    threads: ThreadsOpt = None,
+    train_samples: TrainSamplesOpt = None,
+    val_samples: ValSamplesOpt = None,
+    test_samples: TestSamplesOpt = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(metavar="RUN_DIR", help="Continue an interrupted run from its last finished epoch (model and optimizer state)."),
+    ] = None,
+    offline: OfflineOpt = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).",
+                     autocompletion=_offer(*_ENGINES)),
+    ] = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
+) -> None:
+    """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
+    _go_offline(offline)
+    from cnnbench.results import FINISHED
+    from cnnbench.train import RunOptions, train_run
+
+    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
+                 "train_samples": train_samples, "val_samples": val_samples, "test_samples": test_samples}  # fmt: skip
+    if resume is not None:
+        loaded, previous = _resume_target(resume, spec, {**overrides, "data": data})
+        run_dir = resume
+        if previous.get("status") in FINISHED:
+            say(f"{run_dir}: already finished ({previous['status']}, {previous.get('epochs_run')}/{previous.get('epochs')} epochs); "
+                "nothing to resume")  # fmt: skip
+            return
+        backend = backend or previous.get("backend")
+        engine = engine or previous.get("engine")  # a resumed run keeps its engine unless told otherwise
+        _check_run_options(None, threads, backend)
+    else:
+        loaded = _spec_from_options(spec or DEFAULT_SPEC, data, **overrides)
+        _check_run_options(out, threads, backend)
+        run_dir = None  # made and held below, once the options are checked
+    options = RunOptions(device=device, backend=backend, threads=threads, resume=resume is not None, engine=_engine_option(engine))
+    t = loaded.training
+
+    def started(record: dict) -> None:
+        d = record["data"]
+        done = record["resumed"][-1]["from_epoch"] if record.get("resumed") else 0
+        verb = f"resuming after epoch {done}/{t.epochs}:" if resume is not None else "training"
+        err(f"{verb} {loaded.name} on {d['name']} ({d['train_samples']:,} train / {d['val_samples']:,} val), {record['device']}, "
+            f"{record['backend']}, engine {record.get('engine')}: lr {t.learning_rate:g}, batch {t.batch_size}, "
+            f"{count(t.epochs, 'epoch')} -> {run_dir}")  # fmt: skip
+
+    from cnnbench.errors import UsageError
+    from cnnbench.folders import new_run_folder
+    from cnnbench.lock import folder_lock, held_by
+
+    if resume is not None:  # a run of a sweep or bench that is still going is theirs
+        for folder in list(run_dir.resolve().parents)[:2]:
+            if owner := held_by(folder):
+                raise UsageError(f"{run_dir} belongs to {folder}, which is in use by {owner}; wait for it to end or stop it")
+
+    def kept() -> str:
+        return f"finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}"
+
+    from cnnbench.sinks import open_sinks
+
+    # One process per run folder, held before anything is written or deleted in it; a new one is made
+    # atomically (another `train` in the same second gets `-2`) and removed again if nothing was recorded.
+    with _interruptible(kept), open_sinks(tensorboard, mlflow) as sinks, \
+            (folder_lock(run_dir, "run") if resume is not None else new_run_folder(out, loaded.name)) as run_dir:
+
+        def begin(record: dict) -> None:
+            started(record)
+            sinks.run_started(run_dir, record)
+
+        def epoch(row: dict) -> None:
+            err(_epoch_line(row, t.epochs))
+            sinks.epoch(run_dir, row)
+
+        record = train_run(loaded, run_dir, options, on_epoch=epoch, on_start=begin)
+        sinks.run_ended(run_dir)
+    timing = record["timing"]
+    data_info = record.get("data") or {}
+    warning = _never_learned(record)
+    learned = {True: "yes", False: f"NO (no better than chance {_fmt(record.get('chance_error'), '.3f')})", None: "-"}
+    rows = [
+        ["status", record["status"]],
+        ["data", f"{data_info.get('name')} ({data_info.get('train_samples', 0):,}/{data_info.get('val_samples', 0):,}/"
+                 f"{data_info.get('test_samples', 0):,})"],
+        ["device", f"{record.get('device')} ({record.get('device_name')}), {record.get('backend')}"],
+        ["engine", str(record.get("engine") or "-")],
+        ["parameters", f"{record.get('params') or 0:,}"],
+        ["epochs run", record["epochs_run"]],
+        ["final val error", _fmt(record.get("final_val_error"))],
+        ["best val error", f"{_fmt(record.get('best_val_error'))} (epoch {record.get('best_epoch')})"],
+        ["learned", learned[record.get("learned")]],
+        ["test error", _fmt(record.get("test_error"))],
+        ["first epoch", f"{_fmt(timing.get('first_epoch_s'), '.3f')} s (includes tracing/compilation)"],
+        ["steady epoch", f"{_fmt(timing.get('epoch_s_median'), '.3f')} s median "
+                         f"[{_fmt(timing.get('epoch_s_min'), '.3f')}-{_fmt(timing.get('epoch_s_max'), '.3f')}]"],
+        ["total", f"{_fmt(record.get('total_time_s'), '.2f')} s (+ {_fmt(timing.get('startup_s'), '.2f')} s start-up: Keras import, data)"],
+        ["run folder", str(run_dir)],
+    ]  # fmt: skip
+    _table(f"{loaded.name}", ["metric", "value"], rows)
+    if warning:
+        err(f"warning: {warning}")
+    if record["error"]:
+        err(f"{record['status']}: {record['error']}")
+    if record["status"] in ("failed", "oom"):
+        if record["status"] == "failed":
+            err(f"continue with: cnnbench train --resume {run_dir}")
+        raise typer.Exit(1)
