@@ -1,6 +1,10 @@
 """The `cnnbench` command: parses options, calls one library function, prints the result.
 
 No training logic lives here, and nothing heavy is imported at module level, so --help is instant.
+Each command group is a module of its own with an `app = typer.Typer()` and its `@app.command()`s, merged
+below into one app (Typer's one file per command); `output` is the one door to the terminal (`err`, `say`,
+tables, `user_errors`), `options` the options several commands share. A new command: a module here and
+one entry in the tuple below.
 """
 
 from __future__ import annotations

@@ -67,6 +67,11 @@ def _engine_option(engine: str | None) -> str | None:
     return engine
 
 
+EpochsOpt = Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")]
+BatchSizeOpt = Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")]
+SeedOpt = Annotated[int | None, typer.Option(min=0, help="Override training.seed.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")]
+SharedThreadsOpt = Annotated[int | None, typer.Option(min=1, help="CPU threads per training (default: all cores, shared by --parallel).")]
 ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="CPU threads per training process (default: all cores; at most 4 per core).")]
 TrainSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.train_samples (training split size).")]
 ValSamplesOpt = Annotated[int | None, typer.Option(min=1, help="Override data.val_samples (validation split size).")]

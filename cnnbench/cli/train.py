@@ -12,16 +12,18 @@ from cnnbench.cli.options import (
     _SPEC_HELP,
     DEFAULT_SPEC,
     BackendOpt,
+    BatchSizeOpt,
     DataOpt,
     DeviceOpt,
+    EpochsOpt,
     MlflowOption,
     OfflineOpt,
+    SeedOpt,
     TensorboardOption,
     TestSamplesOpt,
     ThreadsOpt,
     TrainSamplesOpt,
     ValSamplesOpt,
-    _check_run_options,
     _engine_option,
     _go_offline,
     _spec_from_options,
@@ -51,16 +53,14 @@ def _epoch_line(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-def _resume_target(run_dir: Path, spec: str | None, overrides: dict) -> tuple:
-    """The spec and record of the run to resume; UsageError for a SPEC or spec options given beside --resume."""
+def _nothing_beside_resume(spec: str | None, overrides: dict) -> None:
+    """--resume continues a run as it was specified: UsageError for a SPEC or spec options given beside it."""
     from cnnbench.errors import UsageError
-    from cnnbench.train import load_run
 
     given = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None]
     if spec is not None or given:
         what = ", ".join(([f"SPEC {spec[:40]!r}"] if spec is not None else []) + given)
         raise UsageError(f"--resume continues a run as it was specified; drop {what}")
-    return load_run(run_dir)
 
 
 @app.command()
@@ -70,11 +70,11 @@ def train(
         str | None, typer.Argument(help=f"{_SPEC_HELP} [default: {DEFAULT_SPEC}].",
                                    show_default=False, autocompletion=_complete_spec)
     ] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    epochs: EpochsOpt = None,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Override training.learning_rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
+    batch_size: BatchSizeOpt = None,
     data: DataOpt = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
+    seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     backend: BackendOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the run gets a sub-folder.")] = Path("results"),
@@ -97,26 +97,24 @@ def train(
 ) -> None:
     """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
     _go_offline(offline)
-    from cnnbench.results import FINISHED
-    from cnnbench.train import RunOptions, train_run
+    from cnnbench.run import plan_resume, plan_run, run_train
+    from cnnbench.train import RunOptions
 
     overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
                  "train_samples": train_samples, "val_samples": val_samples, "test_samples": test_samples}  # fmt: skip
+    options = RunOptions(device=device, backend=backend, threads=threads, engine=engine)
     if resume is not None:
-        loaded, previous = _resume_target(resume, spec, {**overrides, "data": data})
-        run_dir = resume
-        if previous.get("status") in FINISHED:
-            say(f"{run_dir}: already finished ({previous['status']}, {previous.get('epochs_run')}/{previous.get('epochs')} epochs); "
+        _nothing_beside_resume(spec, {**overrides, "data": data})
+        plan = plan_resume(resume, options)
+        if plan.finished:
+            previous = plan.previous
+            say(f"{resume}: already finished ({previous['status']}, {previous.get('epochs_run')}/{previous.get('epochs')} epochs); "
                 "nothing to resume")  # fmt: skip
             return
-        backend = backend or previous.get("backend")
-        engine = engine or previous.get("engine")  # a resumed run keeps its engine unless told otherwise
-        _check_run_options(None, threads, backend)
     else:
-        loaded = _spec_from_options(spec or DEFAULT_SPEC, data, **overrides)
-        _check_run_options(out, threads, backend)
-        run_dir = None  # made and held below, once the options are checked
-    options = RunOptions(device=device, backend=backend, threads=threads, resume=resume is not None, engine=_engine_option(engine))
+        plan = plan_run(_spec_from_options(spec or DEFAULT_SPEC, data, **overrides), out, options)
+    _engine_option(plan.options.engine)
+    loaded, run_dir = plan.spec, plan.run_dir  # a new run's folder is made and held by run_train
     t = loaded.training
 
     def started(record: dict) -> None:
@@ -127,24 +125,16 @@ def train(
             f"{record['backend']}, engine {record.get('engine')}: lr {t.learning_rate:g}, batch {t.batch_size}, "
             f"{count(t.epochs, 'epoch')} -> {run_dir}")  # fmt: skip
 
-    from cnnbench.errors import UsageError
-    from cnnbench.folders import new_run_folder
-    from cnnbench.lock import folder_lock, held_by
-
-    if resume is not None:  # a run of a sweep or bench that is still going is theirs
-        for folder in list(run_dir.resolve().parents)[:2]:
-            if owner := held_by(folder):
-                raise UsageError(f"{run_dir} belongs to {folder}, which is in use by {owner}; wait for it to end or stop it")
-
     def kept() -> str:
         return f"finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}"
 
     from cnnbench.sinks import open_sinks
 
-    # One process per run folder, held before anything is written or deleted in it; a new one is made
-    # atomically (another `train` in the same second gets `-2`) and removed again if nothing was recorded.
-    with _interruptible(kept), open_sinks(tensorboard, mlflow) as sinks, \
-            (folder_lock(run_dir, "run") if resume is not None else new_run_folder(out, loaded.name)) as run_dir:
+    with _interruptible(kept), open_sinks(tensorboard, mlflow) as sinks:
+
+        def held(folder: Path) -> None:
+            nonlocal run_dir
+            run_dir = folder
 
         def begin(record: dict) -> None:
             started(record)
@@ -154,7 +144,7 @@ def train(
             err(_epoch_line(row, t.epochs))
             sinks.epoch(run_dir, row)
 
-        record = train_run(loaded, run_dir, options, on_epoch=epoch, on_start=begin)
+        record = run_train(plan, on_epoch=epoch, on_start=begin, on_folder=held).record
         sinks.run_ended(run_dir)
     timing = record["timing"]
     data_info = record.get("data") or {}
