@@ -227,6 +227,16 @@ class BenchResult:
     def csv_path(self) -> Path:
         return self.path / "bench.csv"
 
+    @property
+    def problems(self) -> list[dict[str, Any]]:
+        """The rows whose runs did not measure: out of memory or failed (their `error` says why)."""
+        return [row for row in self.rows if row["status"] in ("oom", "failed")]
+
+    @property
+    def failed(self) -> bool:
+        """True when a run failed (an `oom` row is a measurement of its own: the combination does not fit)."""
+        return any(row["status"] == "failed" for row in self.rows)
+
 
 def run_bench(
     spec: Spec,

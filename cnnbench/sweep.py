@@ -154,6 +154,38 @@ class SweepResult:
         """Rows of runs that ended no better than chance (`learned` false in run.json)."""
         return [row for row in self.rows if row.get("learned") is False]
 
+    @property
+    def verdict(self) -> SweepVerdict:
+        """What the sweep found, as data: the best rate, whether it sits at an end of the grid, what never learned."""
+        best, values = self.best, self.plan.values
+        edge = None
+        if best is not None and self.best_at_edge:
+            edge = "smallest" if best["learning_rate"] == min(values) else "largest"
+        return SweepVerdict(
+            best=best, edge=edge, low=min(values), high=max(values),
+            learned_nothing=best is None and any(row["status"] == "ok" for row in self.rows),
+            never_learned=[row["learning_rate"] for row in self.never_learned], failed=[row["learning_rate"] for row in self.failed],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SweepVerdict:
+    """What a learning-rate sweep found, as `sweep-lr` states it (and a report or a notebook can).
+
+    best: the best rate's summary row (`SweepResult.best`), None when no run is ok and learned; edge: "smallest" or
+    "largest" when the best rate is that end of the grid (of 2+ rates: the optimum may lie outside), else None;
+    low, high: the grid's smallest and largest rate; learned_nothing: runs finished but every one stayed at chance
+    level; never_learned, failed: the rates that ended no better than chance, or failed.
+    """
+
+    best: dict[str, Any] | None
+    edge: str | None
+    low: float
+    high: float
+    learned_nothing: bool
+    never_learned: list[float]
+    failed: list[float]
+
 
 # --- planning --------------------------------------------------------------------------------
 

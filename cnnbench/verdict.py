@@ -134,6 +134,14 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def score(self) -> float | None:
+        """The best point's ranking error: its mean best_val_error (rank mean) or its median with diverged and
+        never-learning seeds counted worst (rank median); None without a best point."""
+        if self.best is None:
+            return None
+        return self.best.get("best_val_error_mean" if self.rank == "mean" else "median_rank_error")
+
 
 def _score(row: dict[str, Any], rank: str) -> float | None:
     if rank == "median":

@@ -190,6 +190,8 @@ def test_median_rank_counts_a_bad_seed_worst_and_flags_never_learned_points():
     by_median = make_verdict(points, {"x": [1, 2, 3]}, rank="median")
     assert by_median.best["point"] == "b" and not by_median.flagged and by_median.at_edge == []
     assert by_mean.never_learned == ["c"]
+    assert by_mean.score == pytest.approx(0.10) and by_median.score == pytest.approx(0.21)  # the error each ranks by
+    assert make_verdict([], {"x": [1, 2, 3]}).score is None
     fixed = make_verdict(points, {"layers.*.filters": [1, 2, 3]}, {"training": {"learning_rate": 0.1}})
     assert fixed.note.startswith("the learning rate is held at 0.1 for every point")
     assert make_verdict(points, {"training.learning_rate": [1, 2, 3]}, {"training": {"learning_rate": 0.1}}).note is None

@@ -303,3 +303,28 @@ def test_best_rate_ties_are_broken_by_final_error_then_the_smaller_rate_and_neve
     assert best(row(0.01, 0.9, 0.9, False), row(0.03, 0.05, 0.06), row(0.1, 0.05, 0.06), row(0.3, 0.2, 0.2)) == (0.03, False)
     assert best(row(0.01, 0.04, 0.04), row(0.03, 0.05, 0.06), row(0.1, 0.05, 0.06), row(0.3, 0.2, 0.2)) == (0.01, True)
     assert best(row(0.01, 0.88, 0.9, False), row(0.3, 0.1, 0.1, status="diverged")) == (None, False)
+
+
+def test_the_sweep_verdict_is_data_the_command_states(course_spec, tmp_path):
+    """Best rate, the end of the grid it sits at, never learned and failed rates: what `sweep-lr` prints, as data."""
+    from cnnbench.sweep import SweepResult, plan_sweep
+
+    plan = plan_sweep(course_spec, [0.01, 0.03, 0.1, 0.3], tmp_path)
+
+    def verdict(*rows):
+        return SweepResult(plan, [{"best_val_error": None, "final_val_error": None, **r} for r in rows], tmp_path / "s.csv").verdict
+
+    at_top = verdict({"learning_rate": 0.01, "status": "ok", "best_val_error": 0.9, "learned": False},
+                     {"learning_rate": 0.1, "status": "failed"}, {"learning_rate": 0.3, "status": "ok", "best_val_error": 0.1})
+    assert at_top.best["learning_rate"] == 0.3 and at_top.edge == "largest" and (at_top.low, at_top.high) == (0.01, 0.3)
+    assert at_top.never_learned == [0.01] and at_top.failed == [0.1] and not at_top.learned_nothing
+    at_bottom = verdict({"learning_rate": 0.01, "status": "ok", "best_val_error": 0.1}, {"learning_rate": 0.03, "status": "ok",
+                        "best_val_error": 0.2})  # fmt: skip
+    assert at_bottom.edge == "smallest"
+    inside = verdict({"learning_rate": 0.01, "status": "ok", "best_val_error": 0.3}, {"learning_rate": 0.03, "status": "ok",
+                     "best_val_error": 0.2})  # fmt: skip
+    assert inside.best["learning_rate"] == 0.03 and inside.edge is None
+    nothing = verdict({"learning_rate": 0.01, "status": "ok", "best_val_error": 0.9, "learned": False},
+                      {"learning_rate": 0.3, "status": "diverged"})
+    assert nothing.best is None and nothing.edge is None and nothing.learned_nothing
+    assert not verdict({"learning_rate": 0.3, "status": "diverged"}).learned_nothing  # nothing finished: nothing to say

@@ -15,13 +15,17 @@ from cnnbench.cli.options import (
     MAX_REPEATS,
     MAX_TIMEOUT_S,
     AddressOption,
+    BatchSizeOpt,
     CpusPerRunOption,
     DataOpt,
     DefaultSpecArg,
+    EpochsOpt,
+    ForceOpt,
     GpusPerRunOption,
     MlflowOption,
     OfflineOpt,
     RayOption,
+    SeedOpt,
     TensorboardOption,
     TestSamplesOpt,
     ThreadsOpt,
@@ -118,12 +122,12 @@ def bench(
     repeats: Annotated[
         int, typer.Option(min=1, max=MAX_REPEATS, help="Training runs per combination; their steady epochs are pooled.")
     ] = 1,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
+    epochs: EpochsOpt = None,
     measure_epochs: Annotated[int | None, typer.Option(min=1, help="Train only k epochs and extrapolate to --epochs.")] = None,
     data: DataOpt = None,
     train_samples: Annotated[int | None, typer.Option(min=1, help="Override data.train_samples.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
+    batch_size: BatchSizeOpt = None,
+    seed: SeedOpt = None,
     threads: ThreadsOpt = None,
     memory_limit_mb: Annotated[
         int | None, typer.Option(min=1, max=MAX_MEMORY_LIMIT_MB, help="Cap each training process's address space (MB).")
@@ -132,7 +136,7 @@ def bench(
         float | None, typer.Option(min=1, max=MAX_TIMEOUT_S, help="Kill a run after this many seconds, start-up included.")
     ] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
-    force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
+    force: ForceOpt = False,
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
     offline: OfflineOpt = False,
@@ -179,10 +183,9 @@ def bench(
     t = loaded.training
     used = ", ".join(sorted({row["dataset"] for row in result.rows if row.get("dataset")})) or loaded.data.dataset  # as recorded
     _table(f"{loaded.name}: {used}, batch {t.batch_size}, {count(t.epochs, 'epoch')}", columns, _bench_rows(result.rows))
-    for row in result.rows:
-        if row["status"] in ("oom", "failed"):
-            engine = f" {row.get('engine')}" if options.engines != ("auto",) else ""  # named when engines are a dimension
-            err(f"{row['device']} {row['backend']} {row['filters']} filters{engine}: {row['status']}: {row['error']}")
+    for row in result.problems:
+        engine = f" {row.get('engine')}" if options.engines != ("auto",) else ""  # named when engines are a dimension
+        err(f"{row['device']} {row['backend']} {row['filters']} filters{engine}: {row['status']}: {row['error']}")
     say(f"results: {result.csv_path}")
-    if any(row["status"] == "failed" for row in result.rows):
+    if result.failed:
         raise typer.Exit(1)

@@ -10,10 +10,16 @@ import typer
 from cnnbench.cli.options import (
     DEFAULT_SPEC,
     AddressOption,
+    BackendOpt,
+    BatchSizeOpt,
     CpusPerRunOption,
+    DataOpt,
+    DeviceOpt,
+    EpochsOpt,
     GpusPerRunOption,
     OfflineOpt,
     RayOption,
+    SharedThreadsOpt,
     TestSamplesOpt,
     TrainSamplesOpt,
     ValSamplesOpt,
@@ -165,14 +171,14 @@ def sweep(
     force: Annotated[bool, typer.Option("--force", help="Retrain finished runs instead of keeping them.")] = False,
     show_all: Annotated[bool, typer.Option("--all", help="Keep runs of values no longer in the grid in the tables and verdict.")] = False,
     parallel: Annotated[int, typer.Option(min=1, help="Trainings at once, each in its own process with cores / N threads.")] = 1,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training (default: all cores, shared by --parallel).")] = None,
+    threads: SharedThreadsOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the study gets a sub-folder named after spec and axes.")] = Path("results"),
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
-    data: Annotated[str | None, typer.Option(help="Dataset (mnist, mnist-5k, synthetic) or a path to mnist.npz.")] = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
+    data: DataOpt = None,
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed (seed k of a point is this + k).")] = None,
-    device: Annotated[str, typer.Option(help="cpu, gpu or auto.")] = "auto",
-    backend: Annotated[str | None, typer.Option(help="Keras backend: tensorflow, jax or torch (default: KERAS_BACKEND).")] = None,
+    device: DeviceOpt = "auto",
+    backend: BackendOpt = None,
     train_samples: TrainSamplesOpt = None,
     val_samples: ValSamplesOpt = None,
     test_samples: TestSamplesOpt = None,
@@ -233,8 +239,7 @@ def sweep(
     verdict = result.verdict
     if verdict.best is not None:
         flagged = " (flagged: a seed diverged or never learned)" if verdict.flagged else ""
-        score = verdict.best["best_val_error_mean" if verdict.rank == "mean" else "median_rank_error"]
-        say(f"best: {verdict.best['point']}, {verdict.rank} best val error {_fmt(score)}{flagged}")
+        say(f"best: {verdict.best['point']}, {verdict.rank} best val error {_fmt(verdict.score)}{flagged}")
         for path in verdict.at_edge:
             say(f"note: the best point sits at the edge of {path}: the optimum may lie outside the grid")
     else:

@@ -13,14 +13,19 @@ from cnnbench.cli.options import (
     MAX_PARALLEL,
     AddressOption,
     BackendOpt,
+    BatchSizeOpt,
     CpusPerRunOption,
     DataOpt,
     DefaultSpecArg,
     DeviceOpt,
+    EpochsOpt,
+    ForceOpt,
     GpusPerRunOption,
     MlflowOption,
     OfflineOpt,
     RayOption,
+    SeedOpt,
+    SharedThreadsOpt,
     TensorboardOption,
     TestSamplesOpt,
     TrainSamplesOpt,
@@ -166,13 +171,13 @@ def sweep_lr(
     parallel: Annotated[
         int, typer.Option(min=1, max=MAX_PARALLEL, help="Trainings at once, each in its own process with cores / N threads.")
     ] = 1,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads per training (default: all cores, shared by --parallel).")] = None,
+    threads: SharedThreadsOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the sweep gets a sub-folder named after spec and rates.")] = Path("results"),
-    force: Annotated[bool, typer.Option("--force", help="Redo finished runs instead of keeping them.")] = False,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override training.epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Override training.batch_size.")] = None,
+    force: ForceOpt = False,
+    epochs: EpochsOpt = None,
+    batch_size: BatchSizeOpt = None,
     data: DataOpt = None,
-    seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed.")] = None,
+    seed: SeedOpt = None,
     device: DeviceOpt = "auto",
     backend: BackendOpt = None,
     train_samples: TrainSamplesOpt = None,
@@ -241,17 +246,17 @@ def sweep_lr(
     _sweep_table(result)
     for row in result.never_learned:
         err(f"warning: {_never_learned({**_record_of(result, row), **row})}")
-    if result.best:
-        best = result.best
+    verdict = result.verdict
+    if verdict.best:
+        best = verdict.best
         lr = format_value(best["learning_rate"])
         say(f"best: lr {lr}, best val error {_fmt(best['best_val_error'])} at epoch {best['best_epoch']}")
-        if result.best_at_edge:
-            lo, hi = format_value(min(result.plan.values)), format_value(max(result.plan.values))
-            side = "smallest" if best["learning_rate"] == min(result.plan.values) else "largest"
-            say(f"note: lr {lr} is the {side} rate of the grid ({lo}..{hi}): the optimum may lie outside the grid")
-    elif any(row["status"] == "ok" for row in result.rows):
+        if verdict.edge:
+            lo, hi = format_value(verdict.low), format_value(verdict.high)
+            say(f"note: lr {lr} is the {verdict.edge} rate of the grid ({lo}..{hi}): the optimum may lie outside the grid")
+    elif verdict.learned_nothing:
         say("best: none (no rate learned anything: every finished run stayed at chance level)")
     say(f"summary: {result.summary_path}")
-    if result.failed:
-        err(f"{len(result.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
+    if verdict.failed:
+        err(f"{len(verdict.failed)} run(s) failed (tracebacks in error.txt of their run folders)")
         raise typer.Exit(1)
