@@ -5,8 +5,8 @@ Sweeps and benches plan and record; they hand `Task`s to an executor (`make_exec
 
 - `protocol`: `Task`, `Event`, `execute_task` (the one call into training), the name → executor registry;
 - `process`: stop signals, dying with the parent, the bootstrap of every child, process groups;
-- `local`: inline, the worker pool;
-- `ray_config`, `ray_session`, `ray_executor` (a pool of actors), `ray_fresh` (bench's fresh children, one per node): Ray,
+- `local`: inline, the worker pool; `fresh`: one fresh, pinned process per task (and `call_fresh` for one function);
+- `ray_config`, `ray_session`, `ray_executor` (a pool of actors), `ray_fresh` (the fresh policy, one per node): Ray,
   imported only when Ray is used.
 """
 
@@ -25,8 +25,10 @@ _LAZY = {  # what pulls Ray, or the local processes, in only when used
     "RayExecutor": "ray_executor",
     "RayWorker": "ray_executor",
     "write_shipped": "ray_executor",
-    "RayLauncher": "ray_fresh",
-    "ray_launcher": "ray_fresh",
+    "RayFreshExecutor": "ray_fresh",
+    "FreshExecutor": "fresh",
+    "ChildExit": "fresh",
+    "call_fresh": "fresh",
 }
 
 __all__ = ["EXECUTORS", "Event", "RayConfig", "Task", "as_raised", "execute_task", "make_executor", "ray_config", "run_fresh",

@@ -31,12 +31,18 @@ class Task:
     key: int
     runs: tuple[tuple[Spec, Path], ...]
     function: str = "train_run"  # or a group function: fn(specs, run_dirs, options, on_epoch(lane, row), on_start(lane, record))
+    options: RunOptions | None = None  # how this task trains, when not as the executor's options say (a bench's device, backend)
+    memory_limit_mb: int | None = None  # the fresh policy: an address-space cap for the task's process
 
 
 @dataclass(frozen=True)
 class Event:
     """Progress of one run (lane) of a task: "start" (the initial record), "epoch" (a history row),
-    "end" (the final record) or "died" (payload: why its process or node died; nothing final was recorded)."""
+    "end" (the final record) or "died" (payload: why its process or node died; nothing final was recorded).
+
+    The fresh policy also says "launch" (lane 0: the task's process is about to start) and, on Ctrl-C or a
+    stop signal, "interrupted" (payload: the reason) for each run in flight before it re-raises.
+    """
 
     kind: str
     key: int
@@ -65,8 +71,11 @@ def execute_task(task: Task, options: RunOptions, emit: Callable[[str, int, Any]
 EXECUTORS: dict[str, str] = {
     "inline": "cnnbench.executor.local:InlineExecutor",  # one task after another in this process
     "pool": "cnnbench.executor.local:LocalExecutor",  # N spawned workers, each executing many tasks
+    "fresh": "cnnbench.executor.fresh:FreshExecutor",  # one fresh, pinned process per task, one at a time
     "ray": "cnnbench.executor.ray_executor:RayExecutor",  # a pool of Ray actors
+    "ray-fresh": "cnnbench.executor.ray_fresh:RayFreshExecutor",  # one fresh, pinned process per task, one per node
 }
+POLICIES = ("reuse", "fresh")  # reuse: a worker process executes many tasks; fresh: each task gets a new one
 
 
 def executor_class(name: str) -> type:
@@ -77,11 +86,21 @@ def executor_class(name: str) -> type:
     return getattr(importlib.import_module(module), attr)
 
 
-def make_executor(parallel: int, options: RunOptions, warm: Spec | None = None, tasks: int = 2, ray: Any = None):
+def make_executor(parallel: int, options: RunOptions, warm: Spec | None = None, tasks: int = 2, ray: Any = None,
+                  policy: str = "reuse", timeout_s: float | None = None, fatal: tuple[type, ...] = (CnnbenchError,)):  # fmt: skip
     """The executor for `parallel` runs at once: Ray when `ray` (a RayConfig) is given, else local.
 
-    One remaining task gains nothing from a worker process but its start-up cost.
+    policy "reuse": one remaining task gains nothing from a worker process but its start-up cost, so it
+    runs inline. policy "fresh": every task in a new process pinned to its device and backend, killed
+    after `timeout_s`; a child's error that is an instance of `fatal` stops the rest and is raised (other
+    errors are that task's "died" event). Locally one task at a time; on Ray one per node.
     """
+    if policy not in POLICIES:
+        raise CnnbenchError(f"unknown executor policy {policy!r}: one of {', '.join(POLICIES)}")
+    if policy == "fresh":
+        if ray is not None:
+            return executor_class("ray-fresh")(ray, options, timeout_s, fatal)
+        return executor_class("fresh")(options, timeout_s, fatal)
     if ray is not None:
         return executor_class("ray")(ray, parallel, options, warm)
     if parallel > 1 and tasks > 1:
