@@ -4,6 +4,7 @@ Sweeps and benches plan and record; they hand `Task`s to an executor (`make_exec
 `Event`s back. The package, by concept:
 
 - `protocol`: `Task`, `Event`, `execute_task` (the one call into training), the name → executor registry;
+- `resources`: how many threads (and on Ray CPUs) a run gets, decided once for every executor;
 - `process`: stop signals, dying with the parent, the bootstrap of every child, process groups;
 - `local`: inline, the worker pool; `fresh`: one fresh, pinned process per task (and `call_fresh` for one function);
 - `ray_config`, `ray_session`, `ray_executor` (a pool of actors), `ray_fresh` (the fresh policy, one per node): Ray,

@@ -115,7 +115,7 @@ def spawn_context():
     return multiprocessing.get_context("spawn")
 
 
-# --- one fresh process per job (bench) ---------------------------------------------------------
+# --- one fresh process, to its end (the fresh policy and call_fresh use it) -------------------------
 
 def _fresh_main(parent_pid: int, log: str | None, memory_limit_mb: int | None, target: Callable[..., int], args: tuple) -> None:
     bootstrap(parent_pid, log, memory_limit_mb, own_session=True)

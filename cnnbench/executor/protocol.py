@@ -94,6 +94,7 @@ def make_executor(parallel: int, options: RunOptions, warm: Spec | None = None, 
     runs inline. policy "fresh": every task in a new process pinned to its device and backend, killed
     after `timeout_s`; a child's error that is an instance of `fatal` stops the rest and is raised (other
     errors are that task's "died" event). Locally one task at a time; on Ray one per node.
+    How many threads (and on Ray CPUs) each run gets is decided in `resources`.
     """
     if policy not in POLICIES:
         raise CnnbenchError(f"unknown executor policy {policy!r}: one of {', '.join(POLICIES)}")
@@ -103,6 +104,9 @@ def make_executor(parallel: int, options: RunOptions, warm: Spec | None = None, 
         return executor_class("fresh")(options, timeout_s, fatal)
     if ray is not None:
         return executor_class("ray")(ray, parallel, options, warm)
+    from cnnbench.executor.resources import local_options
+
+    options = local_options(options, parallel)
     if parallel > 1 and tasks > 1:
         return executor_class("pool")(parallel, options, warm)
     return executor_class("inline")(options)

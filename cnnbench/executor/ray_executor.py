@@ -15,6 +15,7 @@ from cnnbench.executor.process import INTERRUPT_WAIT_S, START_TIMEOUT_S, as_rais
 from cnnbench.executor.protocol import Event, Task, execute_task
 from cnnbench.executor.ray_config import RAY_POLL_S, RayConfig
 from cnnbench.executor.ray_session import RaySession
+from cnnbench.executor.resources import pool_cpus, threads_for
 from cnnbench.results import atomic_write_bytes
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions
@@ -159,22 +160,16 @@ class RayExecutor:
 
             raise DeviceError(f"the Ray cluster has no GPU ({session.description.split(': ', 1)[-1]}); GPU runs would wait forever")
         parallel = self.parallel
-        if self.config.cpus_per_run is not None:
-            cpus = self.config.cpus_per_run
-        elif self.options.threads:
-            cpus = float(self.options.threads)
-        else:  # default: the cluster's CPUs shared out among the runs at once, at least 1 each
-            cpus = max(1.0, float(int(session.cpus // max(parallel, 1)))) if parallel > 1 else max(1.0, float(int(session.node_cpus)))
+        cpus = pool_cpus(self.config, self.options.threads, parallel, session.cpus, session.node_cpus)
         if cpus > session.node_cpus:
             raise UsageError(f"--cpus-per-run {cpus:g} is more than any node of the cluster has ({session.node_cpus:g} CPUs)")
         if parallel <= 1:  # on Ray, --parallel 1 (the default) means as many runs at once as the cluster fits
             parallel = max(1, int(session.cpus // cpus))
             if gpus:
                 parallel = min(parallel, max(1, int(session.gpus // gpus)))
-        threads = self.options.threads or max(1, int(cpus))
         from dataclasses import replace
 
-        return max(1, min(parallel, tasks)), cpus, gpus, replace(self.options, threads=threads)
+        return max(1, min(parallel, tasks)), cpus, gpus, replace(self.options, threads=threads_for(self.options.threads, cpus))
 
     def _dataset(self) -> tuple[tuple | None, Any]:
         """The driver's dataset, resolved once, for the object store (synthetic data is made on the node)."""

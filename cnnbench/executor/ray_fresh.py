@@ -20,6 +20,7 @@ from cnnbench.executor.protocol import Event, Task
 from cnnbench.executor.ray_config import RayConfig
 from cnnbench.executor.ray_executor import collect_files, write_shipped
 from cnnbench.executor.ray_session import RaySession
+from cnnbench.executor.resources import fresh_cpus
 from cnnbench.train import RunOptions
 
 
@@ -113,8 +114,7 @@ class RayFreshExecutor:
             pool.shutdown(wait=True)
 
     def _resources(self, options: RunOptions) -> tuple[float, float]:
-        # Every CPU of a node unless told otherwise: nothing else runs beside a timed run.
-        return self.config.cpus_per_run or float(options.threads or self.session.node_cpus), self.config.gpus_for(options.device)
+        return fresh_cpus(self.config, options.threads, self.session.node_cpus), self.config.gpus_for(options.device)
 
     def _take_node(self, cpus: float, gpus: float) -> str | None:
         """A node no task of this executor is using that has the resources, waiting for one; None: none has them (Ray says so)."""
