@@ -182,24 +182,25 @@ def error_payload(exc: BaseException) -> dict:
     user = isinstance(exc, CnnbenchError)
     fields = {k: v for k, v in vars(exc).items() if isinstance(v, (str, int, float, bool)) or v is None} if user else {}
     message = str(exc) if user else "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-    return {"type": type(exc).__name__, "user_error": user, "message": message, "fields": fields}
+    bases = [cls.__name__ for cls in type(exc).__mro__[1:] if issubclass(cls, CnnbenchError)] if user else []
+    return {"type": type(exc).__name__, "bases": bases, "user_error": user, "message": message, "fields": fields}
 
 
 def _error_classes(cls: type | None = None) -> dict[str, type]:
     cls = cls or CnnbenchError
     found = {cls.__name__: cls}
     for sub in cls.__subclasses__():
-        if not sub.__name__.startswith("_"):
-            found.update(_error_classes(sub))
+        found.update(_error_classes(sub))
     return found
 
 
 def error_from_payload(payload: dict, where: str = "a worker") -> BaseException:
-    """The exception `error_payload` described: a CnnbenchError of the same class and fields (its base class
-    when that class is unknown here), or a RuntimeError with the bug's traceback, saying `where` it failed."""
+    """The exception `error_payload` described: a CnnbenchError of the same class and fields (its nearest
+    base class known here when that class is not), or a RuntimeError with the bug's traceback, saying `where` it failed."""
     if not payload.get("user_error"):
         return RuntimeError(f"{where} failed:\n{payload.get('message', '')}")
-    cls = _error_classes().get(payload.get("type", ""), CnnbenchError)
+    known = _error_classes()
+    cls = next((known[name] for name in (payload.get("type", ""), *(payload.get("bases") or [])) if name in known), CnnbenchError)
     exc = cls.__new__(cls)
     Exception.__init__(exc, payload.get("message", ""))
     exc.__dict__.update(payload.get("fields") or {})
