@@ -66,7 +66,7 @@ def _pinned(options: RunOptions) -> dict[str, Any]:
 
 def _task_main(task: Task, options: RunOptions) -> int:
     run_dir = Path(task.runs[0][1])
-    result = {"task": task.function, **_pinned(options)}
+    result = {"task": "run", **_pinned(options)}  # as child.json always said
     write_json(run_dir / "child.json", result)  # written first, so a child that dies still shows how it was pinned
     code = 0
     try:
