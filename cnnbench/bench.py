@@ -1,6 +1,7 @@
 """Runtime benchmarks: one spec trained per device × Keras backend × filter count, each in a fresh process.
 
-`run_bench` owns the bench folder (bench.json, bench.csv, runs/); `python -m cnnbench.bench` is its child.
+`run_bench` owns the bench folder (bench.json, bench.csv, runs/); each run is a task of the executor's
+fresh policy (`cnnbench.executor.fresh`: a new process pinned to its device and backend).
 
 >>> result = run_bench(load_spec("convolutional_nn"), BenchOptions(devices=("cpu",), filters=(8, 16)))
 >>> result.csv_path                        # results/bench-convolutional_nn-<hash>/bench.csv
@@ -16,9 +17,6 @@ import math
 import os
 import signal
 import statistics
-import sys
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -28,14 +26,16 @@ from typing import Any
 from cnnbench import device as devices
 from cnnbench import results
 from cnnbench.data import file_digest
-from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Terminated, UsageError, interrupt_reason, raise_if_stopped
-from cnnbench.executor import RayConfig, RayLauncher, as_raised, ray_launcher, run_fresh
-from cnnbench.files import UnsafeFileError, read_bytes, read_text
+from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError, raise_if_stopped
+from cnnbench.executor import Event, RayConfig, Task, make_executor
+from cnnbench.executor.fresh import ChildExit, FreshProcessError, call_fresh, log_excerpt
+from cnnbench.files import UnsafeFileError, read_text
 from cnnbench.lock import folder_lock
-from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
-from cnnbench.spec import ENGINES, Spec, parse_spec
+from cnnbench.model import sizes_by_filters
+from cnnbench.results import FINISHED, environment, now_iso, package_version, read_record, write_csv, write_json
+from cnnbench.spec import ENGINES, Spec
 from cnnbench.timing import extrapolate_total
-from cnnbench.train import looks_like_oom
+from cnnbench.train import RunOptions, looks_like_oom
 
 BENCH_DEVICES = ("cpu", "gpu")
 STATUSES = ("ok", "oom", "failed", "unavailable")
@@ -46,9 +46,7 @@ COLUMNS = (
     "status", "error", "repeats", "setup_s", "dataset", "train_samples", "threads", "run_dirs", "engine",
 )  # fmt: skip
 TRAINING_FLOPS_FACTOR = 3  # forward + backward ≈ 3 × the forward pass
-# Environment variables that pin a child; recorded in its child.json so isolation can be checked.
-PINNING = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
-USER_ERROR_EXIT = 3  # a child's exit code for a CnnbenchError it could not record in run.json
+PINNING = devices.PINNING  # what pins a child; recorded in its child.json so isolation can be checked
 
 
 # --- options and the grid --------------------------------------------------------------------
@@ -183,21 +181,10 @@ def availability(options: BenchOptions) -> dict[tuple[str, str], str | None]:
 
 def probe_gpus(backend: str) -> list[str]:
     """The GPUs `backend` sees when a fresh process is pinned to one GPU (empty if none or it fails)."""
-    outcome, _ = _child_task({"task": "probe", "device": "gpu", "backend": backend}, timeout_s=300)
-    return list(outcome.get("gpus") or [])
-
-
-def _child_task(job: dict, timeout_s: float) -> tuple[dict, str]:
-    """Run a short job that leaves no files (probe, models) in a child: its result and log excerpt."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="cnnbench-") as tmp:
-        write_json(Path(tmp) / "job.json", job)
-        code, _ = _launch(Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "child.log", timeout_s=timeout_s)
-        outcome = read_record(Path(tmp) / "result.json") or {}
-        if code != 0 and not outcome.get("error"):
-            outcome["crash"] = f"exit {code}: {_log_excerpt(Path(tmp) / 'child.log')}"
-        return outcome, outcome.get("crash", "")
+    try:
+        return list(call_fresh(devices.seen_gpus, options=RunOptions(device="gpu", backend=backend), timeout_s=300) or [])
+    except CnnbenchError:
+        return []
 
 
 # --- the parent: planning, launching children, rows ------------------------------------------
@@ -271,9 +258,10 @@ def run_bench(
     models = previous.get("models") if not options.force else None
     if not models or any(str(f) not in models for f in options.filters):  # spec errors surface here, before any folder
         models = model_sizes(spec, options.filters, next(b for (_, b), r in reasons.items() if r is None))
-    with folder_lock(path, "bench"), ray_launcher(options.ray) as launcher:
-        if launcher is not None:
-            emit(BenchEvent("info", message=launcher.session.description))
+    executor = make_executor(1, RunOptions(save_model=False), ray=options.ray, policy="fresh", timeout_s=options.timeout_s,
+                             fatal=(SpecError, DataError))  # the spec or data is at fault: every row would fail alike  # fmt: skip
+    executor.on_info = lambda message: emit(BenchEvent("info", message=message))
+    with folder_lock(path, "bench"), executor:
         problem = results.inspect_record(path / "bench.json")[1]  # read again under the lock: another bench may have ended meanwhile
         if problem:  # set aside only once this process holds the folder
             _warn(notes, f"{path / 'bench.json'}: {problem}; writing a new one (the old one is kept as bench.json.corrupt)")
@@ -301,22 +289,28 @@ def run_bench(
                              f"rows are unavailable: {reason}")  # fmt: skip
         emit(BenchEvent("begin", total=len(todo), message=str(path)))
         status = "aborted"
-        reporting = threading.Lock()  # runs on several Ray nodes report from several threads
+        runs: dict[int, tuple[int, Combination, Path]] = {}  # task key (the run's index) -> (repeat, combination, folder)
 
-        def measure(index: int, repeat: int, combo: Combination, run_dir: Path) -> None:
-            with reporting:
-                emit(BenchEvent("start", index, len(todo), combo, repeat))
-            outcome = _measure(spec, combo, run_dir, options, launcher)
-            with reporting:
+        def on_event(event: Event) -> None:
+            repeat, combo, run_dir = runs[event.key]
+            if event.kind == "launch":
+                _write_job(spec, combo, run_dir, options)
+                emit(BenchEvent("start", event.key, len(todo), combo, repeat))
+            elif event.kind == "interrupted":
+                _record_death(run_dir, combo, "interrupted", event.payload)
+            elif event.kind in ("end", "died"):
+                outcome = _outcome(combo, run_dir, options, event.payload)
+                if outcome is None:
+                    return  # the executor raises the child's error next
                 for note in ((read_record(run_dir / "run.json") or {}).get("data") or {}).get("warnings") or []:
                     if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
                         _warn(notes, note)
-                emit(BenchEvent("done", index, len(todo), combo, repeat, outcome, run_dir=run_dir))
+                emit(BenchEvent("done", event.key, len(todo), combo, repeat, outcome, run_dir=run_dir))
                 _write_rows(path, spec, options, reasons, record["models"])
 
         try:
             # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
-            runs = []
+            tasks = []
             for index, (repeat, combo) in enumerate(todo, start=1):
                 run_dir = path / "runs" / combo.run_name(repeat)
                 run_state, run_problem = results.record_status(run_dir)
@@ -327,51 +321,19 @@ def run_bench(
                     kept = "the record is kept as run.json.corrupt"
                     _warn(notes, f"{run_dir / 'run.json'}: {run_problem}; measuring this run again ({kept})")
                     results.set_aside(run_dir / "run.json")
-                runs.append((index, repeat, combo, run_dir))
-            if launcher is not None and launcher.slots > 1 and len(runs) > 1:
-                _measure_on_nodes(runs, measure, launcher)
-            else:
-                for run in runs:
-                    raise_if_stopped()  # a run boundary: a SIGTERM or SIGHUP whose first raise was swallowed stops the bench here
-                    measure(*run)
-            raise_if_stopped()
+                runs[index] = (repeat, combo, run_dir)
+                tasks.append(_task(index, spec, combo, run_dir, options))
+            executor.run(tasks, on_event)
+            raise_if_stopped()  # a stop signal whose first raise was swallowed: the bench is not complete
             status = "complete"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
             rows = _write_rows(path, spec, options, reasons, record["models"])
-            executed = ({"where": launcher.session.description, "nodes": launcher.slots, "runs_at_once": launcher.at_once}
-                        if launcher is not None else {"where": "this machine, one fresh process per run", "runs_at_once": 1})  # fmt: skip
-            write_json(path / "bench.json", {**record, "status": status, "ended_at": now_iso(), "warnings": notes, "executed": executed})
+            write_json(path / "bench.json", {**record, "status": status, "ended_at": now_iso(), "warnings": notes,
+                                             "executed": executor.describe()})  # fmt: skip
         return BenchResult(path, rows, notes)
-
-
-def _measure_on_nodes(runs: list[tuple], measure: Callable[..., None], launcher: RayLauncher) -> None:
-    """Measure `runs` on a Ray cluster, one per node at a time (`launcher.slots` at once), in order of `runs`.
-
-    A run that fails the bench (a bad spec or dataset), Ctrl-C or SIGTERM stops the rest: runs in flight
-    are interrupted and record it, runs not started stay unmeasured; then the first cause is raised.
-    """
-    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-
-    pool = ThreadPoolExecutor(launcher.slots, thread_name_prefix="cnnbench-bench")
-    futures = [pool.submit(measure, *run) for run in runs]
-    try:
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
-            for future in done:
-                if future.exception() is not None:
-                    raise future.exception()
-    except BaseException as exc:
-        launcher.stop(terminated=isinstance(as_raised(exc), Terminated))
-        for future in futures:
-            future.cancel()  # not started yet: never starts
-        wait(futures)  # the runs in flight record `interrupted`
-        raise
-    finally:
-        pool.shutdown(wait=True)
 
 
 def _warn(notes: list[str], message: str) -> None:
@@ -401,58 +363,55 @@ def model_sizes(spec: Spec, filters: Iterable[int], backend: str) -> dict[str, d
     machine TensorFlow would take the GPU's memory away from the runs). Spec errors surface here,
     before any run starts.
     """
-    job = {"task": "models", "device": "cpu", "backend": backend, "spec": spec.to_dict(), "source": spec.source, "filters": list(filters)}
-    outcome, crash = _child_task(job, timeout_s=600)
-    if outcome.get("error"):
-        raise _rebuild_error(outcome["error"])
-    if crash:
-        raise CnnbenchError(f"could not build the models in a child process ({crash})")
-    return outcome["models"]
+    try:
+        return call_fresh(sizes_by_filters, spec, list(filters), options=RunOptions(device="cpu", backend=backend), timeout_s=600)
+    except FreshProcessError as exc:
+        raise CnnbenchError(f"could not build the models in a child process ({exc})") from None
 
 
-def _measure(spec: Spec, combo: Combination, run_dir: Path, options: BenchOptions, launcher: RayLauncher | None = None) -> str:
-    """Train one run in a fresh process; returns its final status, recording it when the child could not."""
+def _task(index: int, spec: Spec, combo: Combination, run_dir: Path, options: BenchOptions) -> Task:
+    """The executor's task measuring one run of `combo`: its own device, backend, engine, threads and memory cap."""
+    engine = None if combo.engine == "auto" else combo.engine  # auto: the spec's engine
+    run_options = RunOptions(device=combo.device, backend=combo.backend, threads=options.threads, measure_epochs=options.measure_epochs,
+                             save_model=False, engine=engine)  # fmt: skip
+    return Task(index, ((spec.with_filters(combo.filters), run_dir),), options=run_options,
+                memory_limit_mb=child_memory_limit_mb(combo, options))  # fmt: skip
+
+
+def _write_job(spec: Spec, combo: Combination, run_dir: Path, options: BenchOptions) -> None:
+    """job.json: what the run's fresh process was asked to do, beside what it did (child.json, run.json)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("run.json", "history.csv", "error.txt", "child.json"):
-        (run_dir / stale).unlink(missing_ok=True)
     job = {
         "task": "run", "device": combo.device, "backend": combo.backend, "threads": options.threads,
         "spec": spec.with_filters(combo.filters).to_dict(), "source": spec.source, "run_dir": str(run_dir),
         "measure_epochs": options.measure_epochs, "engine": combo.engine,
     }  # fmt: skip
     write_json(run_dir / "job.json", job)
+
+
+def _outcome(combo: Combination, run_dir: Path, options: BenchOptions, ended: dict | ChildExit) -> str | None:
+    """The final status of a run whose process ended (its record, or how it died), recording it when the child could not.
+
+    None: the child raised an error every row would hit; the executor raises it next.
+    """
     limit = child_memory_limit_mb(combo, options)
-    try:
-        if launcher is not None:  # on Ray: the same child on a node the cluster picks, its files shipped back
-            code, timed_out = launcher.launch(_launch, job, run_dir, limit, options.timeout_s)
-        else:
-            code, timed_out = _launch(run_dir / "job.json", run_dir / "child.json", run_dir / "child.log", limit, options.timeout_s)
-    except KeyboardInterrupt as exc:
-        _record_death(run_dir, combo, "interrupted", interrupt_reason(exc))
-        raise
-    outcome = read_record(run_dir / "child.json") or {}
-    status = run_status(run_dir)
-    if outcome.get("error"):  # raised before training started
-        error = outcome["error"]
-        _record_death(run_dir, combo, "failed", error["message"])
-        if error["type"] in ("SpecError", "DataError"):  # the spec or data is at fault: every row would fail alike
-            raise _rebuild_error(error)
-        return "failed"
-    if status == "oom" and limit:  # train_run recorded it; say which cap made the allocation fail
-        record = read_record(run_dir / "run.json") or {}
-        _record_death(run_dir, combo, "oom", f"{record.get('error') or 'out of memory'} (under a {limit} MB memory limit)")
-    if status in FINISHED:
-        return status
-    log = _log_excerpt(run_dir / "child.log")
-    if status == "failed":
+    if isinstance(ended, ChildExit) and ended.error is not None:  # raised before training started
+        _record_death(run_dir, combo, "failed", str(ended.error))
+        return None if isinstance(ended.error, (SpecError, DataError)) else "failed"
+    if not isinstance(ended, ChildExit):
+        status = ended["status"]
+        if status == "oom" and limit:  # train_run recorded it; say which cap made the allocation fail
+            _record_death(run_dir, combo, "oom", f"{ended.get('error') or 'out of memory'} (under a {limit} MB memory limit)")
+        if status != "failed":
+            return status
         # train_run caught the exception and judged it no OOM; under a cap, a failed allocation may
         # surface as another error (a thread that cannot start), which the markers recognise.
-        error = (read_record(run_dir / "run.json") or {}).get("error") or ""
-        if limit and looks_like_oom(f"{error}\n{log}"):
+        error = ended.get("error") or ""
+        if limit and looks_like_oom(f"{error}\n{log_excerpt(run_dir / 'child.log')}"):
             _record_death(run_dir, combo, "oom", error)
             return "oom"
         return "failed"
-    status, error = classify_exit(code, log, limit, timed_out, options.timeout_s)
+    status, error = classify_exit(ended.code, log_excerpt(run_dir / "child.log"), limit, ended.timed_out, options.timeout_s)
     _record_death(run_dir, combo, status, error)
     return status
 
@@ -501,33 +460,6 @@ def _record_death(run_dir: Path, combo: Combination, status: str, error: str) ->
         return
     base = {"device": combo.device, "backend": combo.backend, "filters": combo.filters, "engine": combo.engine}
     write_json(run_dir / "run.json", {**base, **record, "status": status, "error": error, "ended_at": now_iso()})
-
-
-def _log_excerpt(log_path: Path, limit: int = 400) -> str:
-    """The line of a child's log that explains its end: a memory error if any, else the last line."""
-    try:
-        lines = [line.strip() for line in read_bytes(log_path, 2**20, tail=True).decode(errors="replace").splitlines()]
-    except (OSError, UnsafeFileError):
-        return ""
-    lines = [line for line in lines if line and not line.startswith(("@", "***", "File ", "Traceback"))]
-    memory = [line for line in lines if looks_like_oom(line)]
-    return (memory or lines or [""])[-1][:limit]
-
-
-def _rebuild_error(error: dict) -> CnnbenchError:
-    if error["type"] == "SpecError":
-        return SpecError(error["source"], error["path"], error["detail"])
-    kinds = {"DataError": DataError, "DeviceError": DeviceError, "UsageError": UsageError}
-    return kinds.get(error["type"], CnnbenchError)(error["message"])
-
-
-def _launch(job: Path, result: Path, log: Path, memory_limit_mb: int | None = None, timeout_s: float | None = None) -> tuple[int, bool]:
-    """Do `job` in a fresh process to its end (`child_main`): (exit code, timed out); output goes to `log`.
-
-    The executor's fresh process: pinned before Keras is imported, dies with this process, its own
-    session (Ctrl-C reaches only this process, which then interrupts it), killed after `timeout_s`.
-    """
-    return run_fresh(child_main, (str(job), str(result)), log, memory_limit_mb, timeout_s)
 
 
 # --- rows ------------------------------------------------------------------------------------
@@ -640,57 +572,3 @@ def _write_rows(path: Path, spec: Spec, options: BenchOptions, reasons: dict, mo
             rows.append(row)
     write_csv(path / "bench.csv", rows, COLUMNS)
     return rows
-
-
-# --- the child: `python -m cnnbench.bench job.json result.json` -------------------------------
-
-
-def _child_run(job: dict) -> dict:
-    from cnnbench.train import RunOptions, train_run
-
-    spec = parse_spec(job["spec"], job["source"])
-    options = RunOptions(device=job["device"], backend=job["backend"], threads=job.get("threads"),
-                         measure_epochs=job.get("measure_epochs"), save_model=False,
-                         engine=None if job.get("engine") in (None, "auto") else job["engine"])  # auto: the spec's engine  # fmt: skip
-    return {"status": train_run(spec, job["run_dir"], options)["status"]}
-
-
-def _child_models(job: dict) -> dict:
-    from cnnbench.model import summarize
-
-    spec = parse_spec(job["spec"], job["source"])
-    models = {}
-    for filters in job["filters"]:
-        summary = summarize(spec.with_filters(filters))
-        models[str(filters)] = {"params": summary.total_params, "flops_per_sample": summary.flops_per_sample}
-    return {"models": models}
-
-
-def _child_probe(job: dict) -> dict:
-    devices.import_keras()
-    return {"gpus": devices.visible_gpus()}
-
-
-def child_main(job_path: str, result_path: str) -> int:
-    """Pin this fresh process to the job's device and backend before Keras is imported, then do the job."""
-    job = read_json(job_path)
-    devices.configure(job["device"], job["backend"], job.get("threads"))
-    result: dict[str, Any] = {"task": job["task"], "pid": os.getpid(), "pinning": {k: os.environ.get(k) for k in PINNING},
-                              "started": time.time()}  # fmt: skip
-    write_json(result_path, result)  # written first, so a child that dies still shows how it was pinned
-    tasks = {"run": _child_run, "models": _child_models, "probe": _child_probe}
-    try:
-        result.update(tasks[job["task"]](job))
-        code = 0
-    except CnnbenchError as exc:
-        result["error"] = {"type": type(exc).__name__, "message": str(exc)}
-        if isinstance(exc, SpecError):
-            result["error"].update(source=exc.source, path=exc.path, detail=exc.message)
-        code = USER_ERROR_EXIT
-    result["ended"] = time.time()
-    write_json(result_path, result)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(child_main(*sys.argv[1:3]))

@@ -13,6 +13,7 @@ import os
 import stat
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -513,3 +514,31 @@ def load_dataset(
         (xa, ya), (xb, yb), (xc, yc) = parts
         return Dataset(name, xa, ya, xb, yb, xc, yc, "random", num_classes=num_classes, warnings=notes)
     raise DataError(f"unknown dataset {name!r}; known: mnist, mnist-5k, synthetic")
+
+
+# --- the per-process dataset cache -------------------------------------------------------------
+# Start-up is paid once per process: a sweep's runs (and a worker's tasks) share one split of one dataset.
+
+_DATASETS: dict[tuple, Dataset] = {}
+
+
+def cached_dataset(key: tuple, load: Callable[[], Dataset]) -> Dataset:
+    """The dataset this process holds under `key`, made by `load()` the first time it is asked for."""
+    if key not in _DATASETS:
+        _DATASETS[key] = load()
+    return _DATASETS[key]
+
+
+def remember_dataset(key: tuple, data: Dataset) -> None:
+    """Hold `data` under `key` (a worker given the driver's arrays: it loads nothing of its own)."""
+    _DATASETS[key] = data
+
+
+def dataset_key(data: Dataset) -> tuple | None:
+    """The key this process holds `data` under, or None."""
+    return next((key for key, held in _DATASETS.items() if held is data), None)
+
+
+def forget_datasets() -> None:
+    """Drop every dataset this process holds, as a new process would start."""
+    _DATASETS.clear()

@@ -193,6 +193,21 @@ def nvidia_gpus() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
+# Environment variables that pin a process (`configure` sets them); a fresh child records them so isolation can be checked.
+PINNING = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS", "TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS")
+
+
+def pinning() -> dict[str, str | None]:
+    """The pinning variables of this process as they are now."""
+    return {name: os.environ.get(name) for name in PINNING}
+
+
+def seen_gpus() -> list[str]:
+    """The GPUs the configured Keras backend sees from this process (Keras imported if it was not)."""
+    import_keras()
+    return visible_gpus()
+
+
 def visible_gpus() -> list[str]:
     """GPUs the imported Keras backend can use in this process."""
     import keras

@@ -162,3 +162,51 @@ def raise_if_stopped() -> None:
 
 def clear_stop() -> None:
     _stop_signals.clear()
+
+
+# --- one error transport across processes ------------------------------------------------------
+
+
+def error_payload(exc: BaseException) -> dict:
+    """What crosses a process boundary (a pipe, Ray, a JSON file) for `exc`: its type, message and fields.
+
+    A CnnbenchError keeps its class and the scalar attributes it carries (a SpecError's source, path
+    and message), so `raise_payload` raises the same error on the other side; anything else is a bug
+    and travels with its traceback.
+
+    >>> error_payload(SpecError("net.yaml", "layers[0]", "bad"))["fields"]["path"]
+    'layers[0]'
+    """
+    import traceback
+
+    user = isinstance(exc, CnnbenchError)
+    fields = {k: v for k, v in vars(exc).items() if isinstance(v, (str, int, float, bool)) or v is None} if user else {}
+    message = str(exc) if user else "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    bases = [cls.__name__ for cls in type(exc).__mro__[1:] if issubclass(cls, CnnbenchError)] if user else []
+    return {"type": type(exc).__name__, "bases": bases, "user_error": user, "message": message, "fields": fields}
+
+
+def _error_classes(cls: type | None = None) -> dict[str, type]:
+    cls = cls or CnnbenchError
+    found = {cls.__name__: cls}
+    for sub in cls.__subclasses__():
+        found.update(_error_classes(sub))
+    return found
+
+
+def error_from_payload(payload: dict, where: str = "a worker") -> BaseException:
+    """The exception `error_payload` described: a CnnbenchError of the same class and fields (its nearest
+    base class known here when that class is not), or a RuntimeError with the bug's traceback, saying `where` it failed."""
+    if not payload.get("user_error"):
+        return RuntimeError(f"{where} failed:\n{payload.get('message', '')}")
+    known = _error_classes()
+    cls = next((known[name] for name in (payload.get("type", ""), *(payload.get("bases") or [])) if name in known), CnnbenchError)
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, payload.get("message", ""))
+    exc.__dict__.update(payload.get("fields") or {})
+    return exc
+
+
+def raise_payload(payload: dict, where: str = "a worker") -> None:
+    """Raise, here, the error that another process described with `error_payload`."""
+    raise error_from_payload(payload, where)

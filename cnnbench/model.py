@@ -355,3 +355,12 @@ def summarize(spec: Spec, model=None) -> ModelSummary:
         shape = out
     trainable = sum(int(math.prod(w.shape)) for w in model.trainable_weights)
     return ModelSummary(spec.name, tuple(spec.input_shape), tuple(rows), int(model.count_params()), trainable, flops)
+
+
+def sizes_by_filters(spec: Spec, filters: list[int]) -> dict[str, dict[str, int]]:
+    """Parameters and forward FLOPs per sample of `spec` with each filter count (Keras imported): {"8": {...}}."""
+    sizes = {}
+    for count in filters:
+        summary = summarize(spec.with_filters(count))
+        sizes[str(count)] = {"params": summary.total_params, "flops_per_sample": summary.flops_per_sample}
+    return sizes

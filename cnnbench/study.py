@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import __version__, results
-from cnnbench import device as devices
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
 from cnnbench.executor import Event, Task, make_executor
 from cnnbench.grid import Grid, format_point_value
@@ -444,10 +443,8 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
             continue
         groups = _groups(runs, options, fused)
         parallel = min(options.parallel, len(groups)) or 1
-        threads = options.threads
-        if options.ray is None and parallel > 1 and threads is None:
-            threads = max(1, devices.cpu_cores() // parallel)  # N workers x (cores // N) threads
-        run_options = RunOptions(device=options.device, backend=options.backend, threads=threads, engine=options.engine, resume=resume)
+        run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine,
+                                 resume=resume)  # the threads per run: executor.resources  # fmt: skip
         executor = make_executor(parallel, run_options, plan.grid.spec, len(groups), options.ray)
         tasks = [Task(key, tuple((run.spec, run.run_dir) for run in group), "train_run" if len(group) == 1 else "train_group")
                  for key, group in enumerate(groups)]  # fmt: skip

@@ -399,11 +399,7 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
         warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=3)
     groups = _groups(todo, options, fused)
     parallel = min(options.parallel, len(groups)) or 1
-    threads = options.threads
-    if options.ray is None and parallel > 1 and threads is None:
-        # The cores are shared out: N workers x (cores // N) threads; TensorFlow reads the count once, at import.
-        threads = max(1, devices.cpu_cores() // parallel)
-    run_options = RunOptions(device=options.device, backend=options.backend, threads=threads, engine=options.engine)
+    run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine)
     executor = make_executor(parallel, run_options, plan.spec, len(groups), options.ray)
     tasks = [
         Task(key, tuple((plan.spec_for(run), run.run_dir) for run in group), "train_run" if len(group) == 1 else "train_group")

@@ -89,20 +89,15 @@ def load_data_for(spec: Spec, num_classes: int):
                       spec.data.val_samples, spec.data.test_samples, tuple(spec.input_shape), num_classes, content)  # fmt: skip
 
 
-_DATA_CACHE: dict[tuple, Any] = {}
-
-
 def _load_data(*key):
-    # Start-up is paid once per worker: a sweep's runs share one split of one dataset.
-    from cnnbench.data import load_dataset
+    # Start-up is paid once per process: a sweep's runs share one split of one dataset (data.cached_dataset).
+    from cnnbench.data import cached_dataset, load_dataset
 
-    if key not in _DATA_CACHE:
-        name, path, seed, n_train, n_val, n_test, shape, classes, _content = key
-        _DATA_CACHE[key] = load_dataset(
-            name, seed=seed, path=path, train_samples=n_train, val_samples=n_val, test_samples=n_test,
-            sample_shape=shape, num_classes=classes,
-        )  # fmt: skip
-    return _DATA_CACHE[key]
+    name, path, seed, n_train, n_val, n_test, shape, classes, _content = key
+    return cached_dataset(key, lambda: load_dataset(
+        name, seed=seed, path=path, train_samples=n_train, val_samples=n_val, test_samples=n_test,
+        sample_shape=shape, num_classes=classes,
+    ))  # fmt: skip
 
 
 def _check_fit(spec: Spec, model, data) -> None:

@@ -21,8 +21,10 @@ from cnnbench import device as devices
 from cnnbench.bench import BenchOptions, Combination, classify_exit, run_bench, summarize_repeats
 from cnnbench.cli import app
 from cnnbench.errors import SpecError, UsageError
+from cnnbench.executor import fresh
 from cnnbench.results import read_json, write_csv, write_json
 from cnnbench.spec import Spec
+from cnnbench.train import RunOptions
 
 runner = CliRunner()
 TINY = ["--data", "synthetic", "--train-samples", "256"]
@@ -97,21 +99,19 @@ def test_bench_measures_cpu_records_oom_and_unavailable_gpu_then_resumes(tmp_pat
     def no_child(*args, **kwargs):
         raise AssertionError("a finished run was started again")
 
-    monkeypatch.setattr(bench, "_launch", no_child)
+    monkeypatch.setattr(fresh, "launch_fresh", no_child)
+    monkeypatch.setattr(bench, "call_fresh", no_child)
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     assert read_rows(folder / "bench.csv") == rows
 
 
-def test_gpu_child_is_pinned_to_one_gpu_and_sees_none_here(tmp_path, monkeypatch):
+def test_gpu_child_is_pinned_to_one_gpu_and_sees_none_here(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    write_json(tmp_path / "job.json", {"task": "probe", "device": "gpu", "backend": "tensorflow"})
-    code, timed_out = bench._launch(tmp_path / "job.json", tmp_path / "result.json", tmp_path / "child.log", timeout_s=120)
-    result = read_json(tmp_path / "result.json")
-    assert (code, timed_out) == (0, False), (tmp_path / "child.log").read_text()
-    assert result["pinning"]["CUDA_VISIBLE_DEVICES"] == "0" and result["pinning"]["JAX_PLATFORMS"] is None
+    pinning = fresh.call_fresh(devices.pinning, options=RunOptions(device="gpu", backend="tensorflow"), timeout_s=120)
+    assert pinning["CUDA_VISIBLE_DEVICES"] == "0" and pinning["JAX_PLATFORMS"] is None and pinning["KERAS_BACKEND"] == "tensorflow"
     if not devices.nvidia_gpus():
-        assert result["gpus"] == []
+        assert bench.probe_gpus("tensorflow") == []
 
 
 def test_discovery_imports_no_framework():
@@ -193,7 +193,8 @@ def test_comma_lists():
 
 
 class FakeChildren:
-    """Stands in for `_launch`: writes what a child would (models, or run.json + history.csv)."""
+    """Stands in for the fresh processes (`launch_fresh`, `call_fresh`): writes what a child would (run.json +
+    history.csv), or gives the models' sizes."""
 
     def __init__(self, spec):
         self.spec = spec
@@ -201,15 +202,16 @@ class FakeChildren:
         self.epoch_times = [1.0, 0.5, 0.6, 0.4]
         self.status = "ok"
 
-    def __call__(self, job_path, result_path, log_path, memory_limit_mb=None, timeout_s=None):
-        job = read_json(job_path)
-        self.launched.append(job["task"] if job["task"] != "run" else Path(job["run_dir"]).name)
-        if job["task"] == "models":
-            write_json(result_path, {"models": {str(f): {"params": params(f), "flops_per_sample": flops(f)} for f in job["filters"]}})
-            return 0, False
-        epochs = job["spec"]["training"]["epochs"]
-        run_dir = Path(job["run_dir"])
-        times = self.epoch_times[: min(job["measure_epochs"] or epochs, epochs)]
+    def call(self, function, spec, filters, options, timeout_s=None):
+        self.launched.append("models")
+        return {str(f): {"params": params(f), "flops_per_sample": flops(f)} for f in filters}
+
+    def __call__(self, task, options, timeout_s=None):
+        ((spec, run_dir),) = task.runs
+        self.launched.append(run_dir.name)
+        fresh.clear_stale(task)
+        epochs = spec.training.epochs
+        times = self.epoch_times[: min(task.options.measure_epochs or epochs, epochs)]
         rows = [{"epoch": i + 1, "epoch_time_s": t, "samples_per_s": 1000 / t} for i, t in enumerate(times)]
         write_csv(run_dir / "history.csv", rows)
         write_json(run_dir / "run.json", {
@@ -222,7 +224,8 @@ class FakeChildren:
 @pytest.fixture
 def fake_children(monkeypatch, course_spec):
     fake = FakeChildren(course_spec.with_overrides(epochs=4, dataset="synthetic"))
-    monkeypatch.setattr(bench, "_launch", fake)
+    monkeypatch.setattr(fresh, "launch_fresh", fake)
+    monkeypatch.setattr(bench, "call_fresh", fake.call)
     return fake
 
 
@@ -284,12 +287,12 @@ def test_a_failed_run_is_recorded_and_the_bench_goes_on(tmp_path, fake_children,
 def test_ctrl_c_stops_the_bench_and_keeps_what_is_finished(tmp_path, fake_children, monkeypatch, no_gpu):
     real = fake_children.__call__
 
-    def interrupt_second(job_path, *args, **kwargs):
-        if "f16" in str(job_path):
+    def interrupt_second(task, *args, **kwargs):
+        if "f16" in str(task.runs[0][1]):
             raise KeyboardInterrupt
-        return real(job_path, *args, **kwargs)
+        return real(task, *args, **kwargs)
 
-    monkeypatch.setattr(bench, "_launch", interrupt_second)
+    monkeypatch.setattr(fresh, "launch_fresh", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         run_bench(fake_children.spec, BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(8, 16)), tmp_path)
     (folder,) = tmp_path.iterdir()
@@ -299,13 +302,10 @@ def test_ctrl_c_stops_the_bench_and_keeps_what_is_finished(tmp_path, fake_childr
 
 
 def test_spec_errors_in_the_models_child_stop_the_bench(tmp_path, monkeypatch, course_spec, no_gpu):
-    def child(job_path, result_path, *args, **kwargs):
-        write_json(
-            result_path, {"error": {"type": "SpecError", "message": "x", "source": "net.yaml", "path": "layers[0]", "detail": "bad"}}
-        )
-        return bench.USER_ERROR_EXIT, False
+    def child(function, spec, filters, options, timeout_s=None):
+        raise SpecError("net.yaml", "layers[0]", "bad")  # as the fresh process's error arrives: its type kept
 
-    monkeypatch.setattr(bench, "_launch", child)
+    monkeypatch.setattr(bench, "call_fresh", child)
     with pytest.raises(SpecError, match=r"net.yaml: layers\[0\]: bad"):
         run_bench(course_spec, BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(8,)), tmp_path)
     assert not list(tmp_path.iterdir())  # no bench folder for a spec that cannot be built

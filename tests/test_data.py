@@ -270,7 +270,7 @@ def test_train_on_unavailable_mnist_says_so_on_stderr_only_and_offline_tries_not
     from cnnbench.data import download_marker
     from cnnbench.results import load_runs
 
-    monkeypatch.setattr("cnnbench.train._DATA_CACHE", {})  # each command loads its data afresh, as a new process would
+    monkeypatch.setattr("cnnbench.data._DATASETS", {})  # each command loads its data afresh, as a new process would
     runner = CliRunner()
     args = ["train", "convolutional_nn", "--data", "mnist", "--epochs", "1", "--out", str(tmp_path / "out")]
     first = runner.invoke(app, args)
@@ -281,7 +281,7 @@ def test_train_on_unavailable_mnist_says_so_on_stderr_only_and_offline_tries_not
 
     download_marker().unlink()
     tried = len(counting_proxy)
-    monkeypatch.setattr("cnnbench.train._DATA_CACHE", {})
+    monkeypatch.setattr("cnnbench.data._DATASETS", {})
     second = runner.invoke(app, [*args, "--offline"])
     assert second.exit_code == 0, second.output
     assert len(counting_proxy) == tried and "downloads are off" in second.stderr

@@ -19,8 +19,9 @@ from processes import descendants, finish, start_cli, stop, survivors, training,
 from typer.testing import CliRunner
 
 from cnnbench.cli import app
-from cnnbench.errors import UsageError
-from cnnbench.executor import Event, InlineExecutor, LocalExecutor, Task, ray_config
+from cnnbench.errors import DataError, SpecError, UsageError, error_from_payload, error_payload
+from cnnbench.executor import Event, InlineExecutor, LocalExecutor, Task, make_executor, ray_config
+from cnnbench.executor.fresh import USER_ERROR_EXIT, ChildExit, call_fresh
 from cnnbench.lock import folder_lock
 from cnnbench.results import read_json
 from cnnbench.train import RunOptions
@@ -164,6 +165,32 @@ def test_inline_and_local_executors_give_the_same_events(tiny_spec, tmp_path):
         assert sorted((e.key, e.kind) for e in events) == [(0, "end"), (0, "epoch"), (0, "start"), (1, "end"), (1, "epoch"), (1, "start")]
         assert [e.payload["status"] for e in events if e.kind == "end"] == ["ok", "ok"]
         assert all((tmp_path / name / f"lr-{lr}" / "run.json").is_file() for lr in (0.01, 0.1))
+
+
+def test_an_error_raised_in_a_fresh_child_arrives_here_with_its_type_and_fields(tiny_spec, tmp_path):
+    # More samples than mnist-5k has: the child raises DataError before training; this process gets a DataError.
+    spec = tiny_spec.with_overrides(train_samples=4500, val_samples=900)
+    events: list[Event] = []
+    with make_executor(1, RunOptions(device="cpu", threads=1, save_model=False), policy="fresh") as executor:
+        with pytest.raises(DataError, match=r"asked for 4500 \+ 900"):
+            executor.run([Task(0, ((spec, tmp_path / "run"),))], events.append)
+    assert [e.kind for e in events] == ["launch", "died"]
+    died = events[1].payload
+    assert isinstance(died, ChildExit) and isinstance(died.error, DataError) and died.code == USER_ERROR_EXIT
+    child = read_json(tmp_path / "run" / "child.json")
+    assert child["pid"] != os.getpid() and child["pinning"]["CUDA_VISIBLE_DEVICES"] == "-1" and child["error"]["type"] == "DataError"
+
+    # One function in a fresh process: a SpecError keeps its fields; a bug keeps its traceback.
+    from cnnbench.spec import parse_spec
+
+    with pytest.raises(SpecError) as caught:
+        call_fresh(parse_spec, {"name": "x"}, "net.yaml", options=RunOptions(device="cpu"), timeout_s=120)
+    assert (caught.value.source, caught.value.path, str(caught.value)) == ("net.yaml", "input_shape", "net.yaml: input_shape: is required")
+    try:
+        int("x")
+    except ValueError as exc:
+        bug = error_from_payload(error_payload(exc), "a fresh process")
+    assert type(bug) is RuntimeError and str(bug).startswith("a fresh process failed:\nTraceback") and "ValueError" in str(bug)
 
 
 def test_a_lock_names_its_owner_and_ray_options_need_ray(tmp_path, monkeypatch):

@@ -166,9 +166,9 @@ def test_a_run_that_never_learns_is_recorded_learned_false(tiny_spec, tmp_path):
 
 
 def test_startup_is_recorded_apart_from_the_run_time(tiny_spec, tmp_path):
-    from cnnbench import train
+    from cnnbench.data import forget_datasets
 
-    train._DATA_CACHE.clear()  # as in a fresh process: the data load is start-up
+    forget_datasets()  # as in a fresh process: the data load is start-up
     first = train_run(tiny_spec, tmp_path / "a", RunOptions(save_model=False))
     second = train_run(tiny_spec, tmp_path / "b", RunOptions(save_model=False))
     assert first["timing"]["startup_s"] > second["timing"]["startup_s"] >= 0
