@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
+from cnnbench import record as run_record
 from cnnbench import results
 from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Terminated, UsageError, interrupt_reason, raise_if_stopped
@@ -486,11 +487,9 @@ def _record_death(run_dir: Path, combo: Combination, status: str, error: str) ->
     Any run.json there is this child's (stale ones are removed before a launch): what it says
     about the device and data is kept.
     """
-    record = read_record(run_dir / "run.json") or {}
-    if status == "interrupted" and record.get("status") in FINISHED:
-        return
+    unfinished = [None, *(s for s in run_record.STATUSES if s not in FINISHED)]  # a finished run stays as it is when interrupted
     base = {"device": combo.device, "backend": combo.backend, "filters": combo.filters, "engine": combo.engine}
-    write_json(run_dir / "run.json", {**base, **record, "status": status, "error": error, "ended_at": now_iso()})
+    run_record.mark_ended(run_dir, status, error, unfinished if status == "interrupted" else None, base)
 
 
 def _log_excerpt(log_path: Path, limit: int = 400) -> str:

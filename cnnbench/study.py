@@ -23,6 +23,7 @@ from typing import Any
 
 from cnnbench import __version__, results
 from cnnbench import device as devices
+from cnnbench import record as run_record
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
 from cnnbench.executor import Event, Task, make_executor
 from cnnbench.grid import Grid, format_point_value
@@ -342,15 +343,6 @@ def _write_index(plan: StudyPlan, options: StudyOptions, verdict: Verdict | None
     write_json(path, index)
 
 
-def _mark_ended(run_dir: Path, status: str, reason: str, only: tuple[str | None, ...]) -> None:
-    """A run stopped outside training (its worker died, Ctrl-C while saving): its record says why."""
-    record = read_record(run_dir / "run.json")
-    if (record or {}).get("status") in only:
-        record = record or {"name": run_dir.parent.name}
-        record.update(status=status, error=reason, ended_at=now_iso())
-        write_json(run_dir / "run.json", record)
-
-
 # --- running --------------------------------------------------------------------------------------------
 
 
@@ -462,7 +454,7 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
                 emit(StudyEvent(event.kind, run, done, total, **{key: event.payload}))
                 return
             if event.kind == "died":
-                _mark_ended(run.run_dir, "failed", event.payload, (None, "running"))
+                run_record.mark_ended(run.run_dir, "failed", event.payload, (None, "running"), {"name": run.run_dir.parent.name})
             done += 1
             record = read_record(run.run_dir / "run.json") if event.kind == "died" else event.payload
             tables.records[run.run_dir] = record
@@ -473,7 +465,7 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
             executor.run(tasks, on_event)
         except BaseException as exc:
             for run in runs:
-                _mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
+                run_record.mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
                 tables.records[run.run_dir] = read_record(run.run_dir / "run.json")
             raise
 

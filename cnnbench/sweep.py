@@ -20,6 +20,7 @@ from typing import Any
 
 from cnnbench import __version__, results
 from cnnbench import device as devices
+from cnnbench import record as run_record
 from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason, raise_if_stopped
 from cnnbench.executor import Event, RayConfig, Task, make_executor
@@ -277,21 +278,6 @@ def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     write_json(path, index)
 
 
-def _mark_interrupted(run_dir: Path, reason: str) -> None:
-    """A run stopped outside `model.fit` (while saving, or with its worker) still says `running`: say why it stopped."""
-    record = _record(run_dir)
-    if record and record.get("status") == "running":
-        record.update(status="interrupted", error=reason, ended_at=now_iso())
-        write_json(run_dir / "run.json", record)
-
-
-def _mark_failed(run_dir: Path, name: str, learning_rate: float, reason: str) -> None:
-    record = _record(run_dir) or {"name": name, "learning_rate": learning_rate}
-    if record.get("status") in (None, "running"):
-        record.update(status="failed", error=reason, ended_at=now_iso())
-        write_json(run_dir / "run.json", record)
-
-
 # --- running ---------------------------------------------------------------------------------
 
 
@@ -389,7 +375,8 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
             emit(SweepEvent(event.kind, run, done, total, **{key: event.payload}))
             return
         if event.kind == "died":
-            _mark_failed(run.run_dir, plan.spec.name, run.learning_rate, event.payload)
+            base = {"name": plan.spec.name, "learning_rate": run.learning_rate}
+            run_record.mark_ended(run.run_dir, "failed", event.payload, (None, "running"), base)
         done += 1
         emit(SweepEvent("end", run, done, total, record=_record(run.run_dir) if event.kind == "died" else event.payload))
         _write_summary(plan)
@@ -398,5 +385,5 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
         executor.run(tasks, on_event)
     except BaseException as exc:
         for run in todo:
-            _mark_interrupted(run.run_dir, interrupt_reason(exc))
+            run_record.mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
         raise

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
+from cnnbench import record as run_record
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason
 from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.precision import metric_value
@@ -421,43 +422,23 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
     # The same for every lane (they differ only in the learning rate): worked out once.
     described, env = data.describe(), environment(options.threads)
     chance, margin = chance_error(data.num_classes), learned_margin(data.num_classes, len(data.x_val))
+    run = {
+        "epochs_measured": fit_epochs, "device": device_kind, "device_requested": options.device, "device_name": device_name,
+        "backend": keras.backend.backend(), "engine": engine, "fused_k": take, "environment": env, "chance_error": chance,
+        "learned_margin": margin, "started_at": (previous or {}).get("started_at") or started_at,
+    }  # fmt: skip
+    model_doc = {"params": summary.total_params, "trainable_params": summary.trainable_params, "flops_per_sample": summary.flops_per_sample}
+    resumed = [*(previous or {}).get("resumed", []), {"at": started_at, "from_epoch": first_epoch}] if options.resume else None
     for k, (lane_spec, lane_dir) in enumerate(zip(specs, run_dirs, strict=True)):
-        record: dict[str, Any] = {
-            "name": lane_spec.name,
-            "status": "running",
-            "error": None,
-            "learning_rate": lane_spec.training.learning_rate,
-            "batch_size": lane_spec.training.batch_size,
-            "optimizer": lane_spec.training.optimizer,
-            "epochs": epochs,
-            "epochs_measured": fit_epochs,
-            "seed": lane_spec.training.seed,
-            "params": summary.total_params,
-            "trainable_params": summary.trainable_params,
-            "flops_per_sample": summary.flops_per_sample,
-            "data": {**described, "requested": lane_spec.data.dataset, "warnings": data.warnings},
-            "device": device_kind,
-            "device_requested": options.device,
-            "device_name": device_name,
-            "backend": keras.backend.backend(),
-            "engine": engine,
-            "fused_k": take,
-            "environment": env,
-            "steps_per_execution": steps_per_execution(lane_spec, len(data.x_train)),
-            "chance_error": chance,
-            "learned_margin": margin,
-            "training_options": lane_spec.training.knobs(),  # optimizer options, schedule, early stopping, smoothing set
-            "started_at": (previous or {}).get("started_at") or started_at,
-        }
-        if options.resume:
-            record["resumed"] = [*(previous or {}).get("resumed", []), {"at": started_at, "from_epoch": first_epoch}]
+        record = run_record.start_record(lane_spec, run, model_doc, {**described, "warnings": data.warnings},
+                                         steps_per_execution(lane_spec, len(data.x_train)), resumed)  # fmt: skip
         try:
             lane_dir.mkdir(parents=True, exist_ok=True)
             if not options.resume:
                 for stale in ("history.csv", "model.keras", "error.txt", CHECKPOINT):
                     (lane_dir / stale).unlink(missing_ok=True)
             write_json(lane_dir / "spec.json", lane_spec.to_dict())
-            write_json(lane_dir / "run.json", record)
+            run_record.write_start(lane_dir, record)
         except OSError as exc:
             raise OutputError(f"cannot write the run folder {_shown(lane_dir)}: {_os_reason(exc)}") from None
         if on_start:
@@ -575,29 +556,26 @@ def _write_traceback(run_dir: Path) -> None:
 
 def _write_final(run_dir: Path, record: dict[str, Any]) -> None:
     try:
-        write_json(run_dir / "run.json", record)
+        run_record.write_final(run_dir, record)
     except OSError as exc:
-        raise OutputError(
-            f"cannot record the run's end ({record['status']}) in {_shown(run_dir)}: {_os_reason(exc)}; its run.json still says running"
-        ) from None
+        raise _end_not_recorded(run_dir, record["status"], exc) from None
+
+
+def _end_not_recorded(run_dir: Path, status: str, exc: OSError) -> OutputError:
+    return OutputError(f"cannot record the run's end ({status}) in {_shown(run_dir)}: {_os_reason(exc)}; its run.json still says running")
 
 
 def _record_oom_at_start(spec: Spec, run_dir: Path, options: RunOptions, exc: BaseException, started_at: str) -> dict[str, Any]:
     """A run whose model or data could not even be allocated: recorded `oom` so that a sweep or bench goes on."""
-    record = {
-        "name": spec.name, "status": "oom", "error": _error_line(exc), "learning_rate": spec.training.learning_rate,
-        "batch_size": spec.training.batch_size, "optimizer": spec.training.optimizer, "epochs": spec.training.epochs,
-        "seed": spec.training.seed, "device_requested": options.device, "epochs_run": 0, "learned": None,
-        "final_val_error": None, "best_val_error": None, "best_epoch": None, "timing": {}, "total_time_s": None,
-        "peak_host_mem_mb": devices.peak_host_memory_mb(), "started_at": started_at, "ended_at": now_iso(),
-    }  # fmt: skip
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "spec.json", spec.to_dict())
     except OSError as exc2:
         raise OutputError(f"cannot write the run folder {_shown(run_dir)}: {_os_reason(exc2)}") from None
-    _write_final(run_dir, record)
-    return record
+    try:
+        return run_record.oom_at_start(spec, run_dir, _error_line(exc), options.device, started_at, devices.peak_host_memory_mb())
+    except OSError as exc2:
+        raise _end_not_recorded(run_dir, "oom", exc2) from None
 
 
 def _shown(path: Path, limit: int = 120) -> str:
