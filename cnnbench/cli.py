@@ -282,11 +282,11 @@ def _epoch_line(row: dict, epochs: int) -> str:
 
 
 def _engine_option(engine: str | None) -> str | None:
+    from cnnbench.engines import CHOICES
     from cnnbench.errors import UsageError
-    from cnnbench.spec import ENGINES
 
-    if engine is not None and engine not in ENGINES:
-        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(ENGINES)}")
+    if engine is not None and engine not in CHOICES:
+        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(CHOICES)}")
     return engine
 
 

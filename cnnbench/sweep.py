@@ -331,11 +331,11 @@ def planned_engine(spec: Spec, options: SweepOptions) -> str:
 
     UsageError for fused on a backend other than JAX, as train_run would raise in every run.
     """
-    from cnnbench.fused import resolve_engine
+    from cnnbench import engines
 
     backend = devices.requested_backend(options.backend)
     gpu = options.device == "gpu" or (options.device == "auto" and bool(devices.nvidia_gpus()))
-    return resolve_engine(options.engine or spec.training.engine, backend, "gpu" if gpu else "cpu")
+    return engines.resolve(options.engine or spec.training.engine, backend, "gpu" if gpu else "cpu")
 
 
 def _groups(todo: list[PlannedRun], options: SweepOptions, fused: bool) -> list[list[PlannedRun]]:

@@ -13,19 +13,20 @@ import statistics
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
+from cnnbench import engines
 from cnnbench import record as run_record
+from cnnbench.engines import Program
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason
 from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.precision import metric_value
 from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
-from cnnbench.schedule import multiplier, rate_at
+from cnnbench.schedule import rate_at
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
 
@@ -38,7 +39,7 @@ class RunOptions:
     imported (None: leave KERAS_BACKEND as it is). threads: CPU threads for the process.
     measure_epochs: train only this many epochs and estimate the time of the spec's epochs.
     resume: continue the run already in run_dir from its checkpoint (`train --resume`).
-    engine: fit, fused or auto (None: the spec's training.engine); see cnnbench/fused.py.
+    engine: fit, fused or auto (None: the spec's training.engine); see cnnbench/engines/.
     """
 
     device: str = "auto"
@@ -327,10 +328,9 @@ def train_group(
     """
     if len(specs) != len(run_dirs) or not specs:
         raise UsageError(f"train_group needs one run folder per spec, got {len(specs)} specs and {len(run_dirs)} folders")
-    if (options.engine or specs[0].training.engine) == "fused":  # refused before Keras is imported or data loaded
-        from cnnbench.fused import resolve_engine
-
-        resolve_engine("fused", devices.requested_backend(options.backend), "cpu")
+    requested = options.engine or specs[0].training.engine
+    if requested != "auto":  # an engine this backend cannot run is refused before Keras is imported or data loaded
+        engines.resolve(requested, devices.requested_backend(options.backend), "cpu")
     records: list[dict[str, Any]] = []
     while len(records) < len(specs):
         offset = len(records)
@@ -388,25 +388,12 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
         EpochNotifier,
         EpochTimer,
         HistoryWriter,
-        ScheduledRate,
     )
-    from cnnbench.fused import lane_cap, resolve_engine, unfusable_reason
 
     device_kind, device_name = devices.resolve(options.device)  # DeviceError before anything is written
-    engine = resolve_engine(options.engine or spec.training.engine, keras.backend.backend(), device_kind)
-    if engine == "fused":  # refused in one line before anything is written, like every other bad input
-        from cnnbench.fused import check_model
-
-        check_model(model, data, spec.training.batch_size)  # also builds the optimizer, whose slots lane_cap counts
-    take = 1
-    if engine == "fused" and len(specs) > 1 and not options.resume:
-        reason = unfusable_reason(specs)
-        if reason:
-            warnings.warn(f"not fusing: {reason}; training the runs one after another", stacklevel=2)
-        else:
-            take = min(len(specs), lane_cap(model, spec.training.batch_size, summary))
-            if take < len(specs):
-                warnings.warn(f"fusing {take} of {len(specs)} runs at once (device memory estimate); the rest follow", stacklevel=2)
+    engine = engines.get(engines.resolve(options.engine or spec.training.engine, keras.backend.backend(), device_kind))
+    engine.check(model, data, spec)  # refused in one line before anything is written, like every other bad input
+    take = engine.lane_count(specs, model, summary, options.resume)
     specs, run_dirs = list(specs[:take]), run_dirs[:take]
     previous = read_record(run_dir / "run.json") if options.resume else None
     was = ((previous or {}).get("data") or {}).get("sha256")
@@ -424,7 +411,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
     chance, margin = chance_error(data.num_classes), learned_margin(data.num_classes, len(data.x_val))
     run = {
         "epochs_measured": fit_epochs, "device": device_kind, "device_requested": options.device, "device_name": device_name,
-        "backend": keras.backend.backend(), "engine": engine, "fused_k": take, "environment": env, "chance_error": chance,
+        "backend": keras.backend.backend(), "engine": engine.name, "fused_k": take, "environment": env, "chance_error": chance,
         "learned_margin": margin, "started_at": (previous or {}).get("started_at") or started_at,
     }  # fmt: skip
     model_doc = {"params": summary.total_params, "trainable_params": summary.trainable_params, "flops_per_sample": summary.flops_per_sample}
@@ -444,7 +431,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
         if on_start:
             on_start(k, dict(record))
         lane_epoch = (lambda row, k=k: on_epoch(k, row)) if on_epoch else None
-        extra = {"fused_k": take} if engine == "fused" else None
+        extra = {"fused_k": take} if engine.lanes_together else None
         rate = lambda epoch, lr=lane_spec.training.learning_rate: rate_at(lr, spec.training.lr_schedule, epoch, epochs)
         history = HistoryWriter(lane_dir / "history.csv", timer, rate, rows=kept_rows, extra=extra)
         notifier = EpochNotifier(history, lane_epoch) if lane_epoch else None
@@ -483,7 +470,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
             timing["samples_per_s_median"] = statistics.median(r["samples_per_s"] for r in rows[1:] or rows)
         if options.measure_epochs and rows:
             timing["estimated_train_s"] = extrapolate_total(timing["first_epoch_s"], timing["epoch_s_median"], epochs)
-        timing["setup_s"] = setup_s
+        timing["setup_s"] = program.setup_s
         timing["startup_s"] = startup.get("startup_s", 0.0)
         timing["checkpoint_s"] = lane.checkpoint.seconds
         if status in FINISHED:  # nothing left to resume: the checkpoint only costs disk space now
@@ -502,35 +489,9 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
         if on_end:
             on_end(k, dict(record))
 
+    program = Program(model, data, spec, specs, lanes, timer, first_epoch, fit_epochs, finish, setup_s)
     try:
-        if engine == "fit":
-            lane = lanes[0]
-            if first_epoch < fit_epochs:
-                scheduled = [ScheduledRate(lane.history.rate_at)] if spec.training.lr_schedule else []
-                model.fit(
-                    data.x_train, data.y_train,
-                    batch_size=spec.training.batch_size, epochs=fit_epochs, initial_epoch=first_epoch,
-                    validation_data=(data.x_val, data.y_val),
-                    callbacks=[timer, *scheduled, *lane.callbacks], verbose=0, shuffle=True,
-                )  # fmt: skip
-            finish(0)
-        else:
-            from cnnbench.fused import FusedTrainer
-
-            t0 = time.perf_counter()
-            rates = [s.training.learning_rate for s in specs]
-            schedule = spec.training.lr_schedule
-            trainer = FusedTrainer(model, data, spec.training.batch_size, spec.training.seed, rates, checked=True,
-                                   lr_multiplier=(lambda epoch: multiplier(schedule, epoch, epochs)) if schedule else None)  # fmt: skip
-            setup_s += time.perf_counter() - t0  # building the state and putting the data on the device
-            callbacks = [keras.callbacks.CallbackList(lane.callbacks, model=model) for lane in lanes]
-            if first_epoch < fit_epochs:
-                stopped = lambda k: lanes[k].guard.reason is not None
-                trainer.fit(fit_epochs, timer, callbacks, on_lane_end=finish, stopped=stopped, initial_epoch=first_epoch)
-            for k, lane in enumerate(lanes):
-                if not lane.done:  # resumed at its last epoch: nothing left to train
-                    trainer.write_back(k)
-                    finish(k)
+        engine.train(program)
     except KeyboardInterrupt as exc:
         for k, lane in enumerate(lanes):
             if not lane.done:
