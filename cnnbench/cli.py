@@ -20,6 +20,7 @@ import typer
 from cnnbench import __version__
 from cnnbench.completion import complete_spec as _complete_spec
 from cnnbench.completion import offer as _offer
+from cnnbench.engines import CHOICES as _ENGINES
 from cnnbench.errors import CnnbenchError, count, safe
 from cnnbench.precision import dumps, plain
 
@@ -61,7 +62,7 @@ def _flags_take_no_value() -> None:
 
 _flags_take_no_value()
 
-_BACKENDS, _ENGINES = ("tensorflow", "jax", "torch"), ("auto", "fit", "fused")
+_BACKENDS = ("tensorflow", "jax", "torch")
 DATASET_NAMES = ("mnist", "mnist-5k", "synthetic")
 _SPEC_HELP = "A spec file (.json/.yaml), a built-in spec name, - (read from stdin) or inline JSON"
 SpecArg = Annotated[str, typer.Argument(help=f"{_SPEC_HELP}.", show_default=False, autocompletion=_complete_spec)]
@@ -282,11 +283,10 @@ def _epoch_line(row: dict, epochs: int) -> str:
 
 
 def _engine_option(engine: str | None) -> str | None:
-    from cnnbench.engines import CHOICES
     from cnnbench.errors import UsageError
 
-    if engine is not None and engine not in CHOICES:
-        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(CHOICES)}")
+    if engine is not None and engine not in _ENGINES:
+        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(_ENGINES)}")
     return engine
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench import __version__, results
+from cnnbench import __version__, engines, results
 from cnnbench import device as devices
 from cnnbench import record as run_record
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
@@ -424,7 +424,7 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
     """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
     if not todo:
         return
-    fused = planned_engine(plan.grid.spec, options) == "fused"
+    fused = engines.get(planned_engine(plan.grid.spec, options)).lanes_together
     if options.fuse and not fused:
         warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=3)
     total, done = len(todo), 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cnnbench import __version__, results
+from cnnbench import __version__, engines, results
 from cnnbench import device as devices
 from cnnbench import record as run_record
 from cnnbench.data import file_digest
@@ -331,8 +331,6 @@ def planned_engine(spec: Spec, options: SweepOptions) -> str:
 
     UsageError for fused on a backend other than JAX, as train_run would raise in every run.
     """
-    from cnnbench import engines
-
     backend = devices.requested_backend(options.backend)
     gpu = options.device == "gpu" or (options.device == "auto" and bool(devices.nvidia_gpus()))
     return engines.resolve(options.engine or spec.training.engine, backend, "gpu" if gpu else "cpu")
@@ -348,7 +346,7 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
     """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
     if not todo:
         return
-    fused = planned_engine(plan.spec, options) == "fused"
+    fused = engines.get(planned_engine(plan.spec, options)).lanes_together
     if options.fuse and not fused:
         warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=3)
     groups = _groups(todo, options, fused)
