@@ -6,6 +6,7 @@ hands the `Program` to the engine; the engine trains and calls `program.finish(k
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +35,8 @@ class Program:
     setup_s: float = 0.0
 
 
-class Engine:
-    """A training engine. Subclasses set `name` (what run.json's `engine` says) and override what differs.
+class Engine(ABC):
+    """A training engine. Subclasses set `name` (what run.json's `engine` says), write `train` and override what differs.
 
     backends: the Keras backends it runs on (None: every one). lanes_together: it can train several runs
     (specs that differ only in the learning rate) as lanes of one program, and history.csv says how many.
@@ -56,12 +57,13 @@ class Engine:
         return False
 
     def check(self, model: Any, data: Any, spec: Any) -> None:
-        """Refuse (UsageError) a model this engine cannot train, before anything is written."""
+        """Refuse (UsageError) a model this engine cannot train, before anything is written; any model by default."""
+        return None
 
     def lane_count(self, specs: Sequence[Any], model: Any, summary: Any, resume: bool) -> int:
         """How many of `specs` (from the first) train as lanes of one program; the rest follow in later programs."""
         return 1
 
+    @abstractmethod
     def train(self, program: Program) -> None:
         """Train the program's lanes to `program.fit_epochs`, calling `program.finish(k)` for each lane that ends."""
-        raise NotImplementedError
