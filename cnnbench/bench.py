@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
-from cnnbench import results
+from cnnbench import engines, results
+from cnnbench import record as run_record
 from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError, raise_if_stopped
 from cnnbench.executor import Event, RayConfig, Task, make_executor
@@ -33,7 +34,7 @@ from cnnbench.files import UnsafeFileError, read_text
 from cnnbench.lock import folder_lock
 from cnnbench.model import sizes_by_filters
 from cnnbench.results import FINISHED, environment, now_iso, package_version, read_record, write_csv, write_json
-from cnnbench.spec import ENGINES, Spec
+from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total
 from cnnbench.train import RunOptions, looks_like_oom
 
@@ -60,7 +61,7 @@ class BenchOptions:
     backends (None: KERAS_BACKEND or tensorflow). measure_epochs: train k epochs and extrapolate
     to the spec's epochs. memory_limit_mb: address-space cap of each training process (RLIMIT_AS).
     timeout_s: a run still going after this many seconds is killed and recorded as failed.
-    engines: training engines, one more dimension of the grid (auto resolves per run; see cnnbench/fused.py).
+    engines: training engines, one more dimension of the grid (auto resolves per run; see cnnbench/engines/).
     """
 
     devices: tuple[str, ...] | None = None
@@ -80,7 +81,7 @@ class BenchOptions:
         chosen = self.devices or (("cpu", "gpu") if devices.nvidia_gpus() else ("cpu",))
         backends = self.backends or (os.environ.get("KERAS_BACKEND") or "tensorflow",)
         checks = (("--devices", chosen, BENCH_DEVICES), ("--backends", backends, devices.BACKENDS))
-        for name, values, known in (*checks, ("--engines", self.engines, ENGINES)):
+        for name, values, known in (*checks, ("--engines", self.engines, engines.CHOICES)):
             unknown = [v for v in values if v not in known]
             if unknown:
                 raise UsageError(f"{name}: unknown value(s) {', '.join(map(repr, unknown))}; use a comma list of {', '.join(known)}")
@@ -92,8 +93,8 @@ class BenchOptions:
             if value is not None and value < 1:
                 raise UsageError(f"{name}: must be at least 1, got {value}")
         dedupe = lambda values: tuple(dict.fromkeys(values))
-        engines = dedupe(self.engines) or ("auto",)
-        return replace(self, devices=dedupe(chosen), backends=dedupe(backends), filters=dedupe(self.filters), engines=engines)
+        return replace(self, devices=dedupe(chosen), backends=dedupe(backends), filters=dedupe(self.filters),
+                       engines=dedupe(self.engines) or ("auto",))  # fmt: skip
 
 
 def parse_list(text: str, option: str, convert: Callable[[str], Any] = str) -> tuple:
@@ -122,17 +123,16 @@ class Combination:
 
 
 def combinations(options: BenchOptions) -> list[Combination]:
-    engines = options.engines or ("auto",)
-    return [Combination(d, b, f, e) for d in options.devices for b in options.backends for e in engines for f in options.filters]
+    names = options.engines or ("auto",)
+    return [Combination(d, b, f, e) for d in options.devices for b in options.backends for e in names for f in options.filters]
 
 
 def combination_reason(combo: Combination, reasons: dict[tuple[str, str], str | None]) -> str | None:
     """Why `combo` cannot be measured here (None when it can): its device/backend, or fused off JAX."""
     if reasons[(combo.device, combo.backend)]:
         return reasons[(combo.device, combo.backend)]
-    if combo.engine == "fused" and combo.backend != "jax":
-        return f"engine fused needs the JAX backend, not {combo.backend}"
-    return None
+    why = engines.unavailable(combo.engine, combo.backend)
+    return f"{why}, not {combo.backend}" if why else None
 
 
 def bench_dir(out: str | Path, spec: Spec, options: BenchOptions) -> Path:
@@ -455,11 +455,9 @@ def _record_death(run_dir: Path, combo: Combination, status: str, error: str) ->
     Any run.json there is this child's (stale ones are removed before a launch): what it says
     about the device and data is kept.
     """
-    record = read_record(run_dir / "run.json") or {}
-    if status == "interrupted" and record.get("status") in FINISHED:
-        return
+    unfinished = [None, *(s for s in run_record.STATUSES if s not in FINISHED)]  # a finished run stays as it is when interrupted
     base = {"device": combo.device, "backend": combo.backend, "filters": combo.filters, "engine": combo.engine}
-    write_json(run_dir / "run.json", {**base, **record, "status": status, "error": error, "ended_at": now_iso()})
+    run_record.mark_ended(run_dir, status, error, unfinished if status == "interrupted" else None, base)
 
 
 # --- rows ------------------------------------------------------------------------------------

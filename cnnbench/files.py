@@ -7,17 +7,24 @@ redirect a write, hang a read or fill memory. Every reader and writer of a resul
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from cnnbench.errors import OutputError
+from cnnbench.precision import plain
 
 MAX_RESULT_BYTES = 64 * 2**20  # run.json, history.csv, bench.csv ...: cnnbench writes a few KB to a few MB
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO returns at once, so fstat can refuse it
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _REMOVE_IT = "cnnbench reads and writes only regular files in a results folder (remove it)"
+TEMP_SUFFIX = ".tmp"  # atomic writes go through `.<name>.<8 random characters>.tmp` (results.TEMP_FILE)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class UnsafeFileError(OutputError):
@@ -146,3 +153,51 @@ def open_for_writing(path: str | Path) -> int:
     fd = open_regular(path, os.O_WRONLY | os.O_CREAT)
     os.ftruncate(fd, 0)
     return fd
+
+
+# --- atomic writes ------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same folder + rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_bytes(path: str | Path, write: Any) -> None:
+    """Like atomic_write_text, for binary content: `write(file)` fills the temp file (np.savez, ...)."""
+    path = Path(path)
+    check_target(path)  # a link planted in its place is refused, not replaced (the temp file is O_EXCL: never a link)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)  # named as TEMP_FILE matches
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno and not exc.filename:  # a full disk: say which file could not be written
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(plain(json.loads(json.dumps(data, default=_json_default))), indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file of a results folder, read through the bounded reader (regular files only, size capped)."""
+    return json.loads(read_bytes(path).decode("utf-8"))

@@ -1,6 +1,7 @@
-"""The fused JAX engine: each epoch is one compiled program over Keras' own pure `train_step`/`test_step`.
+"""The fused JAX engine's program: each epoch is one compiled program over Keras' own pure `train_step`/`test_step`.
 
-K learning rates of one spec can share that program as vmapped lanes. JAX is imported inside functions only.
+K learning rates of one spec can share that program as vmapped lanes; cnnbench/engines/fused.py drives it.
+JAX is imported inside functions only.
 """
 
 from __future__ import annotations
@@ -12,24 +13,8 @@ from typing import Any
 
 from cnnbench.errors import UsageError
 
-ENGINES_USED = ("fit", "fused")  # what run.json's `engine` says; `auto` resolves to one of them
 SUPPORTED_KERAS = ((3, 15), (3, 16))  # [low, high): the Keras versions whose trainer state layout this engine was checked against
 MEMORY_FRACTION = 0.5  # share of the free device memory the lanes of one program may plan to use
-
-
-def resolve_engine(requested: str, backend: str, device_kind: str) -> str:
-    """The engine a run uses: `auto` is fused only for JAX on a GPU (on XLA:CPU a compiled epoch is slower than fit).
-
-    >>> resolve_engine("auto", "jax", "gpu"), resolve_engine("auto", "jax", "cpu"), resolve_engine("fit", "jax", "gpu")
-    ('fused', 'fit', 'fit')
-    """
-    if requested == "auto":
-        return "fused" if backend == "jax" and device_kind == "gpu" else "fit"
-    if requested not in ENGINES_USED:
-        raise UsageError(f"unknown engine {str(requested)[:40]!r}; use fit, fused or auto")
-    if requested == "fused" and backend != "jax":
-        raise UsageError(f"engine fused needs the JAX backend, but this run uses {backend}; use --backend jax or --engine fit")
-    return requested
 
 
 def unfusable_reason(specs: Sequence[Any]) -> str | None:

@@ -10,36 +10,50 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import platform
 import re
 import socket
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import OutputError, brief
-from cnnbench.files import UnsafeFileError, check_target, read_bytes
+from cnnbench.files import (  # noqa: F401  (atomic writes: long imported from here)
+    TEMP_SUFFIX,
+    UnsafeFileError,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_target,
+    read_bytes,
+    read_json,
+    write_json,
+)
 from cnnbench.precision import plain
+from cnnbench.record import FIELDS as RUN_FIELDS  # noqa: F401
+from cnnbench.record import (  # noqa: F401  (the run record's schema: long imported from here)
+    FINISHED,
+    OPTIONAL_DICT,
+    OPTIONAL_NUMBER,
+    OPTIONAL_STR,
+    RUN_FILE,
+    STATUSES,
+    now_iso,
+    type_problem,
+)
+from cnnbench.record import problem as run_problem
 
-STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
-FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
 HISTORY_COLUMNS = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_error",
     "epoch_time_s", "train_time_s", "val_time_s", "samples_per_s", "learning_rate",
 )  # fmt: skip
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 # The temporary files of atomic writes: `.<name>.<8 random characters>.tmp` (mkstemp), and the model's
 # `.model.tmp.keras` (train._save_model). A process killed mid-write (kill -9) leaves one behind.
-TEMP_SUFFIX = ".tmp"
 TEMP_FILE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\..+\.tmp\.keras")
 
 
@@ -65,51 +79,6 @@ def remove_leftovers(folder: str | Path, levels: int = 2, skip: Any = None) -> l
         except OSError:
             continue  # gone meanwhile, or not ours to remove: a leftover is harmless
     return removed
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder + rename: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_write_bytes(path: str | Path, write: Any) -> None:
-    """Like atomic_write_text, for binary content: `write(file)` fills the temp file (np.savez, ...)."""
-    path = Path(path)
-    check_target(path)  # a link planted in its place is refused, not replaced (the temp file is O_EXCL: never a link)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)  # named as TEMP_FILE matches
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno and not exc.filename:  # a full disk: say which file could not be written
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(plain(json.loads(json.dumps(data, default=_json_default))), indent=2) + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    """A JSON file of a results folder, read through the bounded reader (regular files only, size capped)."""
-    return json.loads(read_bytes(path).decode("utf-8"))
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] | tuple[str, ...] | None = None) -> None:
@@ -163,10 +132,6 @@ def check_out_dir(out: str | Path, option: str = "--out") -> Path:
     return path
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
 def timestamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -191,52 +156,12 @@ def new_run_dir(out: str | Path, name: str) -> Path:
 
 # --- reading records: one validated reader ------------------------------------------------------
 
-_OPTIONAL_NUMBER = (int, float, type(None))
-_OPTIONAL_INT = (int, type(None))
-_OPTIONAL_STR = (str, type(None))
-_OPTIONAL_DICT = (dict, type(None))
-# The keys of run.json that cnnbench reads, and the types it accepts (a missing key is fine; a
-# record that has one with another type is `corrupt`). Booleans are not numbers here.
-RUN_FIELDS: dict[str, tuple[type, ...]] = {
-    "status": (str,), "name": _OPTIONAL_STR, "error": _OPTIONAL_STR, "learning_rate": _OPTIONAL_NUMBER,
-    "batch_size": _OPTIONAL_INT, "optimizer": _OPTIONAL_STR, "epochs": _OPTIONAL_INT, "epochs_measured": _OPTIONAL_INT,
-    "epochs_run": _OPTIONAL_INT, "seed": _OPTIONAL_INT, "params": _OPTIONAL_INT, "filters": _OPTIONAL_INT,
-    "flops_per_sample": _OPTIONAL_INT, "best_epoch": _OPTIONAL_INT, "best_val_error": _OPTIONAL_NUMBER,
-    "final_val_error": _OPTIONAL_NUMBER, "final_loss": _OPTIONAL_NUMBER, "test_error": _OPTIONAL_NUMBER,
-    "total_time_s": _OPTIONAL_NUMBER, "peak_host_mem_mb": _OPTIONAL_NUMBER, "peak_gpu_mem_mb": _OPTIONAL_NUMBER,
-    "data": _OPTIONAL_DICT, "timing": _OPTIONAL_DICT, "environment": _OPTIONAL_DICT, "device": _OPTIONAL_STR,
-    "device_name": _OPTIONAL_STR, "backend": _OPTIONAL_STR, "started_at": _OPTIONAL_STR, "ended_at": _OPTIONAL_STR,
-    "learned": (bool, type(None)), "engine": _OPTIONAL_STR, "fused_k": _OPTIONAL_INT, "chance_error": _OPTIONAL_NUMBER,
-    "learned_margin": _OPTIONAL_NUMBER, "resumed": (list, type(None)), "trainable_params": _OPTIONAL_INT,
-}  # fmt: skip
-DATA_FIELDS: dict[str, tuple[type, ...]] = {
-    "name": _OPTIONAL_STR, "requested": _OPTIONAL_STR, "source": _OPTIONAL_STR, "train_samples": _OPTIONAL_INT,
-    "val_samples": _OPTIONAL_INT, "test_samples": _OPTIONAL_INT, "num_classes": _OPTIONAL_INT, "warnings": (list, type(None)),
-}  # fmt: skip
 INDEX_FIELDS: dict[str, tuple[type, ...]] = {  # sweep.json and bench.json
-    "name": _OPTIONAL_STR, "status": _OPTIONAL_STR, "spec": _OPTIONAL_DICT, "options": _OPTIONAL_DICT, "models": _OPTIONAL_DICT,
-    "values": (list, type(None)), "runs": (list, type(None)), "warnings": (list, type(None)), "created_at": _OPTIONAL_STR,
-    "updated_at": _OPTIONAL_STR, "started_at": _OPTIONAL_STR, "ended_at": _OPTIONAL_STR,
+    "name": OPTIONAL_STR, "status": OPTIONAL_STR, "spec": OPTIONAL_DICT, "options": OPTIONAL_DICT, "models": OPTIONAL_DICT,
+    "values": (list, type(None)), "runs": (list, type(None)), "warnings": (list, type(None)), "created_at": OPTIONAL_STR,
+    "updated_at": OPTIONAL_STR, "started_at": OPTIONAL_STR, "ended_at": OPTIONAL_STR,
 }  # fmt: skip
 CORRUPT = "corrupt"  # the status shown for a run.json that exists but cannot be trusted
-
-
-def _type_names(types: tuple[type, ...]) -> str:
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "an object", list: "a list",
-             type(None): "null"}  # fmt: skip
-    return " or ".join(dict.fromkeys(names[t] for t in types if not (t is int and float in types)))
-
-
-
-def _type_problem(record: dict, fields: dict[str, tuple[type, ...]], prefix: str = "") -> str | None:
-    for key, types in fields.items():
-        if key not in record:
-            continue
-        value = record[key]
-        wrong = isinstance(value, bool) and bool not in types or not isinstance(value, types)
-        if wrong:
-            return f"{prefix}{key} is {brief(value)}, expected {_type_names(types)}"
-    return None
 
 
 def record_problem(path: str | Path, record: Any) -> str | None:
@@ -244,29 +169,10 @@ def record_problem(path: str | Path, record: Any) -> str | None:
     if not isinstance(record, dict):
         return f"holds {type(record).__name__ if record is not None else 'null'}, not a JSON object"
     name = Path(path).name
-    if name == "run.json":
-        if "status" not in record:
-            return "has no status"
-        if problem := _type_problem(record, RUN_FIELDS):
-            return problem
-        if record["status"] not in STATUSES:
-            return f"status {brief(record['status'])} is not one of {', '.join(STATUSES)}"
-        if problem := _type_problem(record.get("data") or {}, DATA_FIELDS, "data."):
-            return problem
-        timing = record.get("timing") or {}
-        wrong = next((k for k, v in timing.items() if isinstance(v, bool) or not isinstance(v, _OPTIONAL_NUMBER)), None)
-        if wrong is not None:
-            return f"timing.{wrong} is {brief(timing[wrong])}, expected a number or null"
-        return _resumed_problem(record.get("resumed") or [])
+    if name == RUN_FILE:
+        return run_problem(record)
     elif name in ("sweep.json", "bench.json"):
-        return _type_problem(record, INDEX_FIELDS) or _runs_problem(record.get("runs") or []) or _models_problem(record.get("models") or {})
-    return None
-
-
-def _resumed_problem(resumed: list) -> str | None:
-    for i, entry in enumerate(resumed):
-        if not isinstance(entry, dict) or _type_problem(entry, {"at": _OPTIONAL_STR, "from_epoch": (int,)}) or "from_epoch" not in entry:
-            return f"resumed[{i}] is {brief(entry)}, expected {{'at': a time, 'from_epoch': an integer}}"
+        return type_problem(record, INDEX_FIELDS) or _runs_problem(record.get("runs") or []) or _models_problem(record.get("models") or {})
     return None
 
 
@@ -287,7 +193,7 @@ def _runs_problem(runs: list) -> str | None:
             return f"runs[{i}] is {brief(run)}, expected an object"
         if "run_dir" in run and not inside_name(run["run_dir"]):
             return f"runs[{i}].run_dir is {brief(run['run_dir'])}, expected a folder name inside the sweep"
-        if problem := _type_problem(run, {"learning_rate": _OPTIONAL_NUMBER}, f"runs[{i}]."):
+        if problem := type_problem(run, {"learning_rate": OPTIONAL_NUMBER}, f"runs[{i}]."):
             return problem
     return None
 

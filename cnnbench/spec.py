@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cnnbench import engines
 from cnnbench.catalog import (
     EARLY_STOPPING,
     LAYERS,
@@ -45,7 +46,6 @@ from cnnbench.catalog import (
 from cnnbench.errors import SpecError, brief, cap
 
 DATASETS = ("mnist", "mnist-5k", "synthetic")
-ENGINES = ("auto", "fit", "fused")
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 
 
@@ -98,7 +98,7 @@ class Training:
     )
     engine: str = _meta(
         "auto",
-        enum(*ENGINES),
+        enum(*engines.CHOICES),
         "Training engine: fit (Keras model.fit), fused (one compiled program per epoch, JAX backend only) or auto "
         "(fused for JAX on a GPU, fit everywhere else).",
     )

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench import __version__, results
+from cnnbench import __version__, engines, results
+from cnnbench import record as run_record
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
 from cnnbench.executor import Event, Task, make_executor
 from cnnbench.grid import Grid, format_point_value
@@ -341,15 +342,6 @@ def _write_index(plan: StudyPlan, options: StudyOptions, verdict: Verdict | None
     write_json(path, index)
 
 
-def _mark_ended(run_dir: Path, status: str, reason: str, only: tuple[str | None, ...]) -> None:
-    """A run stopped outside training (its worker died, Ctrl-C while saving): its record says why."""
-    record = read_record(run_dir / "run.json")
-    if (record or {}).get("status") in only:
-        record = record or {"name": run_dir.parent.name}
-        record.update(status=status, error=reason, ended_at=now_iso())
-        write_json(run_dir / "run.json", record)
-
-
 # --- running --------------------------------------------------------------------------------------------
 
 
@@ -431,7 +423,7 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
     """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
     if not todo:
         return
-    fused = planned_engine(plan.grid.spec, options) == "fused"
+    fused = engines.get(planned_engine(plan.grid.spec, options)).lanes_together
     if options.fuse and not fused:
         warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=3)
     total, done = len(todo), 0
@@ -459,7 +451,7 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
                 emit(StudyEvent(event.kind, run, done, total, **{key: event.payload}))
                 return
             if event.kind == "died":
-                _mark_ended(run.run_dir, "failed", event.payload, (None, "running"))
+                run_record.mark_ended(run.run_dir, "failed", event.payload, (None, "running"), {"name": run.run_dir.parent.name})
             done += 1
             record = read_record(run.run_dir / "run.json") if event.kind == "died" else event.payload
             tables.records[run.run_dir] = record
@@ -470,7 +462,7 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
             executor.run(tasks, on_event)
         except BaseException as exc:
             for run in runs:
-                _mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
+                run_record.mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
                 tables.records[run.run_dir] = read_record(run.run_dir / "run.json")
             raise
 

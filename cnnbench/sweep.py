@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cnnbench import __version__, results
+from cnnbench import __version__, engines, results
 from cnnbench import device as devices
+from cnnbench import record as run_record
 from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason, raise_if_stopped
 from cnnbench.executor import Event, RayConfig, Task, make_executor
@@ -309,21 +310,6 @@ def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     write_json(path, index)
 
 
-def _mark_interrupted(run_dir: Path, reason: str) -> None:
-    """A run stopped outside `model.fit` (while saving, or with its worker) still says `running`: say why it stopped."""
-    record = _record(run_dir)
-    if record and record.get("status") == "running":
-        record.update(status="interrupted", error=reason, ended_at=now_iso())
-        write_json(run_dir / "run.json", record)
-
-
-def _mark_failed(run_dir: Path, name: str, learning_rate: float, reason: str) -> None:
-    record = _record(run_dir) or {"name": name, "learning_rate": learning_rate}
-    if record.get("status") in (None, "running"):
-        record.update(status="failed", error=reason, ended_at=now_iso())
-        write_json(run_dir / "run.json", record)
-
-
 # --- running ---------------------------------------------------------------------------------
 
 
@@ -377,11 +363,9 @@ def planned_engine(spec: Spec, options: SweepOptions) -> str:
 
     UsageError for fused on a backend other than JAX, as train_run would raise in every run.
     """
-    from cnnbench.fused import resolve_engine
-
     backend = devices.requested_backend(options.backend)
     gpu = options.device == "gpu" or (options.device == "auto" and bool(devices.nvidia_gpus()))
-    return resolve_engine(options.engine or spec.training.engine, backend, "gpu" if gpu else "cpu")
+    return engines.resolve(options.engine or spec.training.engine, backend, "gpu" if gpu else "cpu")
 
 
 def _groups(todo: list[PlannedRun], options: SweepOptions, fused: bool) -> list[list[PlannedRun]]:
@@ -394,7 +378,7 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
     """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
     if not todo:
         return
-    fused = planned_engine(plan.spec, options) == "fused"
+    fused = engines.get(planned_engine(plan.spec, options)).lanes_together
     if options.fuse and not fused:
         warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=3)
     groups = _groups(todo, options, fused)
@@ -417,7 +401,8 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
             emit(SweepEvent(event.kind, run, done, total, **{key: event.payload}))
             return
         if event.kind == "died":
-            _mark_failed(run.run_dir, plan.spec.name, run.learning_rate, event.payload)
+            base = {"name": plan.spec.name, "learning_rate": run.learning_rate}
+            run_record.mark_ended(run.run_dir, "failed", event.payload, (None, "running"), base)
         done += 1
         emit(SweepEvent("end", run, done, total, record=_record(run.run_dir) if event.kind == "died" else event.payload))
         _write_summary(plan)
@@ -426,5 +411,5 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
         executor.run(tasks, on_event)
     except BaseException as exc:
         for run in todo:
-            _mark_interrupted(run.run_dir, interrupt_reason(exc))
+            run_record.mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
         raise

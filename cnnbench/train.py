@@ -13,18 +13,20 @@ import statistics
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
+from cnnbench import engines
+from cnnbench import record as run_record
+from cnnbench.engines import Program
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason
 from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.precision import metric_value
 from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
-from cnnbench.schedule import multiplier, rate_at
+from cnnbench.schedule import rate_at
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
 
@@ -37,7 +39,7 @@ class RunOptions:
     imported (None: leave KERAS_BACKEND as it is). threads: CPU threads for the process.
     measure_epochs: train only this many epochs and estimate the time of the spec's epochs.
     resume: continue the run already in run_dir from its checkpoint (`train --resume`).
-    engine: fit, fused or auto (None: the spec's training.engine); see cnnbench/fused.py.
+    engine: fit, fused or auto (None: the spec's training.engine); see cnnbench/engines/.
     """
 
     device: str = "auto"
@@ -321,10 +323,9 @@ def train_group(
     """
     if len(specs) != len(run_dirs) or not specs:
         raise UsageError(f"train_group needs one run folder per spec, got {len(specs)} specs and {len(run_dirs)} folders")
-    if (options.engine or specs[0].training.engine) == "fused":  # refused before Keras is imported or data loaded
-        from cnnbench.fused import resolve_engine
-
-        resolve_engine("fused", devices.requested_backend(options.backend), "cpu")
+    requested = options.engine or specs[0].training.engine
+    if requested != "auto":  # an engine this backend cannot run is refused before Keras is imported or data loaded
+        engines.resolve(requested, devices.requested_backend(options.backend), "cpu")
     records: list[dict[str, Any]] = []
     while len(records) < len(specs):
         offset = len(records)
@@ -382,25 +383,12 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
         EpochNotifier,
         EpochTimer,
         HistoryWriter,
-        ScheduledRate,
     )
-    from cnnbench.fused import lane_cap, resolve_engine, unfusable_reason
 
     device_kind, device_name = devices.resolve(options.device)  # DeviceError before anything is written
-    engine = resolve_engine(options.engine or spec.training.engine, keras.backend.backend(), device_kind)
-    if engine == "fused":  # refused in one line before anything is written, like every other bad input
-        from cnnbench.fused import check_model
-
-        check_model(model, data, spec.training.batch_size)  # also builds the optimizer, whose slots lane_cap counts
-    take = 1
-    if engine == "fused" and len(specs) > 1 and not options.resume:
-        reason = unfusable_reason(specs)
-        if reason:
-            warnings.warn(f"not fusing: {reason}; training the runs one after another", stacklevel=2)
-        else:
-            take = min(len(specs), lane_cap(model, spec.training.batch_size, summary))
-            if take < len(specs):
-                warnings.warn(f"fusing {take} of {len(specs)} runs at once (device memory estimate); the rest follow", stacklevel=2)
+    engine = engines.get(engines.resolve(options.engine or spec.training.engine, keras.backend.backend(), device_kind))
+    engine.check(model, data, spec)  # refused in one line before anything is written, like every other bad input
+    take = engine.lane_count(specs, model, summary, options.resume)
     specs, run_dirs = list(specs[:take]), run_dirs[:take]
     previous = read_record(run_dir / "run.json") if options.resume else None
     was = ((previous or {}).get("data") or {}).get("sha256")
@@ -416,49 +404,29 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
     # The same for every lane (they differ only in the learning rate): worked out once.
     described, env = data.describe(), environment(options.threads)
     chance, margin = chance_error(data.num_classes), learned_margin(data.num_classes, len(data.x_val))
+    run = {
+        "epochs_measured": fit_epochs, "device": device_kind, "device_requested": options.device, "device_name": device_name,
+        "backend": keras.backend.backend(), "engine": engine.name, "fused_k": take, "environment": env, "chance_error": chance,
+        "learned_margin": margin, "started_at": (previous or {}).get("started_at") or started_at,
+    }  # fmt: skip
+    model_doc = {"params": summary.total_params, "trainable_params": summary.trainable_params, "flops_per_sample": summary.flops_per_sample}
+    resumed = [*(previous or {}).get("resumed", []), {"at": started_at, "from_epoch": first_epoch}] if options.resume else None
     for k, (lane_spec, lane_dir) in enumerate(zip(specs, run_dirs, strict=True)):
-        record: dict[str, Any] = {
-            "name": lane_spec.name,
-            "status": "running",
-            "error": None,
-            "learning_rate": lane_spec.training.learning_rate,
-            "batch_size": lane_spec.training.batch_size,
-            "optimizer": lane_spec.training.optimizer,
-            "epochs": epochs,
-            "epochs_measured": fit_epochs,
-            "seed": lane_spec.training.seed,
-            "params": summary.total_params,
-            "trainable_params": summary.trainable_params,
-            "flops_per_sample": summary.flops_per_sample,
-            "data": {**described, "requested": lane_spec.data.dataset, "warnings": data.warnings},
-            "device": device_kind,
-            "device_requested": options.device,
-            "device_name": device_name,
-            "backend": keras.backend.backend(),
-            "engine": engine,
-            "fused_k": take,
-            "environment": env,
-            "steps_per_execution": steps_per_execution(lane_spec, len(data.x_train)),
-            "chance_error": chance,
-            "learned_margin": margin,
-            "training_options": lane_spec.training.knobs(),  # optimizer options, schedule, early stopping, smoothing set
-            "started_at": (previous or {}).get("started_at") or started_at,
-        }
-        if options.resume:
-            record["resumed"] = [*(previous or {}).get("resumed", []), {"at": started_at, "from_epoch": first_epoch}]
+        record = run_record.start_record(lane_spec, run, model_doc, {**described, "warnings": data.warnings},
+                                         steps_per_execution(lane_spec, len(data.x_train)), resumed)  # fmt: skip
         try:
             lane_dir.mkdir(parents=True, exist_ok=True)
             if not options.resume:
                 for stale in ("history.csv", "model.keras", "error.txt", CHECKPOINT):
                     (lane_dir / stale).unlink(missing_ok=True)
             write_json(lane_dir / "spec.json", lane_spec.to_dict())
-            write_json(lane_dir / "run.json", record)
+            run_record.write_start(lane_dir, record)
         except OSError as exc:
             raise OutputError(f"cannot write the run folder {_shown(lane_dir)}: {_os_reason(exc)}") from None
         if on_start:
             on_start(k, dict(record))
         lane_epoch = (lambda row, k=k: on_epoch(k, row)) if on_epoch else None
-        extra = {"fused_k": take} if engine == "fused" else None
+        extra = {"fused_k": take} if engine.lanes_together else None
         rate = lambda epoch, lr=lane_spec.training.learning_rate: rate_at(lr, spec.training.lr_schedule, epoch, epochs)
         history = HistoryWriter(lane_dir / "history.csv", timer, rate, rows=kept_rows, extra=extra)
         notifier = EpochNotifier(history, lane_epoch) if lane_epoch else None
@@ -497,7 +465,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
             timing["samples_per_s_median"] = statistics.median(r["samples_per_s"] for r in rows[1:] or rows)
         if options.measure_epochs and rows:
             timing["estimated_train_s"] = extrapolate_total(timing["first_epoch_s"], timing["epoch_s_median"], epochs)
-        timing["setup_s"] = setup_s
+        timing["setup_s"] = program.setup_s
         timing["startup_s"] = startup.get("startup_s", 0.0)
         timing["checkpoint_s"] = lane.checkpoint.seconds
         if status in FINISHED:  # nothing left to resume: the checkpoint only costs disk space now
@@ -516,35 +484,9 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
         if on_end:
             on_end(k, dict(record))
 
+    program = Program(model, data, spec, specs, lanes, timer, first_epoch, fit_epochs, finish, setup_s)
     try:
-        if engine == "fit":
-            lane = lanes[0]
-            if first_epoch < fit_epochs:
-                scheduled = [ScheduledRate(lane.history.rate_at)] if spec.training.lr_schedule else []
-                model.fit(
-                    data.x_train, data.y_train,
-                    batch_size=spec.training.batch_size, epochs=fit_epochs, initial_epoch=first_epoch,
-                    validation_data=(data.x_val, data.y_val),
-                    callbacks=[timer, *scheduled, *lane.callbacks], verbose=0, shuffle=True,
-                )  # fmt: skip
-            finish(0)
-        else:
-            from cnnbench.fused import FusedTrainer
-
-            t0 = time.perf_counter()
-            rates = [s.training.learning_rate for s in specs]
-            schedule = spec.training.lr_schedule
-            trainer = FusedTrainer(model, data, spec.training.batch_size, spec.training.seed, rates, checked=True,
-                                   lr_multiplier=(lambda epoch: multiplier(schedule, epoch, epochs)) if schedule else None)  # fmt: skip
-            setup_s += time.perf_counter() - t0  # building the state and putting the data on the device
-            callbacks = [keras.callbacks.CallbackList(lane.callbacks, model=model) for lane in lanes]
-            if first_epoch < fit_epochs:
-                stopped = lambda k: lanes[k].guard.reason is not None
-                trainer.fit(fit_epochs, timer, callbacks, on_lane_end=finish, stopped=stopped, initial_epoch=first_epoch)
-            for k, lane in enumerate(lanes):
-                if not lane.done:  # resumed at its last epoch: nothing left to train
-                    trainer.write_back(k)
-                    finish(k)
+        engine.train(program)
     except KeyboardInterrupt as exc:
         for k, lane in enumerate(lanes):
             if not lane.done:
@@ -570,29 +512,26 @@ def _write_traceback(run_dir: Path) -> None:
 
 def _write_final(run_dir: Path, record: dict[str, Any]) -> None:
     try:
-        write_json(run_dir / "run.json", record)
+        run_record.write_final(run_dir, record)
     except OSError as exc:
-        raise OutputError(
-            f"cannot record the run's end ({record['status']}) in {_shown(run_dir)}: {_os_reason(exc)}; its run.json still says running"
-        ) from None
+        raise _end_not_recorded(run_dir, record["status"], exc) from None
+
+
+def _end_not_recorded(run_dir: Path, status: str, exc: OSError) -> OutputError:
+    return OutputError(f"cannot record the run's end ({status}) in {_shown(run_dir)}: {_os_reason(exc)}; its run.json still says running")
 
 
 def _record_oom_at_start(spec: Spec, run_dir: Path, options: RunOptions, exc: BaseException, started_at: str) -> dict[str, Any]:
     """A run whose model or data could not even be allocated: recorded `oom` so that a sweep or bench goes on."""
-    record = {
-        "name": spec.name, "status": "oom", "error": _error_line(exc), "learning_rate": spec.training.learning_rate,
-        "batch_size": spec.training.batch_size, "optimizer": spec.training.optimizer, "epochs": spec.training.epochs,
-        "seed": spec.training.seed, "device_requested": options.device, "epochs_run": 0, "learned": None,
-        "final_val_error": None, "best_val_error": None, "best_epoch": None, "timing": {}, "total_time_s": None,
-        "peak_host_mem_mb": devices.peak_host_memory_mb(), "started_at": started_at, "ended_at": now_iso(),
-    }  # fmt: skip
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "spec.json", spec.to_dict())
     except OSError as exc2:
         raise OutputError(f"cannot write the run folder {_shown(run_dir)}: {_os_reason(exc2)}") from None
-    _write_final(run_dir, record)
-    return record
+    try:
+        return run_record.oom_at_start(spec, run_dir, _error_line(exc), options.device, started_at, devices.peak_host_memory_mb())
+    except OSError as exc2:
+        raise _end_not_recorded(run_dir, "oom", exc2) from None
 
 
 def _shown(path: Path, limit: int = 120) -> str:

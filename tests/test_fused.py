@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cnnbench.bench import BenchOptions, Combination, combination_reason, combinations
 from cnnbench.cli import app
 from cnnbench.errors import UsageError
-from cnnbench.fused import resolve_engine, unfusable_reason
+from cnnbench.fused import unfusable_reason
 from cnnbench.results import read_json
 from cnnbench.train import RunOptions, train_group
 
@@ -32,15 +32,6 @@ def test_fused_engine_cases_on_jax_cpu():
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
-
-
-def test_auto_is_fused_only_for_jax_on_a_gpu():
-    assert resolve_engine("auto", "jax", "gpu") == "fused"
-    assert [resolve_engine("auto", b, d) for b, d in (("jax", "cpu"), ("tensorflow", "gpu"), ("torch", "gpu"))] == ["fit"] * 3
-    assert resolve_engine("fused", "jax", "cpu") == "fused" and resolve_engine("fit", "jax", "gpu") == "fit"
-    for backend in ("tensorflow", "torch"):
-        with pytest.raises(UsageError, match=f"engine fused needs the JAX backend, but this run uses {backend}"):
-            resolve_engine("fused", backend, "gpu")
 
 
 def test_only_runs_that_differ_in_the_learning_rate_alone_can_be_fused(tiny_spec):

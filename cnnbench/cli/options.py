@@ -9,8 +9,9 @@ import typer
 
 from cnnbench.completion import complete_spec as _complete_spec
 from cnnbench.completion import offer as _offer
+from cnnbench.engines import CHOICES as _ENGINES
 
-_BACKENDS, _ENGINES = ("tensorflow", "jax", "torch"), ("auto", "fit", "fused")
+_BACKENDS = ("tensorflow", "jax", "torch")
 DATASET_NAMES = ("mnist", "mnist-5k", "synthetic")
 _SPEC_HELP = "A spec file (.json/.yaml), a built-in spec name, - (read from stdin) or inline JSON"
 SpecArg = Annotated[str, typer.Argument(help=f"{_SPEC_HELP}.", show_default=False, autocompletion=_complete_spec)]
@@ -60,10 +61,9 @@ def _data_override(data: str | None) -> dict:
 
 def _engine_option(engine: str | None) -> str | None:
     from cnnbench.errors import UsageError
-    from cnnbench.spec import ENGINES
 
-    if engine is not None and engine not in ENGINES:
-        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(ENGINES)}")
+    if engine is not None and engine not in _ENGINES:
+        raise UsageError(f"--engine: unknown engine {engine[:40]!r}; use {', '.join(_ENGINES)}")
     return engine
 
 

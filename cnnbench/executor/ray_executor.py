@@ -27,15 +27,21 @@ def collect_files(folder: Path) -> dict[str, bytes]:
 
 def write_shipped(run_dir: Path, files: dict[str, bytes]) -> None:
     """Write a run's files that came back from another machine: each atomically, run.json last, stale ones removed."""
+    import json
+
+    from cnnbench import record as run_record
+
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("history.csv", "model.keras", "error.txt"):
         if stale not in files:
             (run_dir / stale).unlink(missing_ok=True)
-    for name in sorted(files, key=lambda n: n == "run.json"):
+    for name in files:
         target = run_dir / name
-        if target.resolve().parent != run_dir.resolve():
-            continue  # only the run's own flat files
+        if target.resolve().parent != run_dir.resolve() or name == run_record.RUN_FILE:
+            continue  # only the run's own flat files; the record comes last
         atomic_write_bytes(target, lambda f, data=files[name]: f.write(data))
+    if run_record.RUN_FILE in files:
+        run_record.copy(run_dir, json.loads(files[run_record.RUN_FILE]))
 
 
 class RayWorker:
@@ -247,10 +253,9 @@ class RayExecutor:
             for kind, lane, payload in events:
                 spec, run_dir = task.runs[lane]
                 if kind == "start":  # the driver's copy says `running`, as a local run's would
-                    from cnnbench.results import write_json
+                    from cnnbench import record as run_record
 
-                    Path(run_dir).mkdir(parents=True, exist_ok=True)
-                    write_json(Path(run_dir) / "run.json", payload)
+                    run_record.copy(run_dir, payload)
                 on_event(Event(kind, task.key, lane, payload))
 
         def collect_poll(ref, timeout: float | None = None) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnbench import record as run_record
 from cnnbench.errors import DataError
 from cnnbench.plot.curves import load_sweep
 from cnnbench.plot.load import Run, read_bench, read_record_checked, read_run, read_table, warn
@@ -148,7 +148,7 @@ def _rebuild_runs(sweep_dir: Path, record: dict[str, Any], summary: list[dict[st
             run["learned"] = row["learned"]
         if isinstance(run["batch_size"], float):
             run["batch_size"] = int(run["batch_size"])
-        (folder / "run.json").write_text(json.dumps({k: v for k, v in run.items() if v is not None}))
+        run_record.copy(folder, {k: v for k, v in run.items() if v is not None})
     with open(target / "summary.csv", "w", newline="") as f:
         if summary:
             writer = csv.DictWriter(f, fieldnames=list(summary[0]))
