@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnbench.errors import DataError, UsageError, brief, count
 
-NUM_CLASSES = 10
+MNIST_CLASSES = 10  # the digits 0…9: mnist, mnist-5k and any MNIST .npz given as a file
 MNIST_SHAPE = (28, 28, 1)
 # Default split sizes (train, validation, test) per dataset.
 SPLITS = {"mnist": (50_000, 10_000, 10_000), "mnist-5k": (4_000, 500, 500), "synthetic": (4_000, 500, 500)}
@@ -39,7 +39,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
-    num_classes: int = NUM_CLASSES
+    num_classes: int = MNIST_CLASSES
     warnings: list[str] = field(default_factory=list)
     sha256: str | None = None  # of the file it was read from: the data is known by its content, not its path
 
@@ -59,6 +59,18 @@ class Dataset:
             "num_classes": self.num_classes,
             **({"sha256": self.sha256} if self.sha256 else {}),
         }
+
+
+def dataset_classes(name: str | None, generated: int | None = None) -> int:
+    """How many classes the dataset `name` has: the one source of that number.
+
+    MNIST (and mnist-5k, and an MNIST file) has ten; synthetic data has `generated` classes (the model's
+    outputs), else as many as MNIST. A name cnnbench does not know (an old record) is taken for MNIST.
+
+    >>> dataset_classes("mnist-5k"), dataset_classes("synthetic", 3)
+    (10, 3)
+    """
+    return generated if name == "synthetic" and generated is not None else MNIST_CLASSES
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -135,7 +147,7 @@ def _scales_to_unit(*arrays: np.ndarray) -> bool:
 
 
 
-def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: str = "y", num_classes: int = NUM_CLASSES) -> None:
+def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: str = "y", num_classes: int = MNIST_CLASSES) -> None:
     """Raise DataError unless x holds finite MNIST-shaped pixels in 0…255 and y as many integer labels in 0…num_classes-1.
 
     `where` names the file in the message; x_name and y_name name the arrays in it.
@@ -456,7 +468,7 @@ def load_dataset(
     val_samples: int | None = None,
     test_samples: int | None = None,
     sample_shape: tuple[int, ...] = MNIST_SHAPE,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int = MNIST_CLASSES,
 ) -> Dataset:
     """Load a named dataset and split it with `seed`.
 

@@ -347,7 +347,7 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
         from cnnbench.train import load_data_for
 
         if warm is not None and warm.data.dataset != "synthetic":  # synthetic data is shaped by the model; quick anyway
-            load_data_for(warm, 10)
+            load_data_for(warm)
     except Exception as exc:
         events.put(("fatal", None, 0, pid, describe_error(exc)))
         return
@@ -894,7 +894,7 @@ class RayExecutor:
             return None, None
         from cnnbench import train
 
-        data = train.load_data_for(spec, 10)
+        data = train.load_data_for(spec)
         return next(k for k, v in train._DATA_CACHE.items() if v is data), data
 
     def run(self, tasks: Sequence[Task], on_event: Callable[[Event], None]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
+from cnnbench.chance import chance_error, learned, learned_margin
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason
 from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.precision import metric_value
@@ -80,9 +81,14 @@ def make_optimizer(spec: Spec):
     return cls(learning_rate=spec.training.learning_rate, **spec.training.optimizer_options())
 
 
-def load_data_for(spec: Spec, num_classes: int):
-    """The dataset named in the spec, shaped for its model (memoised per process)."""
-    from cnnbench.data import file_digest
+def load_data_for(spec: Spec, num_classes: int | None = None):
+    """The dataset named in the spec (memoised per process); `num_classes` shapes synthetic data only (the model's outputs).
+
+    A named dataset has the classes it has: its `num_classes` comes from the dataset, whatever is passed.
+    """
+    from cnnbench.data import dataset_classes, file_digest
+
+    num_classes = dataset_classes(spec.data.dataset, num_classes)
 
     content = file_digest(spec.data.path) if spec.data.path else None  # a file changed in place is other data
     return _load_data(spec.data.dataset, spec.data.path, spec.training.seed, spec.data.train_samples,
@@ -120,6 +126,7 @@ def prepare(spec: Spec, options: RunOptions = RunOptions(), startup: dict | None
     (about 0 when this process had done both already, as in a sweep's later runs).
     """
     from cnnbench.model import build_model, check_size, summarize
+    from cnnbench.model import num_classes as model_classes
 
     check_size(spec)  # what needs no Keras is refused before Keras is imported
     devices.configure(options.device, options.backend, options.threads)
@@ -134,7 +141,7 @@ def prepare(spec: Spec, options: RunOptions = RunOptions(), startup: dict | None
     from_logits = getattr(last_activation, "__name__", "") != "softmax"
     optimizer = make_optimizer(spec)
     t0 = time.perf_counter()
-    data = load_data_for(spec, int(model.output_shape[-1]) if spec.data.dataset == "synthetic" else 10)
+    data = load_data_for(spec, model_classes(spec, tuple(model.output_shape)))
     startup_s += time.perf_counter() - t0
     if startup is not None:
         startup["startup_s"] = startup_s
@@ -157,34 +164,6 @@ def steps_per_execution(spec: Spec, train_samples: int) -> int:
     """The spec's steps_per_execution, at most one epoch's steps (beyond that Keras trains nothing at all)."""
     steps = max(1, math.ceil(train_samples / spec.training.batch_size))
     return max(1, min(spec.training.steps_per_execution, steps))
-
-
-# --- did the run learn anything? -------------------------------------------------------------
-
-LEARNED_MIN_MARGIN = 0.02  # below chance by at least this much, however large the validation set
-
-
-def chance_error(num_classes: int) -> float:
-    """The error of guessing uniformly among `num_classes` classes: 1 - 1/classes (0.9 for digits)."""
-    return 1.0 - 1.0 / max(num_classes, 1)
-
-
-def learned_margin(num_classes: int, val_samples: int) -> float:
-    """How far below chance a validation error must be to count as learning.
-
-    Three binomial standard deviations of the error of a chance-level model on `val_samples`
-    images, and never less than LEARNED_MIN_MARGIN: 0.040 for 500 validation images, 0.080 for 128,
-    0.020 for 10,000.
-    """
-    p = chance_error(num_classes)
-    return max(LEARNED_MIN_MARGIN, 3.0 * math.sqrt(p * (1.0 - p) / max(val_samples, 1)))
-
-
-def learned(best_val_error: float | None, num_classes: int, val_samples: int) -> bool | None:
-    """False when the best validation error is not clearly below chance (None when there is none)."""
-    if best_val_error is None or best_val_error != best_val_error:
-        return None
-    return bool(best_val_error < chance_error(num_classes) - learned_margin(num_classes, val_samples))
 
 
 # --- resuming --------------------------------------------------------------------------------
