@@ -32,7 +32,8 @@ from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Te
 from cnnbench.executor import RayConfig, RayLauncher, as_raised, ray_launcher, run_fresh
 from cnnbench.files import UnsafeFileError, read_bytes, read_text
 from cnnbench.lock import folder_lock
-from cnnbench.results import FINISHED, environment, now_iso, package_version, read_json, read_record, run_status, write_csv, write_json
+from cnnbench.provenance import machine, versions
+from cnnbench.results import FINISHED, now_iso, read_json, read_record, run_status, write_csv, write_json
 from cnnbench.spec import ENGINES, Spec, parse_spec
 from cnnbench.timing import extrapolate_total
 from cnnbench.train import looks_like_oom
@@ -367,21 +368,6 @@ def _measure_on_nodes(runs: list[tuple], measure: Callable[..., None], launcher:
 def _warn(notes: list[str], message: str) -> None:
     notes.append(message)
     warnings.warn(message, stacklevel=3)
-
-
-def machine() -> dict[str, Any]:
-    """The machine a bench ran on: CPU model and cores, GPU models (nvidia-smi), host and platform."""
-    env = environment()
-    return {"cpu": env["cpu"], "cpu_cores": env["cpu_cores"], "gpus": devices.nvidia_gpus(), "platform": env["platform"],
-            "hostname": env["hostname"], "python": env["python"]}  # fmt: skip
-
-
-def versions() -> dict[str, str | None]:
-    """Installed versions of cnnbench, Keras and every backend (a bench may use several)."""
-    from cnnbench import __version__
-
-    return {"cnnbench": __version__, "keras": package_version("keras"), "tensorflow": package_version("tensorflow", "tensorflow-cpu"),
-            "jax": package_version("jax"), "torch": package_version("torch"), "numpy": package_version("numpy")}  # fmt: skip
 
 
 def model_sizes(spec: Spec, filters: Iterable[int], backend: str) -> dict[str, dict[str, int]]:

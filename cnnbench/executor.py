@@ -773,7 +773,7 @@ class RayWorker:
         import socket
 
         from cnnbench import __version__
-        from cnnbench.results import package_version
+        from cnnbench.provenance import package_version
 
         return {"pid": os.getpid(), "hostname": socket.gethostname(), "cnnbench": __version__, "keras": package_version("keras")}
 

@@ -12,19 +12,16 @@ import csv
 import io
 import json
 import os
-import platform
 import re
-import socket
-import sys
 import tempfile
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import OutputError, brief
 from cnnbench.files import UnsafeFileError, check_target, read_bytes
 from cnnbench.precision import plain
+from cnnbench.provenance import environment, package_version  # noqa: F401 - provenance owns them; older callers import them here
 
 STATUSES = ("ok", "diverged", "failed", "interrupted", "oom", "running")
 FINISHED = ("ok", "diverged", "oom")  # statuses a resumed sweep or bench keeps; others are redone
@@ -359,39 +356,6 @@ def set_aside(path: str | Path) -> Path | None:
         target = path.with_name(f"{path.name}.corrupt-{n}")
     os.replace(path, target)
     return target
-
-
-def package_version(*names: str) -> str | None:
-    """The installed version of the first of `names` that is installed (None if none is)."""
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def environment(threads: int | None = None) -> dict[str, Any]:
-    """Versions and machine facts for a run record (reads no framework state but the backend name)."""
-    from cnnbench import __version__
-    from cnnbench.device import cpu_cores, cpu_model
-
-    backend = sys.modules["keras"].backend.backend() if "keras" in sys.modules else os.environ.get("KERAS_BACKEND", "tensorflow")
-    return {
-        "cnnbench": __version__,
-        "python": platform.python_version(),
-        "keras": package_version("keras"),
-        "tensorflow": package_version("tensorflow", "tensorflow-cpu"),
-        "jax": package_version("jax") if backend == "jax" else None,
-        "torch": package_version("torch") if backend == "torch" else None,
-        "numpy": package_version("numpy"),
-        "backend": backend,
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "cpu": cpu_model(),
-        "cpu_cores": cpu_cores(),
-        "threads": threads,
-    }
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from cnnbench.chance import chance_error, learned, learned_margin
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason
 from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.precision import metric_value
-from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
+from cnnbench.provenance import environment
+from cnnbench.results import FINISHED, atomic_write_text, inspect_record, now_iso, read_record, write_json
 from cnnbench.schedule import multiplier, rate_at
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs

@@ -324,3 +324,20 @@ def test_a_folder_where_sweep_json_should_be_is_kept_aside(tiny_spec, tmp_path, 
     run_sweep(plan)
     assert read_json(plan.sweep_dir / "sweep.json")["kind"] == "lr-sweep"
     assert (plan.sweep_dir / "sweep.json.corrupt" / "mine.txt").read_text() == "mine"
+
+
+def test_a_run_and_a_bench_record_the_same_provenance():
+    """run.json's `environment` and bench.json's `machine`/`versions` come from one place (cnnbench.provenance):
+    the same host, CPU and installed versions; a run names only its own backend's version beside TensorFlow's."""
+    import platform
+
+    from cnnbench.provenance import environment, machine, versions
+
+    env, host, installed = environment(threads=3), machine(), versions()
+    same_host, same_versions = ("cpu", "cpu_cores", "hostname", "platform", "python"), ("cnnbench", "keras", "tensorflow", "numpy")
+    assert {k: env[k] for k in same_host} == {k: host[k] for k in same_host}
+    assert env["python"] == platform.python_version() and env["threads"] == 3
+    assert {k: env[k] for k in same_versions} == {k: installed[k] for k in same_versions}
+    assert installed["keras"] and installed["numpy"]
+    for backend in ("jax", "torch"):  # named by a run only when it trains on that backend
+        assert env[backend] == (installed[backend] if env["backend"] == backend else None)
