@@ -490,7 +490,7 @@ def read_sweep_file(path: str | Path) -> dict[str, Any]:
     `set` maps each PATH to VALUES (text in the --set grammar, or a list); `zip` is a list of lists of paths;
     `seeds` a count or a list. SpecError naming the file and the key for anything else.
     """
-    from cnnbench.spec import parse_text, read_spec_file
+    from cnnbench.spec_text import parse_text, read_spec_file
 
     source = str(path)
     suffix = ".json" if str(path).lower().endswith(".json") else ".yaml"

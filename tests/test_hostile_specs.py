@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from cnnbench.cli import app
 from cnnbench.errors import SpecError, brief
-from cnnbench.spec import load_spec, parse_text
+from cnnbench.spec import load_spec
+from cnnbench.spec_text import parse_text
 
 COURSE_YAML = "input_shape: [28, 28, 1]\nlayers:\n  - {type: Flatten}\n  - {type: Dense, units: 10}\n"
 
