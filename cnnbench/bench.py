@@ -82,15 +82,15 @@ class BenchOptions:
         """A copy with the default devices and backends filled in and every value checked."""
         chosen = self.devices or (("cpu", "gpu") if devices.nvidia_gpus() else ("cpu",))
         backends = self.backends or (os.environ.get("KERAS_BACKEND") or "tensorflow",)
-        checks = (("--devices", chosen, BENCH_DEVICES), ("--backends", backends, devices.BACKENDS))
-        for name, values, known in (*checks, ("--engines", self.engines, ENGINES)):
+        checks = (("`devices`", chosen, BENCH_DEVICES), ("`backends`", backends, devices.BACKENDS))
+        for name, values, known in (*checks, ("`engines`", self.engines, ENGINES)):
             unknown = [v for v in values if v not in known]
             if unknown:
                 raise UsageError(f"{name}: unknown value(s) {', '.join(map(repr, unknown))}; use a comma list of {', '.join(known)}")
         if not self.filters or any(not isinstance(f, int) or f < 1 for f in self.filters):
-            raise UsageError(f"--filters: must be positive integers, got {list(self.filters)}")
-        counts = {"--repeats": self.repeats, "--measure-epochs": self.measure_epochs, "--threads": self.threads,
-                  "--memory-limit-mb": self.memory_limit_mb}  # fmt: skip
+            raise UsageError(f"`BenchOptions.filters`: must be positive integers, got {list(self.filters)}")
+        counts = {"`repeats`": self.repeats, "`measure_epochs`": self.measure_epochs, "`threads`": self.threads,
+                  "`memory_limit_mb`": self.memory_limit_mb}  # fmt: skip
         for name, value in counts.items():
             if value is not None and value < 1:
                 raise UsageError(f"{name}: must be at least 1, got {value}")
@@ -244,7 +244,7 @@ def run_bench(
     """
     options = options.resolved()
     if not any("filters" in layer for layer in spec.layers):
-        raise SpecError(spec.source, "layers", "no layer has a `filters` argument, so --filters would change nothing")
+        raise SpecError(spec.source, "layers", "no layer has a `filters` argument, so `BenchOptions.filters` would change nothing")
     emit = on_event or (lambda event: None)
     path = bench_dir(out, spec, options)
     reasons = availability(options)
@@ -255,7 +255,7 @@ def run_bench(
         pairs = ", ".join(f"{d}/{b}" for (d, b), r in reasons.items() if r == reason)
         _warn(notes, f"{pairs} rows are unavailable: {reason}")
     if options.measure_epochs == 1:
-        _warn(notes, "--measure-epochs 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
+        _warn(notes, "`measure_epochs` 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
 
     previous, problem = results.inspect_record(path / "bench.json")
     previous = previous or {}

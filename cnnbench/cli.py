@@ -97,11 +97,25 @@ def _emit(message: str, stream: str) -> None:
     if stream in _BROKEN:
         return
     try:
-        typer.echo(safe(message), err=stream == "stderr")  # the one door to the terminal: no control character passes
+        typer.echo(safe(_with_flags(message)), err=stream == "stderr")  # the one door to the terminal: no control character passes
     except OSError as exc:
         if not _broken_pipe(exc):
             raise
         _BROKEN.add(stream)
+
+
+@functools.cache
+def _app_flags() -> frozenset[str]:
+    from cnnbench.cli_flags import command_flags
+
+    return command_flags(typer.main.get_command(app))
+
+
+def _with_flags(message: str) -> str:
+    """The library names its parameters (`parallel`); the user reads the flags they typed (--parallel): cnnbench.cli_flags."""
+    from cnnbench.cli_flags import as_flags
+
+    return as_flags(message, _app_flags()) if "`" in message else message
 
 
 def err(message: str) -> None:

@@ -325,7 +325,7 @@ def _clock(seconds: float) -> str:
 
 
 def _not_retrying(failed_at: float) -> str:
-    return f"not retrying the download until {_clock(failed_at + _retry_after_s())}; use --data mnist-5k or --offline"
+    return f"not retrying the download until {_clock(failed_at + _retry_after_s())}; use `dataset` mnist-5k or `offline`"
 
 
 def _keras_cached_mnist() -> Path:
@@ -384,7 +384,7 @@ def _full_mnist(path: str | None) -> tuple[tuple, str]:
     if cached.is_file():
         return _load_npz(cached), str(cached)
     if offline():
-        raise _Unavailable(f"full MNIST is not in {cached} and downloads are off ({OFFLINE_ENV}=1 / --offline)")
+        raise _Unavailable(f"full MNIST is not in {cached} and downloads are off ({OFFLINE_ENV}=1 / `offline`)")
     if (failure := _recent_failure()) is not None:
         failed_at, reason = failure
         raise _Unavailable(
@@ -445,7 +445,7 @@ def _split_sizes(
 
 
 # Where split sizes are set, for errors about a dataset smaller than the splits (a 5k-sample .npz given to --data).
-SPLIT_HINT = "set smaller splits with --train-samples/--val-samples/--test-samples (spec: data.train_samples, ...)"
+SPLIT_HINT = "set smaller splits with `train_samples`/`val_samples`/`test_samples` (spec: data.train_samples, ...)"
 
 
 def _check_fits_in_memory(nbytes: int, what: str) -> None:

@@ -82,7 +82,7 @@ class RayConfig:
     """
 
     address: str = "local"
-    source: str = "--ray"
+    source: str = "`use_ray`"
     cpus_per_run: float | None = None
     gpus_per_run: float | None = None
     retries: int = 1
@@ -96,20 +96,20 @@ def ray_config(use_ray: bool = False, address: str | None = None, cpus_per_run: 
                gpus_per_run: float | None = None) -> RayConfig | None:  # fmt: skip
     """The RayConfig the options ask for (--ray, --address, or RAY_ADDRESS in the environment), or None: local."""
     if use_ray and address:
-        raise UsageError("--ray starts a private Ray instance and --address joins a cluster: give one of them")
-    for name, value in (("--cpus-per-run", cpus_per_run), ("--gpus-per-run", gpus_per_run)):
+        raise UsageError("`use_ray` starts a private Ray instance and `address` joins a cluster: give one of them")
+    for name, value in (("`cpus_per_run`", cpus_per_run), ("`gpus_per_run`", gpus_per_run)):
         if value is not None and not value > 0:
             raise UsageError(f"{name}: must be above 0, got {value:g}")
     env = os.environ.get("RAY_ADDRESS")
     if use_ray:
-        config = RayConfig("local", "--ray")
+        config = RayConfig("local", "`use_ray`")
     elif address:
-        config = RayConfig(address.strip(), "--address")
+        config = RayConfig(address.strip(), "`address`")
     elif env:
         config = RayConfig(env.strip(), "RAY_ADDRESS")
     else:
         if cpus_per_run is not None or gpus_per_run is not None:
-            raise UsageError("--cpus-per-run and --gpus-per-run apply to Ray: add --ray or --address (locally, use --threads)")
+            raise UsageError("`cpus_per_run` and `gpus_per_run` apply to Ray: add `use_ray` or `address` (locally, use `threads`)")
         return None
     if config.address != "local":
         _check_reachable(config.address)  # before a sweep or bench folder is made, and before Ray is imported
@@ -508,7 +508,7 @@ class LocalExecutor:
                 if message is None:
                     for pid, code in pool.dead():
                         if pid not in pool.ready:
-                            raise CnnbenchError(f"a worker process exited while starting (exit code {code}); try --parallel 1 to see why")
+                            raise CnnbenchError(f"a worker process exited while starting (exit code {code}); try `parallel` 1 to see why")
                         for key in [k for k, p in taken.items() if p == pid]:
                             killed = ", killed: perhaps out of memory" if code == -signal.SIGKILL else ""
                             for lane in range(ended.get(key, 0), len(by_key[key].runs)):
@@ -877,7 +877,7 @@ class RayExecutor:
         else:  # default: the cluster's CPUs shared out among the runs at once, at least 1 each
             cpus = max(1.0, float(int(session.cpus // max(parallel, 1)))) if parallel > 1 else max(1.0, float(int(session.node_cpus)))
         if cpus > session.node_cpus:
-            raise UsageError(f"--cpus-per-run {cpus:g} is more than any node of the cluster has ({session.node_cpus:g} CPUs)")
+            raise UsageError(f"`cpus_per_run` {cpus:g} is more than any node of the cluster has ({session.node_cpus:g} CPUs)")
         if parallel <= 1:  # on Ray, --parallel 1 (the default) means as many runs at once as the cluster fits
             parallel = max(1, int(session.cpus // cpus))
             if gpus:

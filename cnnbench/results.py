@@ -128,7 +128,7 @@ def _shown(path: Path, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]} ({len(text)} characters)"
 
 
-def check_out_dir(out: str | Path, option: str = "--out") -> Path:
+def check_out_dir(out: str | Path, option: str = "`out`") -> Path:
     """Refuse, before any work, a results folder that cannot be written: OutputError naming `option`.
 
     A file in the way, a name too long, a read-only or missing-permission parent: each is one line.

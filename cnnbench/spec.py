@@ -195,21 +195,18 @@ class Spec:
             for key, value in new.items():
                 message = _field_check(cls, key)(value)
                 if message:
-                    where = _OPTION_NAMES.get(key, f"--{key.replace('_', '-')}")
+                    where = f"`{key}`"  # the keyword a Python caller gave (the CLI shows the option that sets it)
                     if isinstance(message, tuple):
                         where, message = f"{where}.{message[0]}", message[1]
                     raise SpecError(source, where, message)
         new_training = dataclasses.replace(self.training, **training)
-        _check_training(new_training, source, "--")
+        _check_training(new_training, source, None)
         return dataclasses.replace(self, training=new_training, data=dataclasses.replace(self.data, **data))
 
     def with_filters(self, filters: int) -> Spec:
         """A copy with every layer that has a `filters` argument set to `filters` (for `bench`)."""
         layers = tuple({**layer, "filters": filters} if "filters" in layer else dict(layer) for layer in self.layers)
         return dataclasses.replace(self, layers=layers)
-
-
-_OPTION_NAMES = {"dataset": "--data", "path": "--data"}  # the command-line option that sets each key
 
 
 def _names(cls) -> set[str]:
@@ -242,11 +239,14 @@ def _parse_section(cls, value: Any, source: str, section: str):
     return parsed
 
 
-def _check_training(training: Training, source: str, prefix: str) -> None:
-    """What no single key can tell: an option the optimizer does not take, two ways of clipping at once."""
+def _check_training(training: Training, source: str, prefix: str | None) -> None:
+    """What no single key can tell: an option the optimizer does not take, two ways of clipping at once.
+
+    `prefix` is the section a spec file names (`training.`); None names the override keyword instead (`clipnorm`).
+    """
     if problem := optimizer_option_problem(training.optimizer, training.optimizer_options()):
         key, message = problem
-        raise SpecError(source, f"{prefix}{key}" if prefix != "--" else f"--{key.replace('_', '-')}", message)
+        raise SpecError(source, f"{prefix}{key}" if prefix is not None else f"`{key}`", message)
 
 
 def parse_spec(doc: Any, source: str = "<spec>", default_name: str = "spec") -> Spec:

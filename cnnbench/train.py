@@ -177,25 +177,25 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict[str, Any]]:
     run_dir = Path(run_dir)
     shown = str(run_dir) if len(str(run_dir)) <= 120 else str(run_dir)[:120] + "…"
     if not run_dir.is_dir():
-        raise UsageError(f"--resume {shown}: not a folder")
+        raise UsageError(f"`resume` {shown}: not a folder")
     record, problem = inspect_record(run_dir / "run.json")
     if problem:
-        raise UsageError(f"--resume {shown}: its run.json cannot be trusted ({problem})")
+        raise UsageError(f"`resume` {shown}: its run.json cannot be trusted ({problem})")
     if record is None:
-        raise UsageError(f"--resume {shown}: no run.json (not a run folder)")
+        raise UsageError(f"`resume` {shown}: no run.json (not a run folder)")
     try:
         check_target(run_dir / "spec.json")  # read below by name: a link or a pipe planted there is refused first
     except UnsafeFileError as exc:
-        raise UsageError(f"--resume {shown}: its spec.json {exc.what}, not a file cnnbench wrote") from None
+        raise UsageError(f"`resume` {shown}: its spec.json {exc.what}, not a file cnnbench wrote") from None
     if not (run_dir / "spec.json").is_file():
-        raise UsageError(f"--resume {shown}: no spec.json (not a run folder)")
+        raise UsageError(f"`resume` {shown}: no spec.json (not a run folder)")
     spec = load_spec(str(run_dir / "spec.json"))
     t = spec.training
     planned = {"name": spec.name, "learning_rate": t.learning_rate, "batch_size": t.batch_size, "optimizer": t.optimizer,
                "epochs": t.epochs, "seed": t.seed}  # fmt: skip
     differ = [f"{key} {brief(record[key])} vs {brief(value)}" for key, value in planned.items() if key in record and record[key] != value]
     if differ:
-        raise UsageError(f"--resume {shown}: its spec.json is not the spec this run was started with (run.json vs spec.json: "
+        raise UsageError(f"`resume` {shown}: its spec.json is not the spec this run was started with (run.json vs spec.json: "
                          f"{'; '.join(differ)}); start a new run instead")  # fmt: skip
     return spec, record
 
@@ -212,14 +212,14 @@ def _history_rows(path: Path, epochs: int) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     except (OSError, ValueError, UnsafeFileError) as exc:
-        raise UsageError(f"--resume: {_shown(path)}: {getattr(exc, 'what', None) or 'not a history cnnbench wrote'}") from None
+        raise UsageError(f"`resume`: {_shown(path)}: {getattr(exc, 'what', None) or 'not a history cnnbench wrote'}") from None
     rows = []
     for line, raw in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
         try:  # every cell is a number cnnbench wrote; anything else is not its history
             row = {k: float(v) for k, v in raw.items() if k and v not in (None, "")}
             row["epoch"] = int(row["epoch"])
         except (KeyError, TypeError, ValueError, OverflowError):
-            raise UsageError(f"--resume: {_shown(path)}: line {line}: not a history row cnnbench wrote") from None
+            raise UsageError(f"`resume`: {_shown(path)}: line {line}: not a history row cnnbench wrote") from None
         rows.append(row)
     return [row for row in rows if row["epoch"] <= epochs][:epochs]
 
@@ -250,14 +250,14 @@ def _resume_point(run_dir: Path, model, identity: str) -> tuple[int, list[dict[s
         if state is None:
             return 0, []
         if state.identity is not None and state.identity != identity:
-            raise UsageError(f"--resume {_shown(run_dir)}: {CHECKPOINT} belongs to another spec or data than this run's "
+            raise UsageError(f"`resume` {_shown(run_dir)}: {CHECKPOINT} belongs to another spec or data than this run's "
                              f"(checkpoint {state.identity}, this run {identity}); delete {CHECKPOINT} to start the run again")  # fmt: skip
         restore_checkpoint(model, state)
     except ValueError as exc:
-        raise UsageError(f"--resume: {exc}; delete {CHECKPOINT} to start the run again") from None
+        raise UsageError(f"`resume`: {exc}; delete {CHECKPOINT} to start the run again") from None
     rows = _history_rows(run_dir / "history.csv", state.epoch)
     if len(rows) != state.epoch:
-        raise UsageError(f"--resume: history.csv has {len(rows)} epochs but the checkpoint {state.epoch}")
+        raise UsageError(f"`resume`: history.csv has {len(rows)} epochs but the checkpoint {state.epoch}")
     return state.epoch, rows
 
 
@@ -390,7 +390,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
     previous = read_record(run_dir / "run.json") if options.resume else None
     was = ((previous or {}).get("data") or {}).get("sha256")
     if was and was != data.sha256:  # the same path, other digits: resuming would train one run on two datasets
-        raise UsageError(f"--resume {_shown(run_dir)}: its data file {spec.data.path or data.source} changed since the run started "
+        raise UsageError(f"`resume` {_shown(run_dir)}: its data file {spec.data.path or data.source} changed since the run started "
                          f"(sha256 {was[:12]}… then, {(data.sha256 or 'unreadable')[:12]}… now); train a new run on the new data")
     identity = checkpoint_identity(spec, data.describe())
     first_epoch, kept_rows = _resume_point(run_dir, model, identity) if options.resume else (0, [])

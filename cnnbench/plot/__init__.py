@@ -32,10 +32,10 @@ def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
     items = text.split(",") if isinstance(text, str) else list(text)
     formats = tuple(dict.fromkeys(item.strip().lower().lstrip(".") for item in items if item.strip()))
     if not formats:
-        raise UsageError(f"--format needs at least one of {', '.join(FORMATS)}")
+        raise UsageError(f"`formats` needs at least one of {', '.join(FORMATS)}")
     for fmt in formats:
         if fmt not in FORMATS:
-            raise UsageError(f"unknown figure format {fmt[:20]!r} in --format; use {', '.join(FORMATS)} (comma-separated)")
+            raise UsageError(f"unknown figure format {fmt[:20]!r} in `formats`; use {', '.join(FORMATS)} (comma-separated)")
     return formats
 
 
