@@ -31,6 +31,7 @@ from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Terminated, UsageError, interrupt_reason, raise_if_stopped
 from cnnbench.executor import RayConfig, RayLauncher, as_raised, ray_launcher, run_fresh
 from cnnbench.files import UnsafeFileError, read_bytes, read_text
+from cnnbench.layout import BENCH_RUNS
 from cnnbench.lock import folder_lock
 from cnnbench.provenance import machine, versions
 from cnnbench.results import FINISHED, now_iso, read_json, read_record, run_status, write_csv, write_json
@@ -309,7 +310,7 @@ def run_bench(
             # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
             runs = []
             for index, (repeat, combo) in enumerate(todo, start=1):
-                run_dir = path / "runs" / combo.run_name(repeat)
+                run_dir = path / BENCH_RUNS / combo.run_name(repeat)
                 run_state, run_problem = results.record_status(run_dir)
                 if not options.force and run_state in FINISHED:
                     emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_state, run_dir=run_dir))
@@ -602,7 +603,7 @@ def bench_row(
         setup_s=statistics.median(setups) if setups else None,
         dataset=data.get("name"),
         train_samples=data.get("train_samples"),
-        run_dirs=";".join(str(Path("runs") / d.name) for d, _ in records),
+        run_dirs=";".join(str(Path(BENCH_RUNS) / d.name) for d, _ in records),
     )  # fmt: skip
     return row
 
@@ -610,7 +611,7 @@ def bench_row(
 def _write_rows(path: Path, spec: Spec, options: BenchOptions, reasons: dict, models: dict) -> list[dict[str, Any]]:
     rows = []
     for combo in combinations(options):
-        run_dirs = [path / "runs" / combo.run_name(r) for r in range(1, options.repeats + 1)]
+        run_dirs = [path / BENCH_RUNS / combo.run_name(r) for r in range(1, options.repeats + 1)]
         row = bench_row(combo, run_dirs, spec, models.get(str(combo.filters)), combination_reason(combo, reasons), options.threads)
         if row is not None:
             rows.append(row)

@@ -12,13 +12,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cnnbench.errors import DataError, UsageError
+from cnnbench.layout import is_study
 from cnnbench.plot.compare import compare
 from cnnbench.plot.curves import plot_run, plot_sweep, wilson_interval
 from cnnbench.plot.figure import DEFAULT_FORMATS, FORMATS
 from cnnbench.plot.fits import MIN_FIT_POINTS, compare_growth, fit_exponential, fit_linear, fit_power, local_slopes
 from cnnbench.plot.load import PlotWarning, reporting, warn
 from cnnbench.plot.runtime import plot_bench
-from cnnbench.plot.study import is_study, plot_study
+from cnnbench.plot.study import plot_study
 from cnnbench.results import find_results
 
 __all__ = [
