@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnbench.bench import BenchOptions, machine, parse_list, run_bench, summarize_repeats
+from cnnbench.bench import BenchOptions, parse_list, run_bench, summarize_repeats
+from cnnbench.provenance import machine
 from cnnbench.results import load_history, write_csv
 from cnnbench.spec import load_spec
 

@@ -163,7 +163,7 @@ def main() -> None:
         preset["filters"] = [int(f) for f in args.filters.split(",")]
     if args.seeds:
         preset["seeds"] = [int(s) for s in args.seeds.split(",")]
-    from cnnbench.results import environment
+    from cnnbench.provenance import environment
 
     result = {"preset": args.preset, "settings": preset, "environment": environment(), "started_at": time.strftime("%Y-%m-%d %H:%M:%S")}
     with tempfile.TemporaryDirectory(prefix="gpu-engine-") as tmp:

@@ -31,9 +31,11 @@ from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, Us
 from cnnbench.executor import Event, RayConfig, Task, make_executor
 from cnnbench.executor.fresh import ChildExit, FreshProcessError, call_fresh, log_excerpt
 from cnnbench.files import UnsafeFileError, read_text
+from cnnbench.layout import BENCH_RUNS
 from cnnbench.lock import folder_lock
 from cnnbench.model import sizes_by_filters
-from cnnbench.results import FINISHED, environment, now_iso, package_version, read_record, write_csv, write_json
+from cnnbench.provenance import machine, versions
+from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total
 from cnnbench.train import RunOptions, looks_like_oom
@@ -80,15 +82,15 @@ class BenchOptions:
         """A copy with the default devices and backends filled in and every value checked."""
         chosen = self.devices or (("cpu", "gpu") if devices.nvidia_gpus() else ("cpu",))
         backends = self.backends or (os.environ.get("KERAS_BACKEND") or "tensorflow",)
-        checks = (("--devices", chosen, BENCH_DEVICES), ("--backends", backends, devices.BACKENDS))
-        for name, values, known in (*checks, ("--engines", self.engines, engines.CHOICES)):
+        checks = (("`devices`", chosen, BENCH_DEVICES), ("`backends`", backends, devices.BACKENDS))
+        for name, values, known in (*checks, ("`engines`", self.engines, engines.CHOICES)):
             unknown = [v for v in values if v not in known]
             if unknown:
                 raise UsageError(f"{name}: unknown value(s) {', '.join(map(repr, unknown))}; use a comma list of {', '.join(known)}")
         if not self.filters or any(not isinstance(f, int) or f < 1 for f in self.filters):
-            raise UsageError(f"--filters: must be positive integers, got {list(self.filters)}")
-        counts = {"--repeats": self.repeats, "--measure-epochs": self.measure_epochs, "--threads": self.threads,
-                  "--memory-limit-mb": self.memory_limit_mb}  # fmt: skip
+            raise UsageError(f"`BenchOptions.filters`: must be positive integers, got {list(self.filters)}")
+        counts = {"`repeats`": self.repeats, "`measure_epochs`": self.measure_epochs, "`threads`": self.threads,
+                  "`memory_limit_mb`": self.memory_limit_mb}  # fmt: skip
         for name, value in counts.items():
             if value is not None and value < 1:
                 raise UsageError(f"{name}: must be at least 1, got {value}")
@@ -240,7 +242,7 @@ def run_bench(
     """
     options = options.resolved()
     if not any("filters" in layer for layer in spec.layers):
-        raise SpecError(spec.source, "layers", "no layer has a `filters` argument, so --filters would change nothing")
+        raise SpecError(spec.source, "layers", "no layer has a `filters` argument, so `BenchOptions.filters` would change nothing")
     emit = on_event or (lambda event: None)
     path = bench_dir(out, spec, options)
     reasons = availability(options)
@@ -251,7 +253,7 @@ def run_bench(
         pairs = ", ".join(f"{d}/{b}" for (d, b), r in reasons.items() if r == reason)
         _warn(notes, f"{pairs} rows are unavailable: {reason}")
     if options.measure_epochs == 1:
-        _warn(notes, "--measure-epochs 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
+        _warn(notes, "`measure_epochs` 1 has no steady-state epoch: the estimate repeats the first (compiling) epoch")
 
     previous, problem = results.inspect_record(path / "bench.json")
     previous = previous or {}
@@ -312,7 +314,7 @@ def run_bench(
             # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
             tasks = []
             for index, (repeat, combo) in enumerate(todo, start=1):
-                run_dir = path / "runs" / combo.run_name(repeat)
+                run_dir = path / BENCH_RUNS / combo.run_name(repeat)
                 run_state, run_problem = results.record_status(run_dir)
                 if not options.force and run_state in FINISHED:
                     emit(BenchEvent("skipped", index, len(todo), combo, repeat, run_state, run_dir=run_dir))
@@ -339,21 +341,6 @@ def run_bench(
 def _warn(notes: list[str], message: str) -> None:
     notes.append(message)
     warnings.warn(message, stacklevel=3)
-
-
-def machine() -> dict[str, Any]:
-    """The machine a bench ran on: CPU model and cores, GPU models (nvidia-smi), host and platform."""
-    env = environment()
-    return {"cpu": env["cpu"], "cpu_cores": env["cpu_cores"], "gpus": devices.nvidia_gpus(), "platform": env["platform"],
-            "hostname": env["hostname"], "python": env["python"]}  # fmt: skip
-
-
-def versions() -> dict[str, str | None]:
-    """Installed versions of cnnbench, Keras and every backend (a bench may use several)."""
-    from cnnbench import __version__
-
-    return {"cnnbench": __version__, "keras": package_version("keras"), "tensorflow": package_version("tensorflow", "tensorflow-cpu"),
-            "jax": package_version("jax"), "torch": package_version("torch"), "numpy": package_version("numpy")}  # fmt: skip
 
 
 def model_sizes(spec: Spec, filters: Iterable[int], backend: str) -> dict[str, dict[str, int]]:
@@ -556,7 +543,7 @@ def bench_row(
         setup_s=statistics.median(setups) if setups else None,
         dataset=data.get("name"),
         train_samples=data.get("train_samples"),
-        run_dirs=";".join(str(Path("runs") / d.name) for d, _ in records),
+        run_dirs=";".join(str(Path(BENCH_RUNS) / d.name) for d, _ in records),
     )  # fmt: skip
     return row
 
@@ -564,7 +551,7 @@ def bench_row(
 def _write_rows(path: Path, spec: Spec, options: BenchOptions, reasons: dict, models: dict) -> list[dict[str, Any]]:
     rows = []
     for combo in combinations(options):
-        run_dirs = [path / "runs" / combo.run_name(r) for r in range(1, options.repeats + 1)]
+        run_dirs = [path / BENCH_RUNS / combo.run_name(r) for r in range(1, options.repeats + 1)]
         row = bench_row(combo, run_dirs, spec, models.get(str(combo.filters)), combination_reason(combo, reasons), options.threads)
         if row is not None:
             rows.append(row)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 
+from cnnbench.chance import chance_error
 from cnnbench.errors import raise_if_stopped
 from cnnbench.precision import metric_value
 from cnnbench.results import HISTORY_COLUMNS, atomic_write_bytes, write_csv
@@ -30,7 +31,7 @@ def divergence_threshold(num_classes: int, epsilon: float | None = None) -> floa
     """
     classes = max(num_classes, 2)
     ceiling = -math.log(keras.config.epsilon() if epsilon is None else epsilon)
-    return 0.5 * (math.log(classes) + (1.0 - 1.0 / classes) * ceiling)
+    return 0.5 * (math.log(classes) + chance_error(classes) * ceiling)  # a saturated model is wrong as often as chance
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -22,7 +22,7 @@ import numpy as np
 
 from cnnbench.errors import DataError, UsageError, brief, count
 
-NUM_CLASSES = 10
+MNIST_CLASSES = 10  # the digits 0…9: mnist, mnist-5k and any MNIST .npz given as a file
 MNIST_SHAPE = (28, 28, 1)
 # Default split sizes (train, validation, test) per dataset.
 SPLITS = {"mnist": (50_000, 10_000, 10_000), "mnist-5k": (4_000, 500, 500), "synthetic": (4_000, 500, 500)}
@@ -40,7 +40,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
-    num_classes: int = NUM_CLASSES
+    num_classes: int = MNIST_CLASSES
     warnings: list[str] = field(default_factory=list)
     sha256: str | None = None  # of the file it was read from: the data is known by its content, not its path
 
@@ -60,6 +60,18 @@ class Dataset:
             "num_classes": self.num_classes,
             **({"sha256": self.sha256} if self.sha256 else {}),
         }
+
+
+def dataset_classes(name: str | None, generated: int | None = None) -> int:
+    """How many classes the dataset `name` has: the one source of that number.
+
+    MNIST (and mnist-5k, and an MNIST file) has ten; synthetic data has `generated` classes (the model's
+    outputs), else as many as MNIST. A name cnnbench does not know (an old record) is taken for MNIST.
+
+    >>> dataset_classes("mnist-5k"), dataset_classes("synthetic", 3)
+    (10, 3)
+    """
+    return generated if name == "synthetic" and generated is not None else MNIST_CLASSES
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -136,7 +148,7 @@ def _scales_to_unit(*arrays: np.ndarray) -> bool:
 
 
 
-def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: str = "y", num_classes: int = NUM_CLASSES) -> None:
+def check_arrays(x: object, y: object, where: str, x_name: str = "x", y_name: str = "y", num_classes: int = MNIST_CLASSES) -> None:
     """Raise DataError unless x holds finite MNIST-shaped pixels in 0…255 and y as many integer labels in 0…num_classes-1.
 
     `where` names the file in the message; x_name and y_name name the arrays in it.
@@ -314,7 +326,7 @@ def _clock(seconds: float) -> str:
 
 
 def _not_retrying(failed_at: float) -> str:
-    return f"not retrying the download until {_clock(failed_at + _retry_after_s())}; use --data mnist-5k or --offline"
+    return f"not retrying the download until {_clock(failed_at + _retry_after_s())}; use `dataset` mnist-5k or `offline`"
 
 
 def _keras_cached_mnist() -> Path:
@@ -373,7 +385,7 @@ def _full_mnist(path: str | None) -> tuple[tuple, str]:
     if cached.is_file():
         return _load_npz(cached), str(cached)
     if offline():
-        raise _Unavailable(f"full MNIST is not in {cached} and downloads are off ({OFFLINE_ENV}=1 / --offline)")
+        raise _Unavailable(f"full MNIST is not in {cached} and downloads are off ({OFFLINE_ENV}=1 / `offline`)")
     if (failure := _recent_failure()) is not None:
         failed_at, reason = failure
         raise _Unavailable(
@@ -434,7 +446,7 @@ def _split_sizes(
 
 
 # Where split sizes are set, for errors about a dataset smaller than the splits (a 5k-sample .npz given to --data).
-SPLIT_HINT = "set smaller splits with --train-samples/--val-samples/--test-samples (spec: data.train_samples, ...)"
+SPLIT_HINT = "set smaller splits with `train_samples`/`val_samples`/`test_samples` (spec: data.train_samples, ...)"
 
 
 def _check_fits_in_memory(nbytes: int, what: str) -> None:
@@ -457,7 +469,7 @@ def load_dataset(
     val_samples: int | None = None,
     test_samples: int | None = None,
     sample_shape: tuple[int, ...] = MNIST_SHAPE,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int = MNIST_CLASSES,
 ) -> Dataset:
     """Load a named dataset and split it with `seed`.
 

@@ -24,7 +24,7 @@ _BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 # What to install for a backend, and for that backend on an NVIDIA GPU.
 INSTALL_HINT = {"tensorflow": "pip install tensorflow", "jax": "pip install jax", "torch": "pip install torch"}
 GPU_INSTALL_HINT = {
-    "tensorflow": "pip install 'tensorflow[and-cuda]', or JAX with CUDA: pip install 'jax[cuda12]' and --backend jax",
+    "tensorflow": "pip install 'tensorflow[and-cuda]', or JAX with CUDA: pip install 'jax[cuda12]' and `backend` jax",
     "jax": "pip install 'jax[cuda12]'",
     "torch": "a CUDA build of torch (https://pytorch.org/get-started/locally/)",
 }
@@ -144,7 +144,7 @@ def check_backend(backend: str | None = None) -> str:
         shown = name if len(name) <= 40 else name[:40] + "…"
         raise DeviceError(f"unknown Keras backend {shown!r} (from KERAS_BACKEND); use {', '.join(BACKENDS)}")
     if not backend_installed(name):
-        raise DeviceError(f"the Keras backend {name} is not installed ({INSTALL_HINT[name]}), or choose another with --backend")
+        raise DeviceError(f"the Keras backend {name} is not installed ({INSTALL_HINT[name]}), or choose another with `backend`")
     return name
 
 
@@ -158,7 +158,7 @@ def check_threads(threads: int | None) -> None:
         return
     if threads < 1 or threads > max_threads():
         raise DeviceError(
-            f"--threads {threads}: use 1 to {max_threads()} ({THREADS_PER_CORE_MAX} per core on this machine's {cpu_cores()} cores)"
+            f"`threads` {threads}: use 1 to {max_threads()} ({THREADS_PER_CORE_MAX} per core on this machine's {cpu_cores()} cores)"
         )
 
 
@@ -243,10 +243,10 @@ def resolve(device: str) -> tuple[str, str]:
         listed = nvidia_gpus()
         found = f"nvidia-smi lists {listed[0]}; install CUDA support" if listed else "nvidia-smi lists none; for an NVIDIA GPU"
         hint = f"{found}: {GPU_INSTALL_HINT[backend]}"
-        raise DeviceError(f"--device gpu: no GPU is visible to Keras' {backend} backend ({hint})")
+        raise DeviceError(f"`device` gpu: no GPU is visible to Keras' {backend} backend ({hint})")
     if device == "cpu" and gpus:
         # configure() could not hide the GPUs because Keras was imported first: refuse to mislabel the run.
-        raise DeviceError("--device cpu: Keras was imported before cnnbench could hide the GPUs; start a new process")
+        raise DeviceError("`device` cpu: Keras was imported before cnnbench could hide the GPUs; start a new process")
     if gpus:
         return "gpu", gpus[0]
     return "cpu", cpu_model()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cnnbench.layout import holders
 from cnnbench.lock import folder_lock, held_by
 from cnnbench.results import new_run_dir
 
@@ -33,5 +34,4 @@ def new_run_folder(out: str | Path, name: str) -> Iterator[Path]:
 def run_is_live(run_dir: str | Path) -> bool:
     """True when a process holds the run folder, or the sweep or bench folder it belongs to (one or two levels up):
     a run recorded `running` without one was stopped without a chance to say so (kill -9, a power cut)."""
-    run_dir = Path(run_dir).absolute()
-    return any(held_by(folder) is not None for folder in [run_dir, *list(run_dir.parents)[:2]])
+    return any(held_by(folder) is not None for folder in holders(run_dir))

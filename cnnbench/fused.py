@@ -46,7 +46,7 @@ def check_keras_version(version: str) -> None:
     if not low <= found < high:
         raise UsageError(
             f"engine fused supports Keras {low[0]}.{low[1]} up to (not including) {high[0]}.{high[1]}, found {version[:20]}; "
-            "use --engine fit"
+            "use `engine` fit"
         )
 
 
@@ -195,11 +195,11 @@ def check_model(model, data, batch_size: int) -> None:
     if keras.backend.backend() != "jax":
         raise UsageError(f"engine fused needs the JAX backend, but Keras runs on {keras.backend.backend()}")
     if getattr(keras.config, "is_nnx_enabled", lambda: False)():
-        raise UsageError("engine fused does not support Keras' Flax NNX mode; use --engine fit")
+        raise UsageError("engine fused does not support Keras' Flax NNX mode; use `engine` fit")
     build_state(model, data, batch_size)
     problem = state_layout_problem(model)
     if problem:
-        raise UsageError(f"engine fused cannot drive this Keras {keras.__version__}: {problem}; use --engine fit")
+        raise UsageError(f"engine fused cannot drive this Keras {keras.__version__}: {problem}; use `engine` fit")
 
 
 class FusedTrainer:

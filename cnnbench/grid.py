@@ -90,7 +90,7 @@ def parse_path(text: str) -> list[tuple[str, Any]]:
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if not match or (pos == 0 and text.startswith(".")) or (pos and match.group(0)[0] not in ".[" ):
-            raise UsageError(f"--set {text}: cannot read the path at {text[pos:pos + 20]!r}; write e.g. layers.0.filters, "
+            raise UsageError(f"`sets` {text}: cannot read the path at {text[pos:pos + 20]!r}; write e.g. layers.0.filters, "
                              "layers.*.filters or layers[type=Conv2D].filters")  # fmt: skip
         key, index, star, bracket = match.groups()
         if key is not None:
@@ -105,7 +105,7 @@ def parse_path(text: str) -> list[tuple[str, Any]]:
             segments.append(("index", int(bracket)))
         pos = match.end()
     if not segments or segments[-1][0] != "key":
-        raise UsageError(f"--set {text}: the path must end with a field name, e.g. layers.0.filters")
+        raise UsageError(f"`sets` {text}: the path must end with a field name, e.g. layers.0.filters")
     return segments
 
 
@@ -120,7 +120,7 @@ def resolve_path(doc: dict[str, Any], text: str) -> tuple[Concrete, ...]:
     one element may also name an argument its layer type knows but the spec leaves at its default.
     """
     segments = parse_path(text)
-    where = f"--set {text}"
+    where = f"`sets` {text}"
     found: list[tuple[Concrete, Any, bool]] = [((), doc, False)]  # (path so far, node, selected by a wildcard)
     for position, (kind, arg) in enumerate(segments):
         last = position == len(segments) - 1
@@ -213,7 +213,7 @@ def parse_axis_values(text: str, integer: bool = False) -> list[Any]:
             try:
                 numbers = parse_values(item)
             except UsageError as exc:
-                raise UsageError(str(exc).removeprefix("--values: ").replace("learning rates", "range bounds")) from None
+                raise UsageError(str(exc).removeprefix("`values`: ").replace("learning rates", "range bounds")) from None
             whole = all(n.is_integer() for n in numbers) and all(_INT.match(p.strip().lstrip("*")) for p in item.split(":"))
             values += [int(n) for n in numbers] if (integer or whole) and all(n.is_integer() for n in numbers) else numbers
         else:
@@ -256,10 +256,10 @@ def make_axis(spec_doc: dict[str, Any], text: str) -> Axis:
     """One `PATH=VALUES` resolved against the spec document; UsageError naming the axis."""
     path, values_text = split_axis(text)
     if values_text is None or not path:
-        raise UsageError(f"--set {text}: write PATH=VALUES, e.g. --set training.learning_rate=0.01,0.1")
+        raise UsageError(f"`sets` {text}: write PATH=VALUES, e.g. `sets` training.learning_rate=0.01,0.1")
     targets = resolve_path(spec_doc, path)
     if any(target[-1] == "seed" and target[0] == "training" for target in targets):
-        raise UsageError(f"--set {path}: the seed is not an axis; repeat every point over seeds with --seeds N")
+        raise UsageError(f"`sets` {path}: the seed is not an axis; repeat every point over seeds with `seeds` N")
     current = [get_at(spec_doc, target) for target in targets]
     integer = any(is_int(v) for v in current)
     try:
@@ -268,7 +268,7 @@ def make_axis(spec_doc: dict[str, Any], text: str) -> Axis:
             return Axis(path, targets, (), bounds, integer)
         values = parse_axis_values(values_text, integer)
     except UsageError as exc:
-        raise UsageError(f"--set {path}={values_text}: {exc}") from None
+        raise UsageError(f"`sets` {path}={values_text}: {exc}") from None
     return Axis(path, targets, tuple(values), None, integer)
 
 
@@ -288,7 +288,7 @@ def build_spec(spec: Spec, axes: Sequence[Axis], point: Sequence[Any], seed_offs
         return parse_spec(doc, spec.source, default_name=spec.name)
     except SpecError as exc:
         label = " ".join(f"{axis.path}={format_point_value(v)}" for axis, v in zip(axes, point, strict=True))
-        raise SpecError(spec.source, f"--set {_axis_of(axes, exc.path)}", f"at the point {label}: {exc.path}: {exc.message}") from None
+        raise SpecError(spec.source, f"`sets` {_axis_of(axes, exc.path)}", f"at the point {label}: {exc.path}: {exc.message}") from None
 
 
 def _axis_of(axes: Sequence[Axis], field: str) -> str:
@@ -322,18 +322,18 @@ def parse_seeds(seeds: str | int | Sequence[int] | None) -> tuple[int, ...]:
         items = [s.strip() for s in seeds.split(",")]
         single = len(items) == 1
         if not all(_INT.match(s) for s in items):
-            raise UsageError(f"--seeds {seeds}: write a count N (seeds 0..N-1) or a list of offsets such as 0,3,7")
+            raise UsageError(f"`seeds` {seeds}: write a count N (seeds 0..N-1) or a list of offsets such as 0,3,7")
         items = [int(s) for s in items]
     else:
         items, single = list(seeds), False
         if not all(is_int(s) for s in items):
-            raise UsageError(f"--seeds {brief(seeds)}: write a count N or a list of integer offsets")
+            raise UsageError(f"`seeds` {brief(seeds)}: write a count N or a list of integer offsets")
     if single:
         if not 1 <= items[0] <= MAX_VALUES:
-            raise UsageError(f"--seeds {items[0]}: the number of seeds must be 1 to {MAX_VALUES:,}")
+            raise UsageError(f"`seeds` {items[0]}: the number of seeds must be 1 to {MAX_VALUES:,}")
         return tuple(range(items[0]))
     if any(s < 0 or s > MAX_SEED for s in items) or len(set(items)) != len(items):
-        raise UsageError(f"--seeds {','.join(map(str, items))}: seed offsets must be distinct integers from 0")
+        raise UsageError(f"`seeds` {','.join(map(str, items))}: seed offsets must be distinct integers from 0")
     return tuple(items)
 
 
@@ -343,7 +343,7 @@ def _sample(axes: Sequence[Axis], method: str, n: int, seed: int) -> list[tuple[
 
     if method == "sobol":
         if n & (n - 1):
-            warnings.warn(f"--method sobol: --n {n} is not a power of two; Sobol points are balanced only for 2^m points", stacklevel=3)
+            warnings.warn(f"`method` sobol: `n` {n} is not a power of two; Sobol points are balanced only for 2^m points", stacklevel=3)
         unit = _sobol(len(axes), n, seed)
     else:
         unit = np.random.default_rng(seed).random((n, len(axes)))
@@ -367,7 +367,7 @@ def _sobol(dimensions: int, n: int, seed: int):
     except ImportError:  # scipy is optional: a seeded uniform sample keeps the command working
         import numpy as np
 
-        warnings.warn("--method sobol needs scipy (pip install scipy); sampling uniformly at random instead", stacklevel=4)
+        warnings.warn("`method` sobol needs scipy (pip install scipy); sampling uniformly at random instead", stacklevel=4)
         return np.random.default_rng(seed).random((n, dimensions))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the power-of-two warning is ours, worded for the option
@@ -387,9 +387,9 @@ def make_grid(
     Raises UsageError (a bad path, value, zip or seed list) or SpecError (a value a field refuses at some point).
     """
     if method not in METHODS:
-        raise UsageError(f"--method {method}: must be one of {', '.join(METHODS)}")
+        raise UsageError(f"`method` {method}: must be one of {', '.join(METHODS)}")
     if not sets:
-        raise UsageError("no axis given: add --set PATH=VALUES (e.g. --set training.learning_rate=0.01,0.1)")
+        raise UsageError("no axis given: add `sets` PATH=VALUES (e.g. `sets` training.learning_rate=0.01,0.1)")
     doc = spec.to_dict()
     try:
         axes = [make_axis(doc, text) for text in sets]
@@ -399,21 +399,21 @@ def make_grid(
     by_path = {axis.path: axis for axis in axes}
     if len(by_path) != len(axes):
         twice = next(a.path for i, a in enumerate(axes) if a.path in [b.path for b in axes[:i]])
-        raise UsageError(f"--set {twice}: given twice; give each axis once, with all its values")
+        raise UsageError(f"`sets` {twice}: given twice; give each axis once, with all its values")
     owners: dict[Concrete, str] = {}
     for axis in axes:
         for target in axis.targets:
             if target in owners:
-                raise UsageError(f"--set {axis.path}: sets {dotted(target)}, which --set {owners[target]} also sets")
+                raise UsageError(f"`sets` {axis.path}: sets {dotted(target)}, which `sets` {owners[target]} also sets")
             owners[target] = axis.path
     ranged = [axis for axis in axes if axis.range is not None]
     if method == "grid" and ranged:
-        raise UsageError(f"--set {ranged[0].path}: a range lo..hi is sampled: add --method random or sobol with --n N")
+        raise UsageError(f"`sets` {ranged[0].path}: a range lo..hi is sampled: add `method` random or sobol with `n` N")
     if method != "grid":
         if not ranged:
-            raise UsageError(f"--method {method}: no axis has a range to sample; write one as PATH=lo..hi")
+            raise UsageError(f"`method` {method}: no axis has a range to sample; write one as PATH=lo..hi")
         if n is None or n < 1:
-            raise UsageError(f"--method {method}: give the number of sampled points with --n N")
+            raise UsageError(f"`method` {method}: give the number of sampled points with `n` N")
     groups = _zip_groups(axes, zips)
     blocks: list[tuple[list[int], list[tuple[Any, ...]]]] = []  # (axis indices, rows of values)
     for group in groups:
@@ -426,7 +426,7 @@ def make_grid(
         blocks.append((indices, _sample(ranged, method, n, sample_seed)))
     count = math.prod(len(rows) for _, rows in blocks)
     if count > MAX_POINTS:
-        raise UsageError(f"{count:,} points; at most {MAX_POINTS:,} are allowed (fewer values, or --zip)")
+        raise UsageError(f"{count:,} points; at most {MAX_POINTS:,} are allowed (fewer values, or `zips`)")
     points = []
     for combo in itertools.product(*(rows for _, rows in blocks)):
         point: list[Any] = [None] * len(axes)
@@ -439,7 +439,7 @@ def make_grid(
                 for i, a in enumerate(axes)]  # fmt: skip
     offsets = parse_seeds(seeds)
     if any(spec.training.seed + k > MAX_SEED for k in offsets):
-        raise UsageError(f"--seeds: spec seed {spec.training.seed} + {max(offsets)} is above the largest seed {MAX_SEED}")
+        raise UsageError(f"`seeds`: spec seed {spec.training.seed} + {max(offsets)} is above the largest seed {MAX_SEED}")
     unique = list(dict.fromkeys(points))
     for point in unique:
         build_spec(spec, axes, point)  # every point checked before anything runs
@@ -455,21 +455,21 @@ def _zip_groups(axes: Sequence[Axis], zips: Sequence[str]) -> list[list[int]]:
     for text in zips:
         names = [name.strip() for name in text.split(",") if name.strip()]
         if len(names) < 2:
-            raise UsageError(f"--zip {text}: name two or more axes, e.g. --zip training.batch_size,training.learning_rate")
+            raise UsageError(f"`zips` {text}: name two or more axes, e.g. `zips` training.batch_size,training.learning_rate")
         indices = []
         for name in names:
             if name not in paths:
-                raise UsageError(f"--zip {text}: {name!r} is not an axis{did_you_mean(name, paths)}; axes: {', '.join(paths)}")
+                raise UsageError(f"`zips` {text}: {name!r} is not an axis{did_you_mean(name, paths)}; axes: {', '.join(paths)}")
             i = paths.index(name)
             if i in grouped or i in indices:
-                raise UsageError(f"--zip {text}: {name} is already zipped")
+                raise UsageError(f"`zips` {text}: {name} is already zipped")
             if axes[i].range is not None:
-                raise UsageError(f"--zip {text}: {name} is a sampled range; only listed values can be zipped")
+                raise UsageError(f"`zips` {text}: {name} is a sampled range; only listed values can be zipped")
             indices.append(i)
         lengths = [len(axes[i].values) for i in indices]
         if len(set(lengths)) > 1:
             shown = ", ".join(f"{axes[i].path} has {len(axes[i].values)}" for i in indices)
-            raise UsageError(f"--zip {text}: zipped axes need the same number of values; {shown}")
+            raise UsageError(f"`zips` {text}: zipped axes need the same number of values; {shown}")
         for i in indices:
             grouped[i] = len(groups)
         groups.append(indices)
@@ -490,7 +490,7 @@ def read_sweep_file(path: str | Path) -> dict[str, Any]:
     `set` maps each PATH to VALUES (text in the --set grammar, or a list); `zip` is a list of lists of paths;
     `seeds` a count or a list. SpecError naming the file and the key for anything else.
     """
-    from cnnbench.spec import parse_text, read_spec_file
+    from cnnbench.spec_text import parse_text, read_spec_file
 
     source = str(path)
     suffix = ".json" if str(path).lower().endswith(".json") else ".yaml"

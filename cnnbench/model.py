@@ -17,7 +17,6 @@ from cnnbench.errors import SpecError, UsageError, brief
 from cnnbench.spec import Spec, default_layer_name
 
 DEFAULT_MAX_PARAMS = 100_000_000
-MNIST_CLASSES = 10  # mnist and mnist-5k (and a local mnist.npz) have ten digit classes
 
 
 def max_params() -> int:
@@ -303,8 +302,10 @@ def format_shape(shape: tuple) -> str:
 
 
 def num_classes(spec: Spec, output_shape: tuple) -> int:
-    """Classes the spec's data has: 10 for MNIST; for synthetic data, whatever the model outputs."""
-    return int(output_shape[-1]) if spec.data.dataset == "synthetic" else MNIST_CLASSES
+    """Classes the spec's data has (`data.dataset_classes`): MNIST's ten; for synthetic data, whatever the model outputs."""
+    from cnnbench.data import dataset_classes  # NumPy, only once a model is checked
+
+    return dataset_classes(spec.data.dataset, None if output_shape[-1] is None else int(output_shape[-1]))
 
 
 def check_output(spec: Spec, shapes: list[tuple] | None = None) -> None:

@@ -11,16 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-import platform
 import re
-import socket
-import sys
 import tempfile
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from cnnbench import layout
 from cnnbench.errors import OutputError, brief
 from cnnbench.files import (  # noqa: F401  (atomic writes: long imported from here)
     TEMP_SUFFIX,
@@ -33,6 +30,7 @@ from cnnbench.files import (  # noqa: F401  (atomic writes: long imported from h
     write_json,
 )
 from cnnbench.precision import plain
+from cnnbench.provenance import environment, package_version  # noqa: F401 - provenance owns them; older callers import them here
 from cnnbench.record import FIELDS as RUN_FIELDS  # noqa: F401
 from cnnbench.record import (  # noqa: F401  (the run record's schema: long imported from here)
     FINISHED,
@@ -100,7 +98,7 @@ def _shown(path: Path, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[: limit // 2]}…{text[-limit // 2 :]} ({len(text)} characters)"
 
 
-def check_out_dir(out: str | Path, option: str = "--out") -> Path:
+def check_out_dir(out: str | Path, option: str = "`out`") -> Path:
     """Refuse, before any work, a results folder that cannot be written: OutputError naming `option`.
 
     A file in the way, a name too long, a read-only or missing-permission parent: each is one line.
@@ -267,39 +265,6 @@ def set_aside(path: str | Path) -> Path | None:
     return target
 
 
-def package_version(*names: str) -> str | None:
-    """The installed version of the first of `names` that is installed (None if none is)."""
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def environment(threads: int | None = None) -> dict[str, Any]:
-    """Versions and machine facts for a run record (reads no framework state but the backend name)."""
-    from cnnbench import __version__
-    from cnnbench.device import cpu_cores, cpu_model
-
-    backend = sys.modules["keras"].backend.backend() if "keras" in sys.modules else os.environ.get("KERAS_BACKEND", "tensorflow")
-    return {
-        "cnnbench": __version__,
-        "python": platform.python_version(),
-        "keras": package_version("keras"),
-        "tensorflow": package_version("tensorflow", "tensorflow-cpu"),
-        "jax": package_version("jax") if backend == "jax" else None,
-        "torch": package_version("torch") if backend == "torch" else None,
-        "numpy": package_version("numpy"),
-        "backend": backend,
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "cpu": cpu_model(),
-        "cpu_cores": cpu_cores(),
-        "threads": threads,
-    }
-
-
 # --- loading ---------------------------------------------------------------------------------
 
 
@@ -322,35 +287,18 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 IDENTITY_COLUMNS = ("kind", "group", "filters", "epochs", "dataset")
 
 
-SWEEP_MARKERS = frozenset({"sweep.json"})  # the files that make a folder a sweep's
-BENCH_MARKERS = frozenset({"bench.json", "bench.csv"})  # ... or a bench's (bench.csv alone: an older bench)
-
-
-def _is_sweep(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in SWEEP_MARKERS)
-
-
-def _is_bench(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in BENCH_MARKERS)
-
-
 def run_identity(run_dir: str | Path, record: dict[str, Any] | None = None) -> dict[str, Any]:
     """What tells a run apart from unrelated ones, from the folder layout, run.json and spec.json (old results too).
 
-    kind: `sweep` (its folder's parent holds sweep.json), `bench` (it lives in <bench>/runs/) or `train`;
-    group: that sweep or bench folder's name ("" for a lone run); filters: the first layer's `filters`
+    kind: `sweep` (it lives in a sweep or study folder), `bench` (in <bench>/runs/) or `train` (`layout.group_of`);
+    group: that sweep, study or bench folder's name ("" for a lone run); filters: the first layer's `filters`
     in spec.json (None when no layer has one); epochs: planned; dataset: the data actually used.
     """
     run_dir = Path(run_dir)
     record = read_record(run_dir / "run.json") if record is None else record
     record = record or {}
-    parent = run_dir.parent
-    if _is_sweep(parent):
-        kind, group = "sweep", parent.name
-    elif parent.name == "runs" and _is_bench(parent.parent):
-        kind, group = "bench", parent.parent.name
-    else:
-        kind, group = "train", ""
+    kind, folder = layout.group_of(run_dir)
+    group = folder.name if folder else ""
     spec = read_record(run_dir / "spec.json") or {}
     layers = spec.get("layers") if isinstance(spec.get("layers"), list) else []
     filters = next((layer["filters"] for layer in layers if isinstance(layer, dict) and "filters" in layer), record.get("filters"))
@@ -429,17 +377,11 @@ def find_results(root: str | Path) -> dict[str, list[Path]]:
     them belong to them and are not listed as plain runs. Hidden folders are skipped.
     """
     found: dict[str, list[Path]] = {"runs": [], "sweeps": [], "benches": []}
+    plural = {"run": "runs", "sweep": "sweeps", "bench": "benches"}
     for folder, subdirs, files in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        names = set(files)
-        if names & SWEEP_MARKERS:
-            kind = "sweeps"
-        elif names & BENCH_MARKERS:
-            kind = "benches"
-        else:
-            kind = "runs" if "run.json" in names else None
-        if kind:
-            found[kind].append(Path(folder))
+        if kind := layout.kind_of_files(files):
+            found[plural[kind]].append(Path(folder))
             subdirs[:] = []  # what lies inside a sweep, bench or run belongs to it
     return found
 
@@ -520,7 +462,7 @@ def _table_rows(path: Path) -> list[dict[str, Any]]:
 def _group_row(kind: str, folder: Path, run_dirs: list[Path], index: dict[str, Any], epochs: Any, is_live: Any = None) -> dict[str, Any]:
     runs = [_run_row(d, is_live) for d in run_dirs]
     if not any((d / "run.json").is_file() for d in run_dirs):  # run folders left out: the folder's own table says what ran
-        runs = _table_rows(folder / ("summary.csv" if kind == "sweep" else "bench.csv")) or runs
+        runs = _table_rows(folder / layout.TABLE[kind]) or runs
     ok_errors = [r["best_val_error"] for r in runs if r["status"] == "ok" and r["best_val_error"] is not None]
     datasets = sorted({r["dataset"] for r in runs if r["dataset"]})
     starts = sorted(r["started_at"] for r in runs if r["started_at"])
@@ -559,16 +501,9 @@ def list_results(root: str | Path, is_live: Any = None) -> list[dict[str, Any]]:
     for run_dir in found["runs"]:
         row = _run_row(run_dir, is_live)
         rows.append({"kind": "train", "name": run_dir.name, **row, "runs": 1, "path": str(run_dir)})
-    for folder in found["sweeps"]:
-        index = read_record(folder / "sweep.json") or {}
-        planned = [r.get("run_dir") for r in index.get("runs") or [] if isinstance(r, dict) and isinstance(r.get("run_dir"), str)]
-        on_disk = [p.name for p in sorted(folder.iterdir()) if p.is_dir() and (p / "run.json").exists()]
-        names = list(dict.fromkeys([*planned, *on_disk]))
-        rows.append(_group_row("sweep", folder, [folder / n for n in names], index, _spec_epochs(index), is_live))
-    for folder in found["benches"]:
-        index = read_record(folder / "bench.json") or {}
-        runs_dir = folder / "runs"
-        run_dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-        rows.append(_group_row("bench", folder, run_dirs, index, _spec_epochs(index), is_live))
+    for kind, folders in (("sweep", found["sweeps"]), ("bench", found["benches"])):
+        for folder in folders:
+            index = read_record(folder / layout.INDEX[kind]) or {}
+            rows.append(_group_row(kind, folder, layout.member_runs(folder, kind, index), index, _spec_epochs(index), is_live))
     rows = [{key: row.get(key) for key in LIST_COLUMNS} for row in rows]
     return sorted(rows, key=lambda row: (row["started_at"] is None, str(row["started_at"] or ""), row["path"]))

@@ -181,9 +181,9 @@ def plan_study(grid: Grid, out: str | Path = "results", force: bool = False, tun
     A run.json that cannot be trusted is planned as `corrupt` (warned; set aside when the study runs).
     """
     if tune is not None and tune not in [axis.path for axis in grid.axes]:
-        raise UsageError(f"--tune {tune}: not an axis; axes: {', '.join(axis.path for axis in grid.axes)}")
+        raise UsageError(f"`tune` {tune}: not an axis; axes: {', '.join(axis.path for axis in grid.axes)}")
     if rank not in RANKS:
-        raise UsageError(f"--rank {rank}: must be one of {', '.join(RANKS)}")
+        raise UsageError(f"`rank` {rank}: must be one of {', '.join(RANKS)}")
     study_dir = Path(out) / study_name(grid)
     existing = _on_disk(study_dir)
     taken = {path.relative_to(study_dir) for path in existing.values()}
@@ -354,9 +354,9 @@ def run_study(plan: StudyPlan, options: StudyOptions | None = None, on_event: Ca
     """
     options = options or StudyOptions()
     if options.parallel < 1:
-        raise UsageError(f"--parallel must be at least 1, got {options.parallel}")
+        raise UsageError(f"`parallel` must be at least 1, got {options.parallel}")
     if options.fuse is not None and options.fuse < 1:
-        raise UsageError(f"--fuse must be at least 1, got {options.fuse}")
+        raise UsageError(f"`fuse` must be at least 1, got {options.fuse}")
     emit = on_event or (lambda event: None)
     todo = plan.to_train
     new_folder = not plan.study_dir.exists()
@@ -425,7 +425,7 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
         return
     fused = engines.get(planned_engine(plan.grid.spec, options)).lanes_together
     if options.fuse and not fused:
-        warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=3)
+        warnings.warn("`fuse` has no effect: these runs train with model.fit (the fused engine is JAX-only; see `engine`)", stacklevel=3)
     total, done = len(todo), 0
     passes = [[run for run in todo if not run.resume], [run for run in todo if run.resume]]
     if options.ray is not None:  # a Ray worker trains in its own folder: the checkpoint is not there to continue from

@@ -323,9 +323,9 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
     once the lock is held (a run finished meanwhile is kept), and the result's plan is that one.
     """
     if options.parallel < 1:
-        raise UsageError(f"--parallel must be at least 1, got {options.parallel}")
+        raise UsageError(f"`parallel` must be at least 1, got {options.parallel}")
     if options.fuse is not None and options.fuse < 1:
-        raise UsageError(f"--fuse must be at least 1, got {options.fuse}")
+        raise UsageError(f"`fuse` must be at least 1, got {options.fuse}")
     emit = on_event or (lambda event: None)
     new_folder = not plan.sweep_dir.exists()
     with folder_lock(plan.sweep_dir, "sweep"):
@@ -380,7 +380,7 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
         return
     fused = engines.get(planned_engine(plan.spec, options)).lanes_together
     if options.fuse and not fused:
-        warnings.warn("--fuse has no effect: these runs train with model.fit (the fused engine is JAX-only; see --engine)", stacklevel=3)
+        warnings.warn("`fuse` has no effect: these runs train with model.fit (the fused engine is JAX-only; see `engine`)", stacklevel=3)
     groups = _groups(todo, options, fused)
     parallel = min(options.parallel, len(groups)) or 1
     run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine)

@@ -21,11 +21,13 @@ from typing import Any
 from cnnbench import device as devices
 from cnnbench import engines
 from cnnbench import record as run_record
+from cnnbench.chance import chance_error, learned, learned_margin
 from cnnbench.engines import Program
 from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason
 from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.precision import metric_value
-from cnnbench.results import FINISHED, atomic_write_text, environment, inspect_record, now_iso, read_record, write_json
+from cnnbench.provenance import environment
+from cnnbench.results import FINISHED, atomic_write_text, inspect_record, now_iso, read_record, write_json
 from cnnbench.schedule import rate_at
 from cnnbench.spec import Spec
 from cnnbench.timing import extrapolate_total, summarize_epochs
@@ -82,9 +84,14 @@ def make_optimizer(spec: Spec):
     return cls(learning_rate=spec.training.learning_rate, **spec.training.optimizer_options())
 
 
-def load_data_for(spec: Spec, num_classes: int):
-    """The dataset named in the spec, shaped for its model (memoised per process)."""
-    from cnnbench.data import file_digest
+def load_data_for(spec: Spec, num_classes: int | None = None):
+    """The dataset named in the spec (memoised per process); `num_classes` shapes synthetic data only (the model's outputs).
+
+    A named dataset has the classes it has: its `num_classes` comes from the dataset, whatever is passed.
+    """
+    from cnnbench.data import dataset_classes, file_digest
+
+    num_classes = dataset_classes(spec.data.dataset, num_classes)
 
     content = file_digest(spec.data.path) if spec.data.path else None  # a file changed in place is other data
     return _load_data(spec.data.dataset, spec.data.path, spec.training.seed, spec.data.train_samples,
@@ -117,6 +124,7 @@ def prepare(spec: Spec, options: RunOptions = RunOptions(), startup: dict | None
     (about 0 when this process had done both already, as in a sweep's later runs).
     """
     from cnnbench.model import build_model, check_size, summarize
+    from cnnbench.model import num_classes as model_classes
 
     check_size(spec)  # what needs no Keras is refused before Keras is imported
     devices.configure(options.device, options.backend, options.threads)
@@ -131,7 +139,7 @@ def prepare(spec: Spec, options: RunOptions = RunOptions(), startup: dict | None
     from_logits = getattr(last_activation, "__name__", "") != "softmax"
     optimizer = make_optimizer(spec)
     t0 = time.perf_counter()
-    data = load_data_for(spec, int(model.output_shape[-1]) if spec.data.dataset == "synthetic" else 10)
+    data = load_data_for(spec, model_classes(spec, tuple(model.output_shape)))
     startup_s += time.perf_counter() - t0
     if startup is not None:
         startup["startup_s"] = startup_s
@@ -156,34 +164,6 @@ def steps_per_execution(spec: Spec, train_samples: int) -> int:
     return max(1, min(spec.training.steps_per_execution, steps))
 
 
-# --- did the run learn anything? -------------------------------------------------------------
-
-LEARNED_MIN_MARGIN = 0.02  # below chance by at least this much, however large the validation set
-
-
-def chance_error(num_classes: int) -> float:
-    """The error of guessing uniformly among `num_classes` classes: 1 - 1/classes (0.9 for digits)."""
-    return 1.0 - 1.0 / max(num_classes, 1)
-
-
-def learned_margin(num_classes: int, val_samples: int) -> float:
-    """How far below chance a validation error must be to count as learning.
-
-    Three binomial standard deviations of the error of a chance-level model on `val_samples`
-    images, and never less than LEARNED_MIN_MARGIN: 0.040 for 500 validation images, 0.080 for 128,
-    0.020 for 10,000.
-    """
-    p = chance_error(num_classes)
-    return max(LEARNED_MIN_MARGIN, 3.0 * math.sqrt(p * (1.0 - p) / max(val_samples, 1)))
-
-
-def learned(best_val_error: float | None, num_classes: int, val_samples: int) -> bool | None:
-    """False when the best validation error is not clearly below chance (None when there is none)."""
-    if best_val_error is None or best_val_error != best_val_error:
-        return None
-    return bool(best_val_error < chance_error(num_classes) - learned_margin(num_classes, val_samples))
-
-
 # --- resuming --------------------------------------------------------------------------------
 
 
@@ -194,25 +174,25 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict[str, Any]]:
     run_dir = Path(run_dir)
     shown = str(run_dir) if len(str(run_dir)) <= 120 else str(run_dir)[:120] + "…"
     if not run_dir.is_dir():
-        raise UsageError(f"--resume {shown}: not a folder")
+        raise UsageError(f"`resume` {shown}: not a folder")
     record, problem = inspect_record(run_dir / "run.json")
     if problem:
-        raise UsageError(f"--resume {shown}: its run.json cannot be trusted ({problem})")
+        raise UsageError(f"`resume` {shown}: its run.json cannot be trusted ({problem})")
     if record is None:
-        raise UsageError(f"--resume {shown}: no run.json (not a run folder)")
+        raise UsageError(f"`resume` {shown}: no run.json (not a run folder)")
     try:
         check_target(run_dir / "spec.json")  # read below by name: a link or a pipe planted there is refused first
     except UnsafeFileError as exc:
-        raise UsageError(f"--resume {shown}: its spec.json {exc.what}, not a file cnnbench wrote") from None
+        raise UsageError(f"`resume` {shown}: its spec.json {exc.what}, not a file cnnbench wrote") from None
     if not (run_dir / "spec.json").is_file():
-        raise UsageError(f"--resume {shown}: no spec.json (not a run folder)")
+        raise UsageError(f"`resume` {shown}: no spec.json (not a run folder)")
     spec = load_spec(str(run_dir / "spec.json"))
     t = spec.training
     planned = {"name": spec.name, "learning_rate": t.learning_rate, "batch_size": t.batch_size, "optimizer": t.optimizer,
                "epochs": t.epochs, "seed": t.seed}  # fmt: skip
     differ = [f"{key} {brief(record[key])} vs {brief(value)}" for key, value in planned.items() if key in record and record[key] != value]
     if differ:
-        raise UsageError(f"--resume {shown}: its spec.json is not the spec this run was started with (run.json vs spec.json: "
+        raise UsageError(f"`resume` {shown}: its spec.json is not the spec this run was started with (run.json vs spec.json: "
                          f"{'; '.join(differ)}); start a new run instead")  # fmt: skip
     return spec, record
 
@@ -229,14 +209,14 @@ def _history_rows(path: Path, epochs: int) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     except (OSError, ValueError, UnsafeFileError) as exc:
-        raise UsageError(f"--resume: {_shown(path)}: {getattr(exc, 'what', None) or 'not a history cnnbench wrote'}") from None
+        raise UsageError(f"`resume`: {_shown(path)}: {getattr(exc, 'what', None) or 'not a history cnnbench wrote'}") from None
     rows = []
     for line, raw in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
         try:  # every cell is a number cnnbench wrote; anything else is not its history
             row = {k: float(v) for k, v in raw.items() if k and v not in (None, "")}
             row["epoch"] = int(row["epoch"])
         except (KeyError, TypeError, ValueError, OverflowError):
-            raise UsageError(f"--resume: {_shown(path)}: line {line}: not a history row cnnbench wrote") from None
+            raise UsageError(f"`resume`: {_shown(path)}: line {line}: not a history row cnnbench wrote") from None
         rows.append(row)
     return [row for row in rows if row["epoch"] <= epochs][:epochs]
 
@@ -267,14 +247,14 @@ def _resume_point(run_dir: Path, model, identity: str) -> tuple[int, list[dict[s
         if state is None:
             return 0, []
         if state.identity is not None and state.identity != identity:
-            raise UsageError(f"--resume {_shown(run_dir)}: {CHECKPOINT} belongs to another spec or data than this run's "
+            raise UsageError(f"`resume` {_shown(run_dir)}: {CHECKPOINT} belongs to another spec or data than this run's "
                              f"(checkpoint {state.identity}, this run {identity}); delete {CHECKPOINT} to start the run again")  # fmt: skip
         restore_checkpoint(model, state)
     except ValueError as exc:
-        raise UsageError(f"--resume: {exc}; delete {CHECKPOINT} to start the run again") from None
+        raise UsageError(f"`resume`: {exc}; delete {CHECKPOINT} to start the run again") from None
     rows = _history_rows(run_dir / "history.csv", state.epoch)
     if len(rows) != state.epoch:
-        raise UsageError(f"--resume: history.csv has {len(rows)} epochs but the checkpoint {state.epoch}")
+        raise UsageError(f"`resume`: history.csv has {len(rows)} epochs but the checkpoint {state.epoch}")
     return state.epoch, rows
 
 
@@ -393,7 +373,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
     previous = read_record(run_dir / "run.json") if options.resume else None
     was = ((previous or {}).get("data") or {}).get("sha256")
     if was and was != data.sha256:  # the same path, other digits: resuming would train one run on two datasets
-        raise UsageError(f"--resume {_shown(run_dir)}: its data file {spec.data.path or data.source} changed since the run started "
+        raise UsageError(f"`resume` {_shown(run_dir)}: its data file {spec.data.path or data.source} changed since the run started "
                          f"(sha256 {was[:12]}… then, {(data.sha256 or 'unreadable')[:12]}… now); train a new run on the new data")
     identity = checkpoint_identity(spec, data.describe())
     first_epoch, kept_rows = _resume_point(run_dir, model, identity) if options.resume else (0, [])

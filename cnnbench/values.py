@@ -40,7 +40,7 @@ def format_value(value: float) -> str:
 
 
 def _error(message: str) -> UsageError:
-    return UsageError(f"--values: {message}")
+    return UsageError(f"`values`: {message}")
 
 
 def _where(text: str, item: str) -> str:
@@ -113,7 +113,7 @@ def parse_values(text: str) -> list[float]:
     the grid) or `start:stop:*factor` (geometric).
     """
     if not text or not text.strip():
-        raise _error("no values given; e.g. --values 0.01,0.1 or --values 0.01:0.16:0.02")
+        raise _error("no values given; e.g. `values` 0.01,0.1 or `values` 0.01:0.16:0.02")
     numbers: list[Decimal] = []
     with localcontext() as context:
         context.prec = 50  # ranges stay exact decimals well past the 12 digits that are kept

@@ -199,5 +199,5 @@ def make_verdict(points: Sequence[dict[str, Any]], axes: dict[str, Sequence[Any]
     if spec_doc is not None and axes and not any(path == LEARNING_RATE or path.endswith(".learning_rate") for path in axes):
         rate = (spec_doc.get("training") or {}).get("learning_rate")
         verdict.note = (f"the learning rate is held at {rate} for every point; the best rate may differ between points "
-                        f"(add --set {LEARNING_RATE}=... --tune {LEARNING_RATE} to compare each at its own best rate)")  # fmt: skip
+                        f"(add `sets` {LEARNING_RATE}=... `tune` {LEARNING_RATE} to compare each at its own best rate)")  # fmt: skip
     return verdict

@@ -348,3 +348,76 @@ def test_a_killed_ray_driver_leaves_no_ray_process_behind(tmp_path):
         assert survivors(ray_processes, within_s=10) == []  # Ray's own agents lived on for over 30 s
     finally:
         finish(process)
+
+
+# --- the library names its parameters; the command line shows its flags ------------------------------
+
+# Literals of the library that may hold `--name`: none is a cnnbench option a message names.
+FLAG_TEXT_ALLOWED = {
+    "cnnbench/device.py": "nvidia-smi's and XLA's own flags (--query-gpu, --format=csv, --xla_cpu_...), passed to those programs",
+    "cnnbench/report/assets.py": "CSS custom properties (--ink, --muted, ...)",
+    "cnnbench/report/setup.py": "the report prints the command line that reproduces a sweep or bench: a command by design",
+    "cnnbench/sinks/": "a sink reports the option its caller passes (`option=`); the defaults are the CLI's, pending issue 21's sinks work",
+    "cnnbench/export.py": "passes `export`'s --to/--uri to the sinks as that `option=` (see cnnbench/sinks/)",
+}
+NOT_PARAMETERS = {"filters", "mlxtend"}  # `quoted` in library messages, but a spec layer argument and a package, not parameters
+
+
+def _library_literals():
+    """(path, line, text) of every string literal in cnnbench/ but the CLI, docstrings left out."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted((root / "cnnbench").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "cnnbench/cli.py" or rel.startswith("cnnbench/cli/") or rel == "cnnbench/cli_flags.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}  # fmt: skip
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                yield rel, node.lineno, node.value
+
+
+def test_library_messages_name_parameters_not_command_line_flags():
+    """A Python caller never typed `--parallel`: library messages say `parallel`, and only the CLI writes flags."""
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
+    found = [f"{rel}:{line}: {text[:80]!r}" for rel, line, text in _library_literals()
+             if flag.search(text) and not any(rel.startswith(allowed) for allowed in FLAG_TEXT_ALLOWED)]  # fmt: skip
+    assert found == []
+
+
+def test_every_parameter_a_library_message_names_is_an_option_of_the_command():
+    """Each `name` in a library message is one the CLI turns into a flag it has (a typo would reach the user as is)."""
+    import re
+
+    from cnnbench.cli import _app_flags
+    from cnnbench.cli_flags import flag
+
+    named = {(m[1], rel, line) for rel, line, text in _library_literals() for m in re.finditer(r"`([A-Za-z_][A-Za-z0-9_.]*)`", text)}
+    unknown = sorted(f"{rel}:{line}: `{name}` → {flag(name)}" for name, rel, line in named
+                     if name not in NOT_PARAMETERS and flag(name) not in _app_flags())  # fmt: skip
+    assert unknown == [] and len({name for name, _, _ in named}) > 20
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["train", "--resume", "{tmp}/nothing-here"], "error: --resume {tmp}/nothing-here: not a folder"),
+        (["train", "convolutional_nn", "--seed", "4294967296", "--out", "{tmp}/out"],
+         "error: option: --seed: must be an integer from 0 to 4,294,967,295, got 4294967296"),
+        (["sweep", "convolutional_nn", "--set", "training.seed=1,2", "--dry-run", "--out", "{tmp}/out"],
+         "error: convolutional_nn: --set training.seed: the seed is not an axis; repeat every point over seeds with --seeds N"),
+        (["sweep", "convolutional_nn", "--set", "training.learning_rate=1e-3..1e-1", "--method", "sobol", "--n", "6", "--dry-run",
+          "--out", "{tmp}/out"],
+         "warning: --method sobol: --n 6 is not a power of two; Sobol points are balanced only for 2^m points"),
+    ],
+)  # fmt: skip
+def test_the_command_line_shows_its_flags_where_the_library_names_parameters(args, line, tmp_path):
+    result = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert line.replace("{tmp}", str(tmp_path)) in result.stderr.splitlines()
+    assert "`" not in result.stderr

@@ -234,7 +234,7 @@ def test_a_failed_download_is_remembered_and_its_chatter_stays_off_stdout(counti
     assert ds.name == "mnist-5k" and len(counting_proxy) >= 1
     message = str(caught[0].message)
     assert "download failed" in message and "falling back to the embedded mnist-5k digits" in message
-    assert re.search(r"not retrying the download until \d\d:\d\d; use --data mnist-5k or --offline$", message)
+    assert re.search(r"not retrying the download until \d\d:\d\d; use `dataset` mnist-5k or `offline`$", message)
     out, err = capfd.readouterr()
     assert "Downloading" not in out and "Downloading data from" in err
     assert download_marker().is_file()
@@ -258,7 +258,7 @@ def test_the_retry_window_can_be_shortened(counting_proxy, monkeypatch):
 
 def test_offline_makes_no_network_attempt(counting_proxy, monkeypatch):
     monkeypatch.setenv("CNNBENCH_OFFLINE", "1")
-    with pytest.warns(UserWarning, match=r"downloads are off \(CNNBENCH_OFFLINE=1 / --offline\); falling back"):
+    with pytest.warns(UserWarning, match=r"downloads are off \(CNNBENCH_OFFLINE=1 / `offline`\); falling back"):
         assert load_dataset("mnist", train_samples=400, val_samples=100, test_samples=100).name == "mnist-5k"
     assert counting_proxy == []
 

@@ -76,7 +76,7 @@ def test_bench_engines_are_a_dimension_with_their_own_run_names():
     reasons = {("cpu", "tensorflow"): None, ("cpu", "jax"): None}
     assert [combination_reason(c, reasons) for c in grid] == [None, "engine fused needs the JAX backend, not tensorflow", None, None]
     assert Combination("cpu", "jax", 8).run_name(2) == "cpu-jax-f8-r2"  # the default engine keeps earlier benches' names
-    with pytest.raises(UsageError, match="--engines: unknown value"):
+    with pytest.raises(UsageError, match="`engines`: unknown value"):
         BenchOptions(devices=("cpu",), engines=("turbo",)).resolved()
 
 

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from cnnbench.cli import app
 from cnnbench.errors import SpecError, brief
-from cnnbench.spec import load_spec, parse_text
+from cnnbench.spec import load_spec
+from cnnbench.spec_text import parse_text
 
 COURSE_YAML = "input_shape: [28, 28, 1]\nlayers:\n  - {type: Flatten}\n  - {type: Dense, units: 10}\n"
 
@@ -195,7 +196,7 @@ def test_seed_and_steps_per_execution_bounds(tmp_path, course_spec):
     assert refused(path) == "training.seed: must be an integer from 0 to 4,294,967,295, got 4294967296"
     path.write_text(COURSE_YAML + "training: {steps_per_execution: 1000000000}\n")
     assert refused(path) == "training.steps_per_execution: must be an integer from 1 to 10,000, got 1000000000"
-    with pytest.raises(SpecError, match=r"^option: --seed: must be an integer from 0 to 4,294,967,295, got 4294967296$"):
+    with pytest.raises(SpecError, match=r"^option: `seed`: must be an integer from 0 to 4,294,967,295, got 4294967296$"):
         course_spec.with_overrides(seed=2**32)
     result = CliRunner().invoke(app, ["train", "convolutional_nn", "--seed", str(2**32), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2

@@ -473,7 +473,7 @@ def test_sweep_figures_mark_runs_that_did_not_learn_and_draw_chance(tmp_path):
     sweep = tmp_path / "sweep"
     planned = {"seed": 7, "epochs": 20}
     make_run(sweep / "lr-0.05", 0.05, 6, extra={"learned": False, **planned})  # the key the train helper writes
-    make_run(sweep / "lr-0.0001", 1e-4, 6, extra=planned)  # no key: best error 0.86 ≥ 0.9 − 0.05 → did not learn
+    make_run(sweep / "lr-0.0001", 1e-4, 6, extra=planned)  # no key: best error 0.88, within chance's margin → did not learn
     make_run(sweep / "lr-0.1", 0.1, 6, extra=planned)
     make_run(sweep / "lr-5", 5.0, 6, "diverged", 2, extra=planned)
     (sweep / "sweep.json").write_text("{}")
@@ -488,6 +488,24 @@ def test_sweep_figures_mark_runs_that_did_not_learn_and_draw_chance(tmp_path):
     assert "chance: 0.9 (1 − 1/10)" in _legend(_error_vs_lr_figure(runs, "n", ["c"]))
     paths = plot_results(sweep, formats=["svg"])
     assert len(paths) == 3
+
+
+def test_a_record_without_learned_is_judged_by_the_rule_train_records(tmp_path):
+    """One rule: `plot` judges an older run.json without `learned` as `train` would have recorded it (cnnbench.chance),
+    with the margin its validation size gives: 0.86 learned on 10,000 validation digits, not on 128."""
+    from cnnbench.chance import learned
+    from cnnbench.plot.load import read_run
+
+    verdicts = {}
+    for val_samples in (10_000, 128):
+        run_dir = tmp_path / f"val-{val_samples}"
+        make_run(run_dir, 0.1, 2, extra={"data": {"name": "mnist", "val_samples": val_samples}})
+        _write_csv(run_dir / "history.csv", HISTORY, [{"epoch": 1, "val_error": 0.86}])
+        verdicts[val_samples] = read_run(run_dir).learned
+        assert verdicts[val_samples] is learned(0.86, 10, val_samples)
+    assert verdicts == {10_000: True, 128: False}
+    make_run(tmp_path / "unsized", 0.1, 2, extra={"data": {"name": "mnist"}})  # how many validation digits is not known
+    assert read_run(tmp_path / "unsized").learned is None
 
 
 def test_chance_follows_the_number_of_classes_and_titles_carry_epochs_and_seed(tmp_path):

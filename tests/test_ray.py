@@ -186,7 +186,7 @@ def test_a_private_instance_starts_without_ray_s_one_second_sleeps_and_ends_ever
     done = subprocess.run([sys.executable, "-c", PRIVATE_INSTANCE], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     opened, closed = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
-    assert opened["description"].startswith("executing on a private local Ray instance (from --ray): 1 node")
+    assert opened["description"].startswith("executing on a private local Ray instance (from `use_ray`): 1 node")
     assert {"gcs_server", "raylet", "monitor"} <= set(opened["types"]) and len(opened["pids"]) >= 5
     # The start waited for the raylet in short steps, not through Ray's call that sleeps 1 s per "not
     # yet": if a Ray release moves what this relies on, this says so (the start then falls back to Ray's).

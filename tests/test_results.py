@@ -324,3 +324,53 @@ def test_a_folder_where_sweep_json_should_be_is_kept_aside(tiny_spec, tmp_path, 
     run_sweep(plan)
     assert read_json(plan.sweep_dir / "sweep.json")["kind"] == "lr-sweep"
     assert (plan.sweep_dir / "sweep.json.corrupt" / "mine.txt").read_text() == "mine"
+
+
+def test_a_run_and_a_bench_record_the_same_provenance():
+    """run.json's `environment` and bench.json's `machine`/`versions` come from one place (cnnbench.provenance):
+    the same host, CPU and installed versions; a run names only its own backend's version beside TensorFlow's."""
+    import platform
+
+    from cnnbench.provenance import environment, machine, versions
+
+    env, host, installed = environment(threads=3), machine(), versions()
+    same_host, same_versions = ("cpu", "cpu_cores", "hostname", "platform", "python"), ("cnnbench", "keras", "tensorflow", "numpy")
+    assert {k: env[k] for k in same_host} == {k: host[k] for k in same_host}
+    assert env["python"] == platform.python_version() and env["threads"] == 3
+    assert {k: env[k] for k in same_versions} == {k: installed[k] for k in same_versions}
+    assert installed["keras"] and installed["numpy"]
+    for backend in ("jax", "torch"):  # named by a run only when it trains on that backend
+        assert env[backend] == (installed[backend] if env["backend"] == backend else None)
+
+
+def test_one_layout_answers_which_folder_is_a_run_sweep_study_or_bench(tmp_path):
+    """cnnbench.layout is asked by every reader: `ls`/`plot` discovery, run identity, the sinks, run ownership."""
+    from cnnbench import layout
+    from cnnbench.folders import run_is_live
+    from cnnbench.results import find_results, run_identity
+    from cnnbench.sinks import run_name
+
+    def run(folder: Path) -> Path:
+        folder.mkdir(parents=True)
+        records.write_json(folder / "run.json", {"status": "ok", "data": {"name": "mnist-5k"}})
+        return folder
+
+    lone, swept = run(tmp_path / "lone"), run(tmp_path / "sw" / "lr-0.1")
+    studied, benched = run(tmp_path / "st" / "point-a" / "seed-0"), run(tmp_path / "b" / "runs" / "cpu-tf-8-r1")
+    records.write_json(tmp_path / "sw" / "sweep.json", {"runs": [{"run_dir": "lr-0.1"}, {"run_dir": "lr-1"}]})
+    records.write_json(tmp_path / "st" / "sweep.json", {"kind": "study"})
+    records.write_json(tmp_path / "b" / "bench.json", {"status": "complete"})
+
+    assert find_results(tmp_path) == {"runs": [lone], "sweeps": [tmp_path / "st", tmp_path / "sw"], "benches": [tmp_path / "b"]}
+    kinds = {p.name: (run_identity(p)["kind"], run_identity(p)["group"]) for p in (lone, swept, studied, benched)}
+    assert kinds == {"lone": ("train", ""), "lr-0.1": ("sweep", "sw"), "seed-0": ("sweep", "st"), "cpu-tf-8-r1": ("bench", "b")}
+    assert [layout.group_of(p) for p in (lone, studied)] == [("train", None), ("sweep", tmp_path / "st")]
+    assert run_name(studied) == "st/point-a/seed-0" and run_name(benched) == "b/runs/cpu-tf-8-r1" and run_name(lone) == "lone"
+    assert layout.is_study(tmp_path / "st") and not layout.is_study(tmp_path / "sw")
+    assert layout.member_runs(tmp_path / "sw", "sweep", read_json(tmp_path / "sw" / "sweep.json")) == [swept, tmp_path / "sw" / "lr-1"]
+    assert layout.member_runs(tmp_path / "b", "bench") == [benched]
+    assert not any(run_is_live(p) for p in (lone, swept, studied, benched))
+    from cnnbench.lock import folder_lock
+
+    with folder_lock(tmp_path / "st", "sweep"):  # a study holds its folder: its runs two levels down are live
+        assert run_is_live(studied) and not run_is_live(lone)

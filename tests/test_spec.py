@@ -192,7 +192,7 @@ def test_yaml_cannot_run_code(write_spec, tmp_path):
 
 
 def test_overrides_are_validated(course_spec):
-    with pytest.raises(SpecError, match=r"^option: --epochs: must be a positive integer, got 0$"):
+    with pytest.raises(SpecError, match=r"^option: `epochs`: must be a positive integer, got 0$"):
         course_spec.with_overrides(epochs=0)
     assert course_spec.with_overrides(learning_rate=0.01, dataset="synthetic").training.learning_rate == 0.01
 

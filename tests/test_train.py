@@ -146,7 +146,7 @@ def test_a_killed_training_process_leaves_only_whole_files(tmp_path):
 
 
 def test_learned_rule_is_three_binomial_sigmas_below_chance_and_at_least_0_02():
-    from cnnbench.train import chance_error, learned, learned_margin
+    from cnnbench.chance import chance_error, learned, learned_margin
 
     assert chance_error(10) == pytest.approx(0.9)
     assert learned_margin(10, 500) == pytest.approx(0.0402, abs=1e-4)

@@ -65,7 +65,7 @@ def test_values_print_cleanly():
     ],
 )
 def test_bad_values_say_what_is_wrong(text, message):
-    with pytest.raises(UsageError, match="^--values: ") as caught:
+    with pytest.raises(UsageError, match="^`values`: ") as caught:
         parse_values(text)
     assert message in str(caught.value)
 
@@ -114,7 +114,7 @@ def test_any_text_gives_clean_rates_or_a_usage_error(text):
     try:
         values = parse_values(text)
     except UsageError as exc:
-        assert str(exc).startswith("--values: ")
+        assert str(exc).startswith("`values`: ")
         return
     assert values == sorted(set(values)) and 1 <= len(values) <= MAX_VALUES
     assert all(v > 0 and v == clean(v) for v in values)

@@ -26,11 +26,32 @@ def _emit(message: str, stream: str) -> None:
     if stream in _BROKEN:
         return
     try:
-        typer.echo(safe(message), err=stream == "stderr")  # the one door to the terminal: no control character passes
+        typer.echo(safe(_with_flags(message)), err=stream == "stderr")  # the one door to the terminal: no control character passes
     except OSError as exc:
         if not _broken_pipe(exc):
             raise
         _BROKEN.add(stream)
+
+
+@functools.cache
+def _app_flags(root) -> frozenset[str]:
+    from cnnbench.cli_flags import command_flags
+
+    return command_flags(root)
+
+
+def _with_flags(message: str) -> str:
+    """The library names its parameters (`parallel`); the user reads the flags they typed (--parallel): cnnbench.cli_flags."""
+    if "`" not in message:
+        return message
+    import click
+
+    from cnnbench.cli_flags import as_flags
+
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return message
+    return as_flags(message, _app_flags(context.find_root().command))
 
 
 def err(message: str) -> None:

@@ -81,7 +81,7 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
         from cnnbench.train import load_data_for
 
         if warm is not None and warm.data.dataset != "synthetic":  # synthetic data is shaped by the model; quick anyway
-            load_data_for(warm, 10)
+            load_data_for(warm)
     except Exception as exc:
         events.put(("fatal", None, 0, pid, error_payload(exc)))
         return
@@ -226,7 +226,7 @@ class LocalExecutor:
                 if message is None:
                     for pid, code in pool.dead():
                         if pid not in pool.ready:
-                            raise CnnbenchError(f"a worker process exited while starting (exit code {code}); try --parallel 1 to see why")
+                            raise CnnbenchError(f"a worker process exited while starting (exit code {code}); try `parallel` 1 to see why")
                         for key in [k for k, p in taken.items() if p == pid]:
                             killed = ", killed: perhaps out of memory" if code == -signal.SIGKILL else ""
                             for lane in range(ended.get(key, 0), len(by_key[key].runs)):

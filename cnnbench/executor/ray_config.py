@@ -22,7 +22,7 @@ class RayConfig:
     """
 
     address: str = "local"
-    source: str = "--ray"
+    source: str = "`use_ray`"
     cpus_per_run: float | None = None
     gpus_per_run: float | None = None
     retries: int = 1
@@ -36,20 +36,20 @@ def ray_config(use_ray: bool = False, address: str | None = None, cpus_per_run: 
                gpus_per_run: float | None = None) -> RayConfig | None:  # fmt: skip
     """The RayConfig the options ask for (--ray, --address, or RAY_ADDRESS in the environment), or None: local."""
     if use_ray and address:
-        raise UsageError("--ray starts a private Ray instance and --address joins a cluster: give one of them")
-    for name, value in (("--cpus-per-run", cpus_per_run), ("--gpus-per-run", gpus_per_run)):
+        raise UsageError("`use_ray` starts a private Ray instance and `address` joins a cluster: give one of them")
+    for name, value in (("`cpus_per_run`", cpus_per_run), ("`gpus_per_run`", gpus_per_run)):
         if value is not None and not value > 0:
             raise UsageError(f"{name}: must be above 0, got {value:g}")
     env = os.environ.get("RAY_ADDRESS")
     if use_ray:
-        config = RayConfig("local", "--ray")
+        config = RayConfig("local", "`use_ray`")
     elif address:
-        config = RayConfig(address.strip(), "--address")
+        config = RayConfig(address.strip(), "`address`")
     elif env:
         config = RayConfig(env.strip(), "RAY_ADDRESS")
     else:
         if cpus_per_run is not None or gpus_per_run is not None:
-            raise UsageError("--cpus-per-run and --gpus-per-run apply to Ray: add --ray or --address (locally, use --threads)")
+            raise UsageError("`cpus_per_run` and `gpus_per_run` apply to Ray: add `use_ray` or `address` (locally, use `threads`)")
         return None
     if config.address != "local":
         check_reachable(config.address)  # before a sweep or bench folder is made, and before Ray is imported

@@ -69,7 +69,7 @@ class RayWorker:
         import socket
 
         from cnnbench import __version__
-        from cnnbench.results import package_version
+        from cnnbench.provenance import package_version
 
         return {"pid": os.getpid(), "hostname": socket.gethostname(), "cnnbench": __version__, "keras": package_version("keras")}
 
@@ -168,7 +168,7 @@ class RayExecutor:
         parallel = self.parallel
         cpus = pool_cpus(self.config, self.options.threads, parallel, session.cpus, session.node_cpus)
         if cpus > session.node_cpus:
-            raise UsageError(f"--cpus-per-run {cpus:g} is more than any node of the cluster has ({session.node_cpus:g} CPUs)")
+            raise UsageError(f"`cpus_per_run` {cpus:g} is more than any node of the cluster has ({session.node_cpus:g} CPUs)")
         if parallel <= 1:  # on Ray, --parallel 1 (the default) means as many runs at once as the cluster fits
             parallel = max(1, int(session.cpus // cpus))
             if gpus:
@@ -185,7 +185,7 @@ class RayExecutor:
         from cnnbench.data import dataset_key
         from cnnbench.train import load_data_for
 
-        data = load_data_for(spec, 10)
+        data = load_data_for(spec)
         return dataset_key(data), data
 
     def run(self, tasks: Sequence[Task], on_event: Callable[[Event], None]) -> None:

@@ -12,13 +12,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cnnbench.errors import DataError, UsageError
+from cnnbench.layout import is_study
 from cnnbench.plot.compare import compare
 from cnnbench.plot.curves import plot_run, plot_sweep, wilson_interval
 from cnnbench.plot.figure import DEFAULT_FORMATS, FORMATS
 from cnnbench.plot.fits import MIN_FIT_POINTS, compare_growth, fit_exponential, fit_linear, fit_power, local_slopes
 from cnnbench.plot.load import PlotWarning, reporting, warn
 from cnnbench.plot.runtime import plot_bench
-from cnnbench.plot.study import is_study, plot_study
+from cnnbench.plot.study import plot_study
 from cnnbench.results import find_results
 
 __all__ = [
@@ -32,10 +33,10 @@ def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
     items = text.split(",") if isinstance(text, str) else list(text)
     formats = tuple(dict.fromkeys(item.strip().lower().lstrip(".") for item in items if item.strip()))
     if not formats:
-        raise UsageError(f"--format needs at least one of {', '.join(FORMATS)}")
+        raise UsageError(f"`formats` needs at least one of {', '.join(FORMATS)}")
     for fmt in formats:
         if fmt not in FORMATS:
-            raise UsageError(f"unknown figure format {fmt[:20]!r} in --format; use {', '.join(FORMATS)} (comma-separated)")
+            raise UsageError(f"unknown figure format {fmt[:20]!r} in `formats`; use {', '.join(FORMATS)} (comma-separated)")
     return formats
 
 

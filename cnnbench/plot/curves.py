@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnbench.chance import chance_error
 from cnnbench.errors import DataError
 from cnnbench.plot.figure import DEFAULT_FORMATS, device_label, integer_epochs, join, log_axis, new_figure, num, save, styled
 from cnnbench.plot.load import Run, numeric, read_run, read_table, warn
@@ -72,7 +73,7 @@ def epochs_and_seed(runs: Sequence[Run]) -> str:
 def chance_line(ax, runs: Sequence[Run]) -> float:
     """The dashed grey line at the error of guessing; returns its height."""
     classes = sorted({r.num_classes for r in runs})
-    chance = 1.0 - 1.0 / classes[-1]
+    chance = chance_error(classes[-1])
     ax.axhline(chance, color="0.45", lw=1.1, ls=(0, (5, 3)), zorder=1, label=f"chance: {chance:.3g} (1 − 1/{classes[-1]})")
     return chance
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from cnnbench.chance import chance_error, learned
+from cnnbench.data import dataset_classes
 from cnnbench.errors import DataError
 from cnnbench.files import MAX_RESULT_BYTES, UnsafeFileError, read_text
 from cnnbench.plot.figure import short
 from cnnbench.results import HISTORY_COLUMNS, inspect_record
 
 MAX_FILE_BYTES = MAX_RESULT_BYTES  # a results file larger than this is not one cnnbench wrote
-DEFAULT_CLASSES = 10
-LEARN_MARGIN = 0.05  # fallback rule when run.json has no `learned`: best error ≥ chance − margin
 
 
 class PlotWarning(UserWarning):
@@ -141,12 +141,13 @@ class Run:
 
     @property
     def num_classes(self) -> int:
-        return self.data.get("num_classes") or DEFAULT_CLASSES
+        """run.json's `data.num_classes`; an older record without it: the classes of its dataset."""
+        return self.data.get("num_classes") or dataset_classes(self.data.get("name"))
 
     @property
     def chance(self) -> float:
         """The error of guessing: 1 − 1/classes."""
-        return 1.0 - 1.0 / self.num_classes
+        return chance_error(self.num_classes)
 
     @property
     def epochs(self) -> np.ndarray:
@@ -168,11 +169,12 @@ class Run:
 
     @property
     def learned(self) -> bool | None:
-        """run.json's `learned`; without it (or null), False when the best validation error is ≥ chance − 0.05."""
+        """run.json's `learned`; without it (or null), the rule `train` records it by (`cnnbench.chance.learned`)
+        applied to the history's best validation error (None when the record does not say how many validation samples)."""
         if "learned" in self.record:
             return self.record["learned"]
-        best = self.best_val_error
-        return None if math.isnan(best) else best < self.chance - LEARN_MARGIN
+        val_samples = self.data.get("val_samples")
+        return None if val_samples is None else learned(self.best_val_error, self.num_classes, val_samples)
 
     def label_note(self) -> str:
         """'' for an ok run that learned; else ' (diverged)', ' (did not learn)', …"""

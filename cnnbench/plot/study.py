@@ -30,10 +30,6 @@ def _float(text: Any) -> float:
         return math.nan
 
 
-def is_study(folder: Path) -> bool:
-    return (read_record(Path(folder) / "sweep.json") or {}).get("kind") == "study"
-
-
 def _caption(index: dict[str, Any], runs: list[dict[str, str]], folder: Path) -> list[str]:
     training = (index.get("spec") or {}).get("training") or {}
     seeds = index.get("seeds") or []

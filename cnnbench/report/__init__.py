@@ -139,7 +139,7 @@ def write_report(
     roots = [Path(r) for r in results] or [Path("results")]
     path = Path(out) if out is not None else default_out(roots)
     if path.is_dir():
-        raise UsageError(f"--out {path}: is a folder; give a file name such as {path / 'report.html'}")
+        raise UsageError(f"`out` {path}: is a folder; give a file name such as {path / 'report.html'}")
     check_out_dir(path.parent if str(path.parent) else Path("."))
     result = build_report(roots, path, script, title, log_scale, command)
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cnnbench.chance import chance_error
+from cnnbench.data import MNIST_CLASSES
 from cnnbench.plot.curves import wilson_interval
 from cnnbench.plot.figure import device_label, join
 from cnnbench.report.collect import Bench, Collection, Sweep
@@ -90,7 +92,7 @@ def sweep_verdict(sweep: Sweep, anchor: str) -> dict[str, Any]:
             "val_samples": n,
             "interval_95": [low, high] if n else None,
         }
-    chance = max((r.chance for r in sweep.runs), default=0.9)
+    chance = max((r.chance for r in sweep.runs), default=chance_error(MNIST_CLASSES))
     return {
         "anchor": anchor,
         "folder": str(sweep.folder),

@@ -20,14 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cnnbench import results
+from cnnbench import layout, results
 from cnnbench.errors import UsageError
 
 __all__ = ["REGISTRY", "RunFolder", "Sink", "SinkError", "Sinks", "create_sink", "open_sinks", "read_run", "run_name"]
-
-GROUP_MARKERS = (*results.SWEEP_MARKERS, *results.BENCH_MARKERS)
-_GROUP_DEPTH = 3  # a study's run is <study>/<point>/seed-<s>: its group lies up to 3 levels above
-
 
 class SinkError(UsageError):
     """A sink cannot be used (its extra is missing, its URI is refused): one line, exit 2, before anything trains."""
@@ -58,11 +54,9 @@ class RunFolder:
 
 
 def _group_of(run_dir: Path) -> tuple[Path | None, str | None]:
-    for folder in list(run_dir.parents)[:_GROUP_DEPTH]:
-        for marker in GROUP_MARKERS:
-            if (folder / marker).is_file():
-                return folder, "sweep" if marker in results.SWEEP_MARKERS else "bench"
-    return None, None
+    """(the sweep, study or bench folder a run belongs to, its kind), or (None, None) for a lone run (`layout.group_of`)."""
+    kind, folder = layout.group_of(run_dir)
+    return (folder, kind) if folder else (None, None)
 
 
 def run_name(run_dir: str | Path) -> str:
@@ -126,7 +120,7 @@ def read_run(run_dir: str | Path) -> RunFolder | None:
     history, raw = _history(run_dir / "history.csv")
     digest = hashlib.sha256(raw + b"\0" + str(record.get("status")).encode()).hexdigest()[:16]
     group, kind = _group_of(run_dir.resolve())
-    index = (results.read_record(group / ("sweep.json" if kind == "sweep" else "bench.json")) or {}) if group else {}
+    index = (results.read_record(group / layout.INDEX[kind]) or {}) if group else {}
     spec = results.read_record(run_dir / "spec.json") or {}
     return RunFolder(run_dir, run_name(run_dir), record, spec, history, digest, group, kind, swept_paths(index))
 
