@@ -51,9 +51,13 @@ def is_bench(folder: str | Path) -> bool:
 
 def is_study(folder: str | Path) -> bool:
     """A sweep folder whose sweep.json says `kind: study` (`cnnbench sweep`; `sweep-lr` writes none)."""
-    from cnnbench.results import read_record  # the one record reader; results imports this module
+    from cnnbench.files import UnsafeFileError, read_json  # the bounded reader (results imports this module)
 
-    return (read_record(Path(folder) / SWEEP_INDEX) or {}).get("kind") == "study"
+    try:
+        index = read_json(Path(folder) / SWEEP_INDEX)
+    except (OSError, ValueError, RecursionError, UnsafeFileError):
+        return False
+    return isinstance(index, dict) and index.get("kind") == "study"
 
 
 def group_of(run_dir: str | Path) -> tuple[str, Path | None]:

@@ -33,25 +33,26 @@ def _emit(message: str, stream: str) -> None:
         _BROKEN.add(stream)
 
 
+# The app's root command, set by cnnbench.cli once its commands are assembled (this module cannot import it).
+_ROOT: list = []
+
+
 @functools.cache
-def _app_flags(root) -> frozenset[str]:
+def _app_flags() -> frozenset[str]:
+    import typer.main
+
     from cnnbench.cli_flags import command_flags
 
-    return command_flags(root)
+    return command_flags(typer.main.get_command(_ROOT[0])) if _ROOT else frozenset()
 
 
 def _with_flags(message: str) -> str:
     """The library names its parameters (`parallel`); the user reads the flags they typed (--parallel): cnnbench.cli_flags."""
     if "`" not in message:
         return message
-    import click
-
     from cnnbench.cli_flags import as_flags
 
-    context = click.get_current_context(silent=True)
-    if context is None:
-        return message
-    return as_flags(message, _app_flags(context.find_root().command))
+    return as_flags(message, _app_flags())
 
 
 def err(message: str) -> None:

@@ -42,5 +42,5 @@ def resolve(requested: str, backend: str, device_kind: str) -> str:
         return next((e.name for e in ENGINES.values() if e.chosen_by_auto(backend, device_kind)), DEFAULT)
     engine = get(requested)
     if why := engine.unavailable(backend):
-        raise UsageError(f"{why}, but this run uses {backend}; use --backend {engine.backends[0]} or --engine {DEFAULT}")
+        raise UsageError(f"{why}, but this run uses {backend}; use `backend` {engine.backends[0]} or `engine` {DEFAULT}")
     return requested
