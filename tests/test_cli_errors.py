@@ -360,7 +360,8 @@ FLAG_TEXT_ALLOWED = {
     "cnnbench/sinks/": "a sink reports the option its caller passes (`option=`); the defaults are the CLI's, pending issue 21's sinks work",
     "cnnbench/export.py": "passes `export`'s --to/--uri to the sinks as that `option=` (see cnnbench/sinks/)",
 }
-NOT_PARAMETERS = {"filters", "mlxtend", "factor", "steps_per_execution"}  # `quoted` in library text, but a spec layer argument, a package, and spec fields named in their help (Keras` own argument), not parameters
+# `quoted` in library text but not parameters: a spec layer argument, a package, spec fields named in their help
+NOT_PARAMETERS = {"filters", "mlxtend", "factor", "steps_per_execution"}
 
 
 def _library_literals():
