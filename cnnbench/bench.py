@@ -355,7 +355,8 @@ def _measure_on_nodes(runs: list[tuple], measure: Callable[..., None], launcher:
                 if future.exception() is not None:
                     raise future.exception()
     except BaseException as exc:
-        launcher.stop(terminated=isinstance(as_raised(exc), Terminated))
+        stop = as_raised(exc)
+        launcher.stop(stop.signum if isinstance(stop, Terminated) else None)
         for future in futures:
             future.cancel()  # not started yet: never starts
         wait(futures)  # the runs in flight record `interrupted`

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnbench import device as devices
-from cnnbench.errors import CnnbenchError, Terminated, UsageError, clear_stop, raise_if_stopped, request_stop, stop_requested
+from cnnbench.errors import CnnbenchError, Terminated, UsageError, clear_stop, raise_if_stopped, request_stop, stop_class, stop_requested
 from cnnbench.results import atomic_write_bytes
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions
@@ -782,11 +782,11 @@ class RayWorker:
             events, self.events = self.events, []
         return events
 
-    def stop(self, terminated: bool = False) -> None:
+    def stop(self, signum: int | None = None) -> None:
         import ctypes
 
         if self.thread is not None:
-            interrupt = Terminated if terminated else KeyboardInterrupt  # what the run's record will say
+            interrupt = stop_class(signum)  # what the run's record will say: Ctrl-C (None) or the driver's signal
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread), ctypes.py_object(interrupt))
 
     def train(self, task: Task) -> tuple[list[tuple[dict | None, dict[str, bytes]]], list[tuple], str | None]:
@@ -1044,7 +1044,7 @@ class RayExecutor:
             stop = as_raised(exc)
             for actor, _ in busy.values():
                 try:
-                    actor.stop.remote(isinstance(stop, Terminated))
+                    actor.stop.remote(stop.signum if isinstance(stop, Terminated) else None)
                 except Exception:
                     pass
             deadline = time.monotonic() + _INTERRUPT_WAIT_S
@@ -1156,10 +1156,10 @@ class RayLauncher:
         write_shipped(run_dir, {**files, **extras})
         return code, timed_out
 
-    def stop(self, terminated: bool = False) -> None:
-        """Interrupt every run in flight (each child records `interrupted`); no run starts after this."""
+    def stop(self, signum: int | None = None) -> None:
+        """Interrupt every run in flight (each records `interrupted` by `signum`, or by Ctrl-C); no run starts after this."""
         with self._changed:
-            self._stopped = Terminated if terminated else KeyboardInterrupt
+            self._stopped = stop_class(signum)
             refs = list(self._in_flight)
             self._changed.notify_all()
         for ref in refs:
