@@ -133,6 +133,15 @@ class Terminated(KeyboardInterrupt):
         return signal.Signals(self.signum).name
 
 
+def stop_class(signum: int | None) -> type[KeyboardInterrupt]:
+    """The exception class that stops a run in another thread or a Ray worker (which are handed a class, not an
+    instance) the way `signum` stopped the driver: Terminated by that signal, or a Ctrl-C (None), so the run's
+    record names the same signal as the driver's."""
+    if signum is None:
+        return KeyboardInterrupt
+    return type("Terminated", (Terminated,), {"__init__": lambda self: Terminated.__init__(self, signum)})
+
+
 def interrupt_reason(exc: BaseException) -> str:
     """What an interrupted run's record says: the signal (Terminated) or the user's Ctrl-C."""
     return f"interrupted by {exc.name}" if isinstance(exc, Terminated) else "interrupted by the user (Ctrl-C)"

@@ -26,8 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.skipif(find_spec("jax") is None, reason="jax is not installed (pip install -e '.[dev]')")
-def test_fused_engine_cases_on_jax_cpu():
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+def test_fused_engine_cases_on_jax_cpu(tmp_path):
+    # One compilation cache for the cases: a program compiled once (the same net, lanes and shapes) is not compiled again.
+    cache = tmp_path / "jax-cache"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), "JAX_COMPILATION_CACHE_DIR": str(cache),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     command = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "jax_fused_cases.py"), "-q", "-x", "-p", "no:cacheprovider"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]

@@ -24,6 +24,7 @@ ray = pytest.importorskip("ray")
 
 from processes import descendants, finish, start_cli, stop, survivors, wait_for  # noqa: E402
 
+from cnnbench.errors import Terminated  # noqa: E402
 from cnnbench.executor import RayConfig  # noqa: E402
 from cnnbench.results import read_json  # noqa: E402
 from cnnbench.sweep import SweepOptions, plan_sweep, run_sweep  # noqa: E402
@@ -101,18 +102,21 @@ def test_a_sweep_on_ray_matches_the_local_one_and_survives_killed_workers(local_
     assert read_json(first / "run.json")["epochs_run"] == 25
 
 
-def test_ctrl_c_on_ray_records_interrupted_keeps_finished_runs(local_ray, tiny_spec, tmp_path):
+def test_sighup_on_ray_records_interrupted_by_sighup_keeps_finished_runs(local_ray, tiny_spec, tmp_path):
+    """A closed terminal's SIGHUP in the driver (its handler raises Terminated(SIGHUP) wherever the driver loop
+    is): the worker's run records that signal, not SIGTERM. Ctrl-C's record: the CLI test below."""
     def on_event(event) -> None:
         if event.kind == "epoch" and event.run.label == "0.1" and event.row["epoch"] == 2:
-            raise KeyboardInterrupt  # what Ctrl-C does in the driver loop
+            raise Terminated(signal.SIGHUP)  # what the driver's SIGHUP handler raises
 
     plan = plan_sweep(tiny_spec.with_overrides(epochs=12), "0.05,0.1,0.2", tmp_path)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Terminated):
         run_sweep(plan, SweepOptions(ray=RayConfig(cpus_per_run=2)), on_event=on_event)
     with open(plan.sweep_dir / "summary.csv", newline="") as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["ok", "interrupted", "pending"]
     record = read_json(plan.sweep_dir / "lr-0.1" / "run.json")
     assert record["status"] == "interrupted" and record["epochs_run"] >= 2  # the worker's own record, shipped back
+    assert record["error"] == "interrupted by SIGHUP"
     assert (plan.sweep_dir / "lr-0.1" / "history.csv").is_file()
 
 

@@ -205,8 +205,18 @@ def test_a_killed_study_resumes_with_finished_runs_byte_identical(tiny_spec, tmp
     out = tmp_path / "results"
     process = start_cli("sweep", str(spec_file), "--set", "training.learning_rate=0.05,0.1", "--out", str(out))
     try:
-        first = lambda: [read_json(p).get("status") for p in sorted(out.glob("*/*/seed-0/run.json"))]  # noqa: E731
-        wait_for(lambda: first()[:1] == ["ok"] and len(first()) == 2, process)
+        runs = lambda: sorted(out.glob("*/*/seed-0/run.json"))  # noqa: E731
+
+        def second_run_early() -> bool:
+            # the first run finished and the second one running, at most 1 of its 3 epochs done: killed before it
+            # ends (a second run already `ok` when this looks would make the resume below a different test)
+            found = runs()
+            if [read_json(p).get("status") for p in found] != ["ok", "running"]:
+                return False
+            history = found[1].parent / "history.csv"
+            return not history.is_file() or len(history.read_text().splitlines()) <= 2
+
+        wait_for(second_run_early, process)
         stop(process, signal.SIGKILL, group=True)
     finally:
         finish(process)

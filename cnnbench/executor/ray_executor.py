@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnbench.errors import CnnbenchError, Terminated, UsageError, error_payload, raise_payload
+from cnnbench.errors import CnnbenchError, Terminated, UsageError, error_payload, raise_payload, stop_class
 from cnnbench.executor.process import INTERRUPT_WAIT_S, START_TIMEOUT_S, as_raised, prepare_worker, release_previous_run
 from cnnbench.executor.protocol import Event, Task, execute_task
 from cnnbench.executor.ray_config import RAY_POLL_S, RayConfig
@@ -78,11 +78,11 @@ class RayWorker:
             events, self.events = self.events, []
         return events
 
-    def stop(self, terminated: bool = False) -> None:
+    def stop(self, signum: int | None = None) -> None:
         import ctypes
 
         if self.thread is not None:
-            interrupt = Terminated if terminated else KeyboardInterrupt  # what the run's record will say
+            interrupt = stop_class(signum)  # what the run's record will say: Ctrl-C (None) or the driver's signal
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread), ctypes.py_object(interrupt))
 
     def train(self, task: Task) -> tuple[list[tuple[dict | None, dict[str, bytes]]], list[tuple], str | None]:
@@ -334,7 +334,7 @@ class RayExecutor:
             stop = as_raised(exc)
             for actor, _ in busy.values():
                 try:
-                    actor.stop.remote(isinstance(stop, Terminated))
+                    actor.stop.remote(stop.signum if isinstance(stop, Terminated) else None)
                 except Exception:
                     pass
             deadline = time.monotonic() + INTERRUPT_WAIT_S

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnbench.errors import CnnbenchError, Terminated, raise_if_stopped
+from cnnbench.errors import CnnbenchError, Terminated, raise_if_stopped, stop_class
 from cnnbench.executor.fresh import clear_stale, launch_fresh, task_ended, task_interrupted
 from cnnbench.executor.process import as_raised
 from cnnbench.executor.protocol import Event, Task
@@ -105,7 +105,8 @@ class RayFreshExecutor:
                     if future.exception() is not None:
                         raise future.exception()
         except BaseException as exc:
-            self.stop(terminated=isinstance(as_raised(exc), Terminated))
+            stop = as_raised(exc)
+            self.stop(stop.signum if isinstance(stop, Terminated) else None)
             for future in futures:
                 future.cancel()  # not started yet: never starts
             wait(futures)  # the tasks in flight record `interrupted`
@@ -179,10 +180,10 @@ class RayFreshExecutor:
                 self._busy.discard(node)
                 self._changed.notify_all()
 
-    def stop(self, terminated: bool = False) -> None:
+    def stop(self, signum: int | None = None) -> None:
         """Interrupt every task in flight (each child records `interrupted`); no task starts after this."""
         with self._changed:
-            self._stopped = Terminated if terminated else KeyboardInterrupt
+            self._stopped = stop_class(signum)
             refs = list(self._in_flight)
             self._changed.notify_all()
         for ref in refs:
