@@ -93,8 +93,8 @@ def study_name(grid: Grid) -> str:
         for target in axis.targets:
             parent = doc
             for part in target[:-1]:
-                parent = parent[part]
-            if isinstance(parent, dict):
+                parent = parent.get(part) if isinstance(parent, dict) else parent[part]
+            if isinstance(parent, dict):  # None: a knob the spec leaves unset, absent from the digest anyway
                 parent.pop(target[-1], None)
     doc["training"].pop("seed")
     digest = hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:6]
