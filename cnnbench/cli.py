@@ -876,7 +876,8 @@ def sweep_lr(
             if run.skip:
                 action = f"keep (finished: {run.status})"
             elif run.status:
-                action = f"train again (was {run.status}{', --force' if run.status in FINISHED else ''})"
+                more = ", --force" if run.status in FINISHED else ", continues from its checkpoint" if run.resume else ""
+                action = f"train again (was {run.status}{more})"
             else:
                 action = "train"
             say(f"  lr {run.label:<10} {action:<32} {run.run_dir}")

@@ -199,11 +199,18 @@ def test_interrupted_sweep_resumes_without_touching_finished_runs(tiny_spec, tmp
     events = []
     resumed = plan_sweep(tiny_spec, "0.05,0.1,0.2", tmp_path)
     assert resumed.sweep_dir == plan.sweep_dir
+    assert [run.resume for run in resumed.runs] == [False, True, False]  # lr-0.1 left its checkpoint at epoch 1
+    dry = runner.invoke(app, ["sweep-lr", "--values", "0.05,0.1,0.2", "--epochs", "2", "--data", "mnist-5k", "--train-samples", "512",
+                              "--val-samples", "128", "--test-samples", "128", "--dry-run", "--out", str(tmp_path)])  # fmt: skip
+    assert "train again (was interrupted, continues from its checkpoint)" in dry.stdout, dry.output
     result = run_sweep(resumed, on_event=lambda e: events.append((e.kind, e.run.label)) if e.kind != "epoch" else None)
     assert events == [("skip", "0.05"), ("start", "0.1"), ("end", "0.1"), ("start", "0.2"), ("end", "0.2")]
     assert snapshot(plan.sweep_dir / "lr-0.05") == finished
     assert [row["status"] for row in read_summary(plan.sweep_dir)] == ["ok", "ok", "ok"]
     assert [row["epochs_run"] for row in result.rows] == [2, 2, 2]
+    continued = read_json(plan.sweep_dir / "lr-0.1" / "run.json")
+    assert [r["from_epoch"] for r in continued["resumed"]] == [1]  # as `train --resume`: epoch 1 kept, epoch 2 trained
+    assert len(read_summary(plan.sweep_dir)) == 3 and "resumed" not in read_json(plan.sweep_dir / "lr-0.2" / "run.json")
     assert read_json(plan.sweep_dir / "sweep.json")["created_at"] == created_at
 
 
