@@ -304,6 +304,10 @@ def test_plot_draws_the_study_figures(fake_training, tiny_spec, tmp_path):
     written = plot_results(tmp_path, formats=("png",))
     names = {p.name for p in written if p.parent == plan.study_dir}
     assert {"error_vs_axes.png", "heatmap.png", "isolation.png", "study_curves.png"} <= names
+    from cnnbench.plot import compare
+
+    rows, _ = compare([plan.study_dir], out=tmp_path / "compared", formats=("png",))
+    assert [row["run"] for row in rows] == [f"filters-{f}_learning_rate-{lr}/seed-{s}" for lr in (0.1, 0.2) for f in (4, 8) for s in (0, 1)]
 
 
 def test_the_cli_keeps_removed_values_out_unless_all_and_records_the_sampling(fake_training, tmp_path):
