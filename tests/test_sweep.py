@@ -310,3 +310,21 @@ def test_best_rate_ties_are_broken_by_final_error_then_the_smaller_rate_and_neve
     assert best(row(0.01, 0.9, 0.9, False), row(0.03, 0.05, 0.06), row(0.1, 0.05, 0.06), row(0.3, 0.2, 0.2)) == (0.03, False)
     assert best(row(0.01, 0.04, 0.04), row(0.03, 0.05, 0.06), row(0.1, 0.05, 0.06), row(0.3, 0.2, 0.2)) == (0.01, True)
     assert best(row(0.01, 0.88, 0.9, False), row(0.3, 0.1, 0.1, status="diverged")) == (None, False)
+
+
+def test_sweep_lr_with_seeds_is_the_general_study_over_the_rate(fake_training, tmp_path):
+    calls, _ = fake_training
+    base = ["sweep-lr", "--values", "0.05,0.1", "--epochs", "1", "--data", "mnist-5k", "--out", str(tmp_path)]
+    one = runner.invoke(app, [*base, "--seeds", "1", "--dry-run"])
+    assert one.exit_code == 0 and "/lr-0.05" in one.stdout  # one seed: sweep-lr's own layout, unchanged
+    result = runner.invoke(app, [*base, "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.startswith("convolutional_nn-sweep-learning_rate-")
+    assert sorted(str(p.parent.relative_to(folder)) for p in folder.glob("*/seed-*/run.json")) == [
+        "learning_rate-0.05/seed-0", "learning_rate-0.05/seed-1", "learning_rate-0.1/seed-0", "learning_rate-0.1/seed-1"]  # fmt: skip
+    assert sorted(calls) == [0.05, 0.05, 0.1, 0.1]
+    assert "points: " in result.stdout and (folder / "points.csv").is_file()
+    refused = runner.invoke(app, [*base, "--seeds", "2", "--tensorboard", str(tmp_path / "tb")])
+    assert refused.exit_code == 2
+    assert refused.stderr == "error: --seeds 2: --tensorboard and --mlflow follow a sweep of one seed only; drop them or --seeds\n"
