@@ -260,6 +260,15 @@ def test_dry_run_prints_axes_expanded_counts_and_a_plan_per_run(tmp_path):
     assert lines[3] == "  filters-8_learning_rate-0.01/seed-0  train"
     assert lines[-1] == "4 points x 2 seeds = 8 runs: 8 to train, 0 kept; nothing trained (--dry-run)"
     assert list(tmp_path.iterdir()) == []
+    paired = runner.invoke(app, ["sweep", "--set", "training.batch_size=32,64", "--set", "training.learning_rate=0.02,0.04", "--zip",
+                                 "training.batch_size,training.learning_rate", "--set", "training.momentum=0..0.9", "--method", "random",
+                                 "--n", "2", "--dry-run", "--out", str(tmp_path)])  # fmt: skip
+    assert paired.exit_code == 0, paired.output
+    lines = paired.stdout.splitlines()
+    assert lines[3].startswith("axis training.momentum: ") and lines[3].endswith(" (sampled from 0..0.9)")
+    assert lines[4:6] == ["zip training.batch_size, training.learning_rate: paired, 2 pairs", "method random: 2 points sampled with seed 0"]
+    assert lines[-1] == "4 points x 1 seed = 4 runs: 4 to train, 0 kept; nothing trained (--dry-run)"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_bad_point_is_exit_2_one_line_and_nothing_written(tmp_path):
