@@ -15,13 +15,13 @@ import math
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from cnnbench.catalog import LAYERS, MAX_SEED, did_you_mean, is_int
+from cnnbench.catalog import EARLY_STOPPING, LAYERS, LR_SCHEDULE, MAX_SEED, did_you_mean, is_int
 from cnnbench.errors import SpecError, UsageError, brief
-from cnnbench.spec import Spec, parse_spec
+from cnnbench.spec import KNOBS, Spec, Training, parse_spec
 from cnnbench.values import MAX_VALUES, clean, format_value, parse_values
 
 METHODS = ("grid", "random", "sobol")
@@ -128,6 +128,8 @@ def resolve_path(doc: dict[str, Any], text: str) -> tuple[Concrete, ...]:
         for path, node, wild in found:
             shown = dotted(path) or "the spec"
             if kind == "key":
+                if node is None and path in _KNOB_MAPPINGS:  # a knob the spec leaves unset: its keys can still be set
+                    node = {}
                 if isinstance(node, list):
                     raise UsageError(f"{where}: {shown} is a list of {len(node)} items: select them with an index ({shown}.0), "
                                      f"* or [type=...] before {arg!r}")  # fmt: skip
@@ -136,7 +138,9 @@ def resolve_path(doc: dict[str, Any], text: str) -> tuple[Concrete, ...]:
                 known = list(node)
                 if isinstance(node.get("type"), str) and node["type"] in LAYERS:
                     known += [k for k in LAYERS[node["type"]].arguments if k not in node]
-                if arg in node or (last and arg in known):
+                unset = [k for k in _unset_keys(path) if k not in node]
+                known += unset
+                if arg in node or (last and arg in known) or arg in unset:
                     step.append(((*path, arg), node.get(arg), wild))
                 elif not wild:
                     raise UsageError(f"{where}: unknown key {arg!r} in {shown}{did_you_mean(arg, known)}; known: {', '.join(known)}")
@@ -164,15 +168,42 @@ def resolve_path(doc: dict[str, Any], text: str) -> tuple[Concrete, ...]:
 
 
 def get_at(doc: Any, target: Concrete) -> Any:
+    """The value at `target`; None where the spec leaves a key (or the mapping holding it) unset."""
     for part in target:
+        if doc is None:
+            return None
         doc = doc.get(part) if isinstance(doc, dict) else doc[part]
     return doc
 
 
 def set_at(doc: Any, target: Concrete, value: Any) -> None:
+    """Set the value at `target`, making the mapping of an unset knob (`training.lr_schedule`) on the way."""
     for part in target[:-1]:
+        if isinstance(doc, dict) and doc.get(part) is None:
+            doc[part] = {}
         doc = doc[part]
     doc[target[-1]] = value
+
+
+# Keys a spec may leave out of its resolved document (the training knobs, the keys of the knobs that are mappings),
+# which an axis can still set: `training.momentum`, `training.lr_schedule.type`, `training.early_stopping.patience`.
+_KNOB_MAPPINGS = {("training", "lr_schedule"): LR_SCHEDULE, ("training", "early_stopping"): EARLY_STOPPING}
+
+
+def _unset_keys(path: Concrete) -> dict[str, dict[str, Any]]:
+    """The keys the mapping at `path` may hold though the spec leaves them out, each with its JSON Schema."""
+    if path == ("training",):
+        return {f.name: f.metadata["arg"].schema for f in fields(Training) if f.name in KNOBS}
+    if path in _KNOB_MAPPINGS:
+        return dict(_KNOB_MAPPINGS[path].schema.get("properties", {}))
+    return {}
+
+
+def _holds_integers(target: Concrete) -> bool:
+    """True when the schema of an unset knob key asks for an integer (`early_stopping.patience`)."""
+    schema = _unset_keys(target[:-1]).get(str(target[-1])) or {}
+    kinds = [schema, *schema.get("anyOf", [])]
+    return any(kind.get("type") == "integer" for kind in kinds)
 
 
 # --- values --------------------------------------------------------------------------------------
@@ -261,7 +292,7 @@ def make_axis(spec_doc: dict[str, Any], text: str) -> Axis:
     if any(target[-1] == "seed" and target[0] == "training" for target in targets):
         raise UsageError(f"`sets` {path}: the seed is not an axis; repeat every point over seeds with `seeds` N")
     current = [get_at(spec_doc, target) for target in targets]
-    integer = any(is_int(v) for v in current)
+    integer = any(is_int(v) for v in current) or any(v is None and _holds_integers(t) for v, t in zip(current, targets, strict=True))
     try:
         bounds = _range(values_text.strip())
         if bounds is not None:

@@ -21,23 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench import __version__, engines, results
+from cnnbench import __version__, results
 from cnnbench import record as run_record
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
-from cnnbench.executor import Event, Task, make_executor
 from cnnbench.grid import Grid, format_point_value
 from cnnbench.lock import folder_lock, held_by, in_use
 from cnnbench.results import FINISHED, now_iso, read_json, read_record, write_csv, write_json
 from cnnbench.spec import Spec, parse_spec
-from cnnbench.sweep import SweepOptions, planned_engine
-from cnnbench.train import RunOptions
+from cnnbench.sweep import SweepOptions, execute_runs, resumable
 from cnnbench.verdict import RANKS, Verdict, make_verdict, point_columns, point_rows
 
 __all__ = ["RUN_COLUMNS", "StudyEvent", "StudyOptions", "StudyPlan", "StudyResult", "StudyRun", "plan_study", "run_study",
            "spec_identity", "study_name"]  # fmt: skip
 
 KIND = "study"  # sweep.json's kind (sweep-lr writes "lr-sweep")
-CHECKPOINT = "checkpoint.npz"  # cnnbench.callbacks.CHECKPOINT, named here without importing Keras
 RUN_COLUMNS = ("seed", "status", "error", "best_val_error", "final_val_error", "best_epoch", "epochs_run", "total_time_s",
                "epoch_s_median", "learned", "engine", "fused_k", "device", "backend", "dataset", "identity", "run_dir")  # fmt: skip
 TABLE_INTERVAL_S = 1.0  # runs.csv and points.csv are rewritten at most this often while runs finish, and at the end
@@ -93,8 +90,8 @@ def study_name(grid: Grid) -> str:
         for target in axis.targets:
             parent = doc
             for part in target[:-1]:
-                parent = parent[part]
-            if isinstance(parent, dict):
+                parent = parent.get(part) if isinstance(parent, dict) else parent[part]
+            if isinstance(parent, dict):  # None: a knob the spec leaves unset, absent from the digest anyway
                 parent.pop(target[-1], None)
     doc["training"].pop("seed")
     digest = hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:6]
@@ -205,7 +202,7 @@ def plan_study(grid: Grid, out: str | Path = "results", force: bool = False, tun
                 warnings.warn(f"{run_dir / 'run.json'}: {problem}; this run will be trained again (the record is kept as run.json.corrupt)",
                               stacklevel=2)  # fmt: skip
             skip = status in FINISHED and not force
-            resume = not skip and not force and status == "interrupted" and (run_dir / CHECKPOINT).is_file()
+            resume = not skip and resumable(run_dir, status, force)
             runs.append(StudyRun(point, label, spec.training.seed, spec, identity, run_dir, status, skip, problem, resume))
     planned = {run.identity for run in runs}
     previous = _previous_index(study_dir).get("runs") or []
@@ -420,49 +417,26 @@ def _groups(todo: list[StudyRun], options: StudyOptions, fused: bool) -> list[li
 
 
 def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit, tables: _Tables) -> None:
-    """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
-    if not todo:
-        return
-    fused = engines.get(planned_engine(plan.grid.spec, options)).lanes_together
-    if options.fuse and not fused:
-        warnings.warn("`fuse` has no effect: these runs train with model.fit (the fused engine is JAX-only; see `engine`)", stacklevel=3)
-    total, done = len(todo), 0
-    passes = [[run for run in todo if not run.resume], [run for run in todo if run.resume]]
-    if options.ray is not None:  # a Ray worker trains in its own folder: the checkpoint is not there to continue from
-        passes = [todo, []]
-    for resume, runs in ((False, passes[0]), (True, passes[1])):
-        if not runs:
-            continue
-        groups = _groups(runs, options, fused)
-        parallel = min(options.parallel, len(groups)) or 1
-        run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine,
-                                 resume=resume)  # the threads per run: executor.resources  # fmt: skip
-        executor = make_executor(parallel, run_options, plan.grid.spec, len(groups), options.ray)
-        tasks = [Task(key, tuple((run.spec, run.run_dir) for run in group), "train_run" if len(group) == 1 else "train_group")
-                 for key, group in enumerate(groups)]  # fmt: skip
-        if hasattr(executor, "on_info"):
-            executor.on_info = lambda message: emit(StudyEvent("info", None, 0, total, message=message))
+    """Train the runs of a study (through the executor sweep-lr uses) and record what comes back in the tables."""
 
-        def on_event(event: Event, groups=groups) -> None:
-            nonlocal done
-            run = groups[event.key][event.lane]
-            if event.kind in ("start", "epoch"):
-                key = "record" if event.kind == "start" else "row"
-                emit(StudyEvent(event.kind, run, done, total, **{key: event.payload}))
-                return
-            if event.kind == "died":
-                run_record.mark_ended(run.run_dir, "failed", event.payload, (None, "running"), {"name": run.run_dir.parent.name})
-            done += 1
-            record = read_record(run.run_dir / "run.json") if event.kind == "died" else event.payload
+    def on_event(kind: str, run: StudyRun | None, done: int, total: int, payload: Any) -> None:
+        if kind == "info":
+            emit(StudyEvent("info", None, 0, total, message=payload))
+        elif kind in ("start", "epoch"):
+            emit(StudyEvent(kind, run, done, total, **{"record" if kind == "start" else "row": payload}))
+        else:
+            record = read_record(run.run_dir / "run.json") if payload is None else payload
             tables.records[run.run_dir] = record
             emit(StudyEvent("end", run, done, total, record=record))
             tables.write()
 
-        try:
-            executor.run(tasks, on_event)
-        except BaseException as exc:
-            for run in runs:
-                run_record.mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
-                tables.records[run.run_dir] = read_record(run.run_dir / "run.json")
-            raise
+    def on_died(run: StudyRun, reason: str) -> None:
+        run_record.mark_ended(run.run_dir, "failed", reason, (None, "running"), {"name": run.run_dir.parent.name})
 
+    def on_stopped(exc: BaseException) -> None:
+        for run in todo:
+            run_record.mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
+            tables.records[run.run_dir] = read_record(run.run_dir / "run.json")
+
+    execute_runs(plan.grid.spec, todo, options, lambda run: run.spec, lambda runs, fused: _groups(runs, options, fused), on_event,
+                 on_died, on_stopped)  # fmt: skip

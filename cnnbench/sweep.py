@@ -42,6 +42,8 @@ SUMMARY_COLUMNS = (
     "learned", "engine", "fused_k",
 )  # fmt: skip
 PENDING = "pending"  # summary status of a planned run that has no run.json yet
+CHECKPOINT = "checkpoint.npz"  # cnnbench.callbacks.CHECKPOINT, named here without importing Keras
+RESUMABLE = ("interrupted", "running")  # stopped before the end (a `running` one that is still live is refused, in use)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class PlannedRun:
     status: str | None  # in run.json before the sweep; None when the run was never started
     skip: bool  # finished (ok, diverged, oom) and kept because --force was not given
     problem: str | None = None  # why run.json cannot be trusted, when status is `corrupt`
+    resume: bool = False  # interrupted with a checkpoint: continues from it (as `train --resume`) instead of starting again
 
     @property
     def label(self) -> str:
@@ -249,8 +252,15 @@ def _plan_runs(sweep_dir: Path, rates: Sequence[float], force: bool, warned: Seq
         if problem and run_dir not in said:
             note = f"{run_dir / 'run.json'}: {problem}; this run will be trained again (the record is kept as run.json.corrupt)"
             warnings.warn(note, stacklevel=3)
-        runs.append(PlannedRun(rate, run_dir, status, skip=status in FINISHED and not force, problem=problem))
+        skip = status in FINISHED and not force
+        runs.append(PlannedRun(rate, run_dir, status, skip=skip, problem=problem, resume=resumable(run_dir, status, force)))
     return tuple(runs)
+
+
+def resumable(run_dir: Path, status: str | None, force: bool) -> bool:
+    """True when a run of a sweep or study continues from its checkpoint: stopped before its end (Ctrl-C, a kill) with a
+    checkpoint.npz left, and --force not given. Such a run continues as `train --resume` would, at its next epoch."""
+    return not force and status in RESUMABLE and (run_dir / CHECKPOINT).is_file()
 
 
 # --- records and the summary -----------------------------------------------------------------
@@ -374,42 +384,80 @@ def _groups(todo: list[PlannedRun], options: SweepOptions, fused: bool) -> list[
     return [todo[start : start + size] for start in range(0, len(todo), size)]
 
 
-def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
-    """Hand the runs to an executor (this process, local workers or Ray) and record what comes back."""
+def execute_runs(
+    spec: Spec,
+    todo: Sequence[Any],
+    options: SweepOptions,
+    spec_of: Callable[[Any], Spec],
+    group: Callable[[list[Any], bool], list[list[Any]]],
+    on_event: Callable[[str, Any, int, int, Any], None],
+    on_died: Callable[[Any, str], None],
+    on_stopped: Callable[[BaseException], None],
+) -> None:
+    """Hand the planned runs of a sweep or study to an executor (this process, local workers or Ray); report what comes back.
+
+    Each run has `.run_dir` and `.resume`; `spec_of(run)` is the spec it trains; `group(runs, fused)` says which train
+    together. Runs that continue from their checkpoint go first, in a pass of their own (`train --resume`), then the
+    rest. `on_event(kind, run, done, total, payload)`: "info" (run None, payload the message), "start" (the initial
+    record), "epoch" (a history row), "end" (the final record; None when the run's worker died, after `on_died(run,
+    reason)`). On Ctrl-C or any error, `on_stopped(exc)` is called before it is raised again.
+    """
     if not todo:
         return
-    fused = engines.get(planned_engine(plan.spec, options)).lanes_together
+    fused = engines.get(planned_engine(spec, options)).lanes_together
     if options.fuse and not fused:
         warnings.warn("`fuse` has no effect: these runs train with model.fit (the fused engine is JAX-only; see `engine`)", stacklevel=3)
-    groups = _groups(todo, options, fused)
-    parallel = min(options.parallel, len(groups)) or 1
-    run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine)
-    executor = make_executor(parallel, run_options, plan.spec, len(groups), options.ray)
-    tasks = [
-        Task(key, tuple((plan.spec_for(run), run.run_dir) for run in group), "train_run" if len(group) == 1 else "train_group")
-        for key, group in enumerate(groups)
-    ]
-    if hasattr(executor, "on_info"):
-        executor.on_info = lambda message: emit(SweepEvent("info", None, 0, len(todo), message=message))
+    on_ray = options.ray is not None  # a Ray worker trains in its own folder: the checkpoint is not there to continue from
     total, done = len(todo), 0
+    passes = [(True, [run for run in todo if run.resume and not on_ray]), (False, [run for run in todo if not run.resume or on_ray])]
+    for resume, runs in passes:
+        if not runs:
+            continue
+        groups = group(runs, fused)
+        parallel = min(options.parallel, len(groups)) or 1
+        run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine,
+                                 resume=resume)  # the threads per run: executor.resources  # fmt: skip
+        executor = make_executor(parallel, run_options, spec, len(groups), options.ray)
+        tasks = [Task(key, tuple((spec_of(run), run.run_dir) for run in members), "train_run" if len(members) == 1 else "train_group")
+                 for key, members in enumerate(groups)]  # fmt: skip
+        if hasattr(executor, "on_info"):
+            executor.on_info = lambda message: on_event("info", None, 0, total, message)
 
-    def on_event(event: Event) -> None:
-        nonlocal done
-        run = groups[event.key][event.lane]
-        if event.kind in ("start", "epoch"):
-            key = "record" if event.kind == "start" else "row"
-            emit(SweepEvent(event.kind, run, done, total, **{key: event.payload}))
-            return
-        if event.kind == "died":
-            base = {"name": plan.spec.name, "learning_rate": run.learning_rate}
-            run_record.mark_ended(run.run_dir, "failed", event.payload, (None, "running"), base)
-        done += 1
-        emit(SweepEvent("end", run, done, total, record=_record(run.run_dir) if event.kind == "died" else event.payload))
-        _write_summary(plan)
+        def relay(event: Event, groups: list[list[Any]] = groups) -> None:
+            nonlocal done
+            run = groups[event.key][event.lane]
+            if event.kind in ("start", "epoch"):
+                on_event(event.kind, run, done, total, event.payload)
+                return
+            if event.kind == "died":
+                on_died(run, event.payload)
+            done += 1
+            on_event("end", run, done, total, None if event.kind == "died" else event.payload)
 
-    try:
-        executor.run(tasks, on_event)
-    except BaseException as exc:
+        try:
+            executor.run(tasks, relay)
+        except BaseException as exc:
+            on_stopped(exc)
+            raise
+
+
+def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
+    """Train the runs of a learning-rate sweep, rewriting summary.csv after each."""
+
+    def on_event(kind: str, run: PlannedRun | None, done: int, total: int, payload: Any) -> None:
+        if kind == "info":
+            emit(SweepEvent("info", None, 0, total, message=payload))
+        elif kind in ("start", "epoch"):
+            emit(SweepEvent(kind, run, done, total, **{"record" if kind == "start" else "row": payload}))
+        else:
+            emit(SweepEvent("end", run, done, total, record=_record(run.run_dir) if payload is None else payload))
+            _write_summary(plan)
+
+    def on_died(run: PlannedRun, reason: str) -> None:
+        run_record.mark_ended(run.run_dir, "failed", reason, (None, "running"), {"name": plan.spec.name, "learning_rate": run.learning_rate})
+
+    def on_stopped(exc: BaseException) -> None:
         for run in todo:
             run_record.mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
-        raise
+
+    execute_runs(plan.spec, todo, options, plan.spec_for, lambda runs, fused: _groups(runs, options, fused), on_event, on_died, on_stopped)

@@ -81,7 +81,9 @@ def make_optimizer(spec: Spec):
         cls = type(keras.optimizers.get(name))
     except (ValueError, TypeError):  # a Spec made in code skips parse_spec's check of the catalog's optimizers
         raise SpecError(spec.source, "training.optimizer", check_optimizer(name) or f"unknown optimizer {name!r}") from None
-    return cls(learning_rate=spec.training.learning_rate, **spec.training.optimizer_options())
+    # `momentum: 0` is a number to the spec but not to Keras, which wants floats for these options (nesterov stays a bool).
+    options = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in spec.training.optimizer_options().items()}
+    return cls(learning_rate=spec.training.learning_rate, **options)
 
 
 def load_data_for(spec: Spec, num_classes: int | None = None):

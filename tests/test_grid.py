@@ -39,6 +39,9 @@ STUDY_FLAGS = {"--set", "--seeds", "--zip", "--method", "--n"}
         ("layers[5].units", [("layers", 5, "units")]),
         ("layers.0.activation", [("layers", 0, "activation")]),  # in the spec
         ("layers.0.use_bias", [("layers", 0, "use_bias")]),  # a Conv2D argument the spec leaves at its default
+        ("training.momentum", [("training", "momentum")]),  # a knob the spec leaves unset
+        ("training.lr_schedule.type", [("training", "lr_schedule", "type")]),  # a key of an unset knob mapping
+        ("training.early_stopping.patience", [("training", "early_stopping", "patience")]),
     ],
 )
 def test_paths_resolve_to_exactly_these_fields(doc, path, expected):
@@ -51,7 +54,24 @@ def test_paths_resolve_to_exactly_these_fields(doc, path, expected):
         (
             ["training.learnin_rate=0.1"],
             "convolutional_nn: --set training.learnin_rate: unknown key 'learnin_rate' in training "
-            "(did you mean 'learning_rate'?); known: optimizer, learning_rate, batch_size, epochs, seed, steps_per_execution, engine",
+            "(did you mean 'learning_rate'?); known: optimizer, learning_rate, batch_size, epochs, seed, steps_per_execution, engine, "
+            "momentum, nesterov, weight_decay, beta_1, beta_2, epsilon, clipnorm, clipvalue, global_clipnorm, lr_schedule, early_stopping, "
+            "label_smoothing",
+        ),
+        (
+            ["training.lr_schedule.typ=cosine"],
+            "convolutional_nn: --set training.lr_schedule.typ: unknown key 'typ' in training.lr_schedule (did you mean 'type'?); "
+            "known: type, warmup_epochs, step_epochs, factor, alpha",
+        ),
+        (
+            ["training.lr_schedule.warmup_epochs=1,2"],
+            "convolutional_nn: --set training.lr_schedule.warmup_epochs: at the point training.lr_schedule.warmup_epochs=1: "
+            "training.lr_schedule.type: is required",
+        ),
+        (
+            ["training.momentum=0.5,1.5"],
+            "convolutional_nn: --set training.momentum: at the point training.momentum=1.5: training.momentum: must be a number in [0, 1), "
+            "got 1.5",
         ),
         (
             ["layers.9.filters=8"],
@@ -218,6 +238,22 @@ def test_a_sweep_file_holds_the_same_axes_and_the_command_line_wins(tmp_path, co
 # --- the command -----------------------------------------------------------------------------------
 
 
+def test_the_knobs_a_spec_leaves_unset_are_axes_too(course_spec, tmp_path):
+    grid = make_grid(course_spec, ["training.momentum=0,0.9", "training.lr_schedule.type=cosine,constant",
+                                   "training.early_stopping.patience=2..5"], method="random", n=4)  # fmt: skip
+    sampled = {patience for _, _, patience in grid.points}  # 4 draws, rounded to integers: repeats are one point
+    assert len(grid.points) == 2 * 2 * len(sampled)
+    assert all(isinstance(patience, int) and 2 <= patience <= 5 for _, _, patience in grid.points)  # an integer field: rounded
+    spec = grid.point_spec(grid.points[0])
+    momentum, schedule, patience = grid.points[0]
+    assert (spec.training.momentum, spec.training.lr_schedule, spec.training.early_stopping) == (momentum, {"type": schedule},
+                                                                                                 {"patience": patience})  # fmt: skip
+    assert course_spec.training.momentum is None and course_spec.training.lr_schedule is None  # the spec itself is untouched
+    plan = plan_study(grid, tmp_path)
+    assert plan.study_dir.name.startswith("convolutional_nn-sweep-momentum-type-patience-")
+    assert plan.runs[0].run_dir.parent.name == f"momentum-{momentum}_type-{schedule}_patience-{patience}"
+
+
 def test_dry_run_prints_axes_expanded_counts_and_a_plan_per_run(tmp_path):
     args = ["sweep", "--set", "layers.*.filters=8,16", "--set", "training.learning_rate=0.01,0.05", "--seeds", "2", "--dry-run",
             "--out", str(tmp_path)]  # fmt: skip
@@ -227,6 +263,15 @@ def test_dry_run_prints_axes_expanded_counts_and_a_plan_per_run(tmp_path):
     assert lines[1:3] == ["axis layers.*.filters -> layers.0.filters, layers.2.filters: 8, 16", "axis training.learning_rate: 0.01, 0.05"]
     assert lines[3] == "  filters-8_learning_rate-0.01/seed-0  train"
     assert lines[-1] == "4 points x 2 seeds = 8 runs: 8 to train, 0 kept; nothing trained (--dry-run)"
+    assert list(tmp_path.iterdir()) == []
+    paired = runner.invoke(app, ["sweep", "--set", "training.batch_size=32,64", "--set", "training.learning_rate=0.02,0.04", "--zip",
+                                 "training.batch_size,training.learning_rate", "--set", "training.momentum=0..0.9", "--method", "random",
+                                 "--n", "2", "--dry-run", "--out", str(tmp_path)])  # fmt: skip
+    assert paired.exit_code == 0, paired.output
+    lines = paired.stdout.splitlines()
+    assert lines[3].startswith("axis training.momentum: ") and lines[3].endswith(" (sampled from 0..0.9)")
+    assert lines[4:6] == ["zip training.batch_size, training.learning_rate: paired, 2 pairs", "method random: 2 points sampled with seed 0"]
+    assert lines[-1] == "4 points x 1 seed = 4 runs: 4 to train, 0 kept; nothing trained (--dry-run)"
     assert list(tmp_path.iterdir()) == []
 
 

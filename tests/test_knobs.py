@@ -103,6 +103,8 @@ def test_optimizer_options_reach_keras(course_spec):
 
     config = make_optimizer(parse_spec(doc, "net.json")).get_config()
     assert (config["momentum"], config["nesterov"], config["weight_decay"], config["clipnorm"]) == (0.9, True, 1e-4, 1.0)
+    whole = make_optimizer(parse_spec(_course(momentum=0, clipnorm=1), "net.json")).get_config()  # integers, as `--set ...=0,0.9` gives
+    assert (whole["momentum"], whole["clipnorm"]) == (0.0, 1.0)
 
 
 def _history(run_dir) -> list[dict]:

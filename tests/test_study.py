@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cnnbench.cli import app
 from cnnbench.grid import make_grid
 from cnnbench.results import read_json, write_json
-from cnnbench.study import plan_study, run_study
+from cnnbench.study import plan_study, run_study, spec_identity, study_name
 from cnnbench.verdict import make_verdict, point_rows, stats
 
 runner = CliRunner()
@@ -106,6 +106,33 @@ def test_two_spellings_of_one_configuration_are_the_same_runs(fake_training, tin
     assert again.runs[0].run_dir.relative_to(again.study_dir) == Path("filters-8_learning_rate-0.1/seed-0")
     run_study(again)
     assert len(calls) == 1
+
+
+def test_a_run_written_before_a_change_keeps_its_identity(fake_training, tiny_spec, tmp_path):
+    """A run folder as an earlier cnnbench left it: its spec.json without the keys added since (engine,
+    steps_per_execution, the knobs), another description, in a folder named otherwise. The study keeps it."""
+    calls, _, _ = fake_training
+    layers = [{"type": "Conv2D", "filters": 16, "kernel_size": 3, "strides": 1, "padding": "same", "activation": "relu"},
+              {"type": "MaxPooling2D", "pool_size": 2},
+              {"type": "Conv2D", "filters": 16, "kernel_size": 3, "strides": 1, "padding": "same", "activation": "relu"},
+              {"type": "MaxPooling2D", "pool_size": 2}, {"type": "Flatten"}, {"type": "Dense", "units": 128, "activation": "relu"},
+              {"type": "Dense", "units": 10, "activation": "softmax"}]  # fmt: skip
+    older = {"name": "convolutional_nn", "description": "written by an earlier version", "input_shape": [28, 28, 1], "layers": layers,
+             "training": {"optimizer": "sgd", "learning_rate": 0.05, "batch_size": 64, "epochs": 2, "seed": 0},
+             "data": {"dataset": "mnist-5k", "path": None, "train_samples": 512, "val_samples": 128, "test_samples": 128}}  # fmt: skip
+    grid = make_grid(tiny_spec, ["training.learning_rate=0.05"])
+    # Frozen: a change to what identifies a run (a new key with a default in spec.json, another hash) fails here.
+    identity = (spec_identity(grid.point_spec(grid.points[0])), study_name(grid))
+    assert identity == ("b4bc458f7a132ca3", "convolutional_nn-sweep-learning_rate-9e54a6")
+    run_dir = tmp_path / "convolutional_nn-sweep-learning_rate-9e54a6" / "lr-0.05-earlier" / "seed-0"
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "spec.json", older)
+    write_json(run_dir / "run.json", {"name": "convolutional_nn", "status": "ok", "best_val_error": 0.3, "final_val_error": 0.31,
+                                      "epochs_run": 2, "learned": True})  # fmt: skip
+    plan = plan_study(grid, tmp_path)
+    assert [(run.run_dir, run.skip, run.identity) for run in plan.runs] == [(run_dir, True, "b4bc458f7a132ca3")]
+    result = run_study(plan)
+    assert calls == [] and result.runs[0]["best_val_error"] == 0.3
 
 
 def test_finished_statuses_kept_the_rest_retrained_force_retrains_corrupt_set_aside(fake_training, tiny_spec, tmp_path):
@@ -289,6 +316,10 @@ def test_plot_draws_the_study_figures(fake_training, tiny_spec, tmp_path):
     written = plot_results(tmp_path, formats=("png",))
     names = {p.name for p in written if p.parent == plan.study_dir}
     assert {"error_vs_axes.png", "heatmap.png", "isolation.png", "study_curves.png"} <= names
+    from cnnbench.plot import compare
+
+    rows, _ = compare([plan.study_dir], out=tmp_path / "compared", formats=("png",))
+    assert [row["run"] for row in rows] == [f"filters-{f}_learning_rate-{lr}/seed-{s}" for lr in (0.1, 0.2) for f in (4, 8) for s in (0, 1)]
 
 
 def test_the_cli_keeps_removed_values_out_unless_all_and_records_the_sampling(fake_training, tmp_path):

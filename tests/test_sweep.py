@@ -199,11 +199,18 @@ def test_interrupted_sweep_resumes_without_touching_finished_runs(tiny_spec, tmp
     events = []
     resumed = plan_sweep(tiny_spec, "0.05,0.1,0.2", tmp_path)
     assert resumed.sweep_dir == plan.sweep_dir
+    assert [run.resume for run in resumed.runs] == [False, True, False]  # lr-0.1 left its checkpoint at epoch 1
+    dry = runner.invoke(app, ["sweep-lr", "--values", "0.05,0.1,0.2", "--epochs", "2", "--data", "mnist-5k", "--train-samples", "512",
+                              "--val-samples", "128", "--test-samples", "128", "--dry-run", "--out", str(tmp_path)])  # fmt: skip
+    assert "train again (was interrupted, continues from its checkpoint)" in dry.stdout, dry.output
     result = run_sweep(resumed, on_event=lambda e: events.append((e.kind, e.run.label)) if e.kind != "epoch" else None)
     assert events == [("skip", "0.05"), ("start", "0.1"), ("end", "0.1"), ("start", "0.2"), ("end", "0.2")]
     assert snapshot(plan.sweep_dir / "lr-0.05") == finished
     assert [row["status"] for row in read_summary(plan.sweep_dir)] == ["ok", "ok", "ok"]
     assert [row["epochs_run"] for row in result.rows] == [2, 2, 2]
+    continued = read_json(plan.sweep_dir / "lr-0.1" / "run.json")
+    assert [r["from_epoch"] for r in continued["resumed"]] == [1]  # as `train --resume`: epoch 1 kept, epoch 2 trained
+    assert len(read_summary(plan.sweep_dir)) == 3 and "resumed" not in read_json(plan.sweep_dir / "lr-0.2" / "run.json")
     assert read_json(plan.sweep_dir / "sweep.json")["created_at"] == created_at
 
 
@@ -328,3 +335,19 @@ def test_the_sweep_verdict_is_data_the_command_states(course_spec, tmp_path):
                       {"learning_rate": 0.3, "status": "diverged"})
     assert nothing.best is None and nothing.edge is None and nothing.learned_nothing
     assert not verdict({"learning_rate": 0.3, "status": "diverged"}).learned_nothing  # nothing finished: nothing to say
+def test_sweep_lr_with_seeds_is_the_general_study_over_the_rate(fake_training, tmp_path):
+    calls, _ = fake_training
+    base = ["sweep-lr", "--values", "0.05,0.1", "--epochs", "1", "--data", "mnist-5k", "--out", str(tmp_path)]
+    one = runner.invoke(app, [*base, "--seeds", "1", "--dry-run"])
+    assert one.exit_code == 0 and "/lr-0.05" in one.stdout  # one seed: sweep-lr's own layout, unchanged
+    result = runner.invoke(app, [*base, "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.startswith("convolutional_nn-sweep-learning_rate-")
+    assert sorted(str(p.parent.relative_to(folder)) for p in folder.glob("*/seed-*/run.json")) == [
+        "learning_rate-0.05/seed-0", "learning_rate-0.05/seed-1", "learning_rate-0.1/seed-0", "learning_rate-0.1/seed-1"]  # fmt: skip
+    assert sorted(calls) == [0.05, 0.05, 0.1, 0.1]
+    assert "points: " in result.stdout and (folder / "points.csv").is_file()
+    refused = runner.invoke(app, [*base, "--seeds", "2", "--tensorboard", str(tmp_path / "tb")])
+    assert refused.exit_code == 2
+    assert refused.stderr == "error: --seeds 2: --tensorboard and --mlflow follow a sweep of one seed only; drop them or --seeds\n"

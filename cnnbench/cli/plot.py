@@ -72,6 +72,7 @@ def compare(
     columns = ["run", "status", "dataset", "epochs", "seed", "lr", "best val error", "final val error", "test error", "steady epoch s",
                "device · backend"]  # fmt: skip
     table = [_compare_row(r) for r in rows]
-    _table("compare: " + ", ".join(dict.fromkeys(r["source"] for r in rows)), columns, table)
+    width = max(len(columns) * 14, max(len(str(row[0])) for row in table) + 150)  # a study's `<point>/seed-<s>` on one line
+    _table("compare: " + ", ".join(dict.fromkeys(r["source"] for r in rows)), columns, table, width=width)
     for path in figures:
         say(str(path))

@@ -214,7 +214,12 @@ def sweep(
         for axis in grid.axes:
             paths = "" if axis.expanded == [axis.path] else f" -> {', '.join(axis.expanded)}"
             values = ", ".join(map(str, (_fmt_value(v) for v in axis.values)))
-            typer.echo(f"axis {axis.path}{paths}: {values}")
+            sampled = f" (sampled from {_fmt_value(axis.range[0])}..{_fmt_value(axis.range[1])})" if axis.range else ""
+            typer.echo(f"axis {axis.path}{paths}: {values}{sampled}")
+        for group in grid.zips:
+            typer.echo(f"zip {', '.join(group)}: paired, {count(len(grid.axis(group[0]).values), 'pair')}")
+        if grid.method != "grid":
+            typer.echo(f"method {grid.method}: {count(grid.n, 'point')} sampled with seed {grid.sample_seed}")
         for run in plan.runs:
             if run.skip:
                 action = f"keep (finished: {run.status})"

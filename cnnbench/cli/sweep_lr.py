@@ -198,9 +198,24 @@ def sweep_lr(
     gpus_per_run: GpusPerRunOption = None,
     tensorboard: TensorboardOption = None,
     mlflow: MlflowOption = None,
+    seeds: Annotated[str | None, typer.Option(help="Repeat every rate: N seeds (spec seed + 0..N-1) or offsets such as 0,3,7; "
+                     "more than one seed is a study laid out as `cnnbench sweep` (points.csv, <point>/seed-<s>/).")] = None,  # fmt: skip
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
     _go_offline(offline)
+    if seeds is not None:
+        from cnnbench.cli.sweep import sweep
+        from cnnbench.errors import UsageError
+        from cnnbench.grid import parse_seeds
+
+        if parse_seeds(seeds) != (0,):  # several seeds: the general study over the one axis, training.learning_rate
+            if tensorboard is not None or mlflow is not None:
+                raise UsageError(f"--seeds {seeds}: --tensorboard and --mlflow follow a sweep of one seed only; drop them or --seeds")
+            return sweep(spec, set_=[f"training.learning_rate={values}"], seeds=seeds, dry_run=dry_run, force=force, parallel=parallel,
+                         threads=threads, out=out, epochs=epochs, batch_size=batch_size, data=data, seed=seed, device=device,
+                         backend=backend, train_samples=train_samples, val_samples=val_samples, test_samples=test_samples,
+                         offline=offline, engine=engine, fuse=fuse, ray=ray, address=address, cpus_per_run=cpus_per_run,
+                         gpus_per_run=gpus_per_run)  # fmt: skip
     from cnnbench.executor import ray_config
     from cnnbench.results import FINISHED
     from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
@@ -219,7 +234,8 @@ def sweep_lr(
             if run.skip:
                 action = f"keep (finished: {run.status})"
             elif run.status:
-                action = f"train again (was {run.status}{', --force' if run.status in FINISHED else ''})"
+                more = ", --force" if run.status in FINISHED else ", continues from its checkpoint" if run.resume else ""
+                action = f"train again (was {run.status}{more})"
             else:
                 action = "train"
             say(f"  lr {run.label:<10} {action:<32} {run.run_dir}")

@@ -48,7 +48,7 @@ def _runs_of(path: Path, kind: str) -> list[Run]:
             runs.append(read_run(run_dir))
         except DataError as exc:
             warn(f"skipped {exc}")
-    return sorted(runs, key=lambda r: (r.lr is None, r.lr or 0.0, natural_key(r.run_dir.name)))
+    return sorted(runs, key=lambda r: (r.lr is None, r.lr or 0.0, natural_key(_run_name(r))))
 
 
 def natural_key(name: str) -> tuple:
@@ -60,9 +60,20 @@ def natural_key(name: str) -> tuple:
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
 
 
+def _run_name(run: Run) -> str:
+    """A run's name in its sweep or bench: its folder's name (`lr-0.05`), or for a study's run, whose folder is
+    `<point>/seed-<s>`, the point and the seed (`filters-8_learning_rate-0.05/seed-0`): `seed-0` alone names many."""
+    name = run.run_dir.name
+    if name.startswith("seed-") and run.run_dir.parent.name:
+        return f"{run.run_dir.parent.name}/{name}"
+    return name
+
+
 def _value(run: Run, kind: str) -> str:
-    """What a run stands for across sources, one colour each: a sweep's run its learning rate, a bench's
-    run its combination (`cpu-tensorflow-f8-r1`), a lone run its learning rate, else its folder's name."""
+    """What a run stands for across sources, one colour each: a sweep's run its learning rate (a study's run its
+    point), a bench's run its combination (`cpu-tensorflow-f8-r1`), a lone run its learning rate, else its folder's name."""
+    if kind == "sweep" and run.run_dir.name.startswith("seed-"):
+        return run.run_dir.parent.name[:30]
     if kind == "bench" or run.lr is None:
         return run.run_dir.name[:30]
     return f"lr {num(run.lr)}"
@@ -74,7 +85,8 @@ def row_of(run: Run, source: str, kind: str) -> dict[str, Any]:
     finite = run.val_error[np.isfinite(run.val_error)]
     best = r.get("best_val_error", run.best_val_error if len(finite) else None)
     return {
-        "source": source, "run": run.run_dir.name, "kind": kind, "status": run.status, "learned": run.learned,
+        "source": source, "run": _run_name(run) if kind == "sweep" else run.run_dir.name, "kind": kind, "status": run.status,
+        "learned": run.learned,
         "dataset": run.data.get("name"), "epochs": r.get("epochs"), "epochs_run": len(run.history), "seed": r.get("seed"),
         "learning_rate": run.lr, "optimizer": r.get("optimizer"), "batch_size": r.get("batch_size"), "best_val_error": best,
         "best_epoch": r.get("best_epoch"), "final_val_error": r.get("final_val_error", float(finite[-1]) if len(finite) else None),

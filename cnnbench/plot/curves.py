@@ -242,7 +242,7 @@ def _draw_curves(ax, runs: Sequence[Run], colors, key: str, ceiling: float | Non
 def diverged_marks(ax, runs, colors, key: str) -> None:
     top = ax.get_ylim()[1]
     for run, color in zip(runs, colors, strict=True):
-        if run.status == "diverged":  # ✕ where it stopped; NaN/inf or off the scale is drawn at the top
+        if run.status == "diverged" and len(run.epochs):  # ✕ where it stopped; NaN/inf or off the scale is drawn at the top
             y = (run.val_error if key == "val_error" else run.column(key))[-1]
             y = y if np.isfinite(y) and y <= top else top
             ax.plot([run.epochs[-1]], [y], "X", color=color, ms=10, mec="black", mew=0.6, clip_on=False, zorder=4)
