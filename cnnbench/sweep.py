@@ -454,7 +454,8 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
             _write_summary(plan)
 
     def on_died(run: PlannedRun, reason: str) -> None:
-        run_record.mark_ended(run.run_dir, "failed", reason, (None, "running"), {"name": plan.spec.name, "learning_rate": run.learning_rate})
+        base = {"name": plan.spec.name, "learning_rate": run.learning_rate}
+        run_record.mark_ended(run.run_dir, "failed", reason, (None, "running"), base)
 
     def on_stopped(exc: BaseException) -> None:
         for run in todo:
