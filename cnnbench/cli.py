@@ -883,6 +883,9 @@ def sweep_lr(
         typer.echo(f"{len(plan.runs)} runs: {len(todo)} to train, {kept} kept; nothing trained (--dry-run)")
         return
 
+    from cnnbench.sinks import open_sinks
+
+    sinks = open_sinks(tensorboard, mlflow)  # a missing extra or a refused URI: one line, before anything is printed or trained
     t = loaded.training
     from cnnbench.data import expected_dataset
 
@@ -891,10 +894,8 @@ def sweep_lr(
     err(f"sweep folder: {plan.sweep_dir}")
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
-    from cnnbench.sinks import open_sinks
-
     progress = _SweepProgress(len(todo), t.epochs)
-    with _resumable(progress, lambda: plan.sweep_dir), open_sinks(tensorboard, mlflow) as sinks:
+    with _resumable(progress, lambda: plan.sweep_dir), sinks:
         sweep_options = SweepOptions(
             device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
             ray=on_ray,
@@ -1067,6 +1068,8 @@ def sweep(
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
     gpus_per_run: GpusPerRunOption = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Study any fields of a spec: axes by path, crossed or zipped, repeated over seeds; resumes by run identity."""
     _go_offline(offline)
@@ -1102,16 +1105,21 @@ def sweep(
             typer.echo(f"  {run.run_dir.relative_to(plan.study_dir)}  {action}")
         typer.echo(f"{runs_text}: {len(todo)} to train, {len(plan.runs) - len(todo)} kept; nothing trained (--dry-run)")
         return
+    from cnnbench.sinks import open_sinks
+
+    tensorboard = tensorboard if tensorboard is not None else given.get("tensorboard")  # the options win over the file
+    mlflow = mlflow if mlflow is not None else given.get("mlflow")
+    sinks = open_sinks(tensorboard, mlflow)  # a missing extra or a refused URI: one line, before anything is printed or trained
     t = loaded.training
     err(f"sweep {loaded.name}: {runs_text}, {count(t.epochs, 'epoch')}, batch {t.batch_size}")
     err(f"sweep folder: {plan.study_dir}")
     if len(plan.runs) > len(todo):
         err(f"resuming: {len(plan.runs) - len(todo)} finished run(s) kept, {len(todo)} to train")
     progress = _StudyProgress(len(todo), t.epochs)
-    with _resumable(progress, lambda: plan.study_dir):
+    with _resumable(progress, lambda: plan.study_dir), sinks:
         options = StudyOptions(device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine),
                                fuse=fuse, ray=on_ray)  # fmt: skip
-        result = run_study(plan, options, on_event=progress)
+        result = run_study(plan, options, on_event=sinks.watching(progress))
     _study_table(result)
     verdict = result.verdict
     if verdict.best is not None:

@@ -325,3 +325,66 @@ def test_help_imports_no_sink_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_study_writes_each_run_to_both_sinks_from_the_keys_of_its_sweep_file(tmp_path):
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
+    db = tmp_path / "m.db"
+    sweep_file = tmp_path / "study.json"
+    sweep_file.write_text(json.dumps({"set": {"layers.0.kernel_size": [3, 5]}, "tensorboard": str(tmp_path / "tb"),
+                                      "mlflow": f"sqlite:///{db}"}))  # fmt: skip
+    result = runner.invoke(app, ["sweep", str(spec), "--sweep", str(sweep_file), "--out", str(tmp_path / "results"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "warning: tensorboard" not in result.stderr and "warning: mlflow" not in result.stderr
+    (study_dir,) = (tmp_path / "results").iterdir()
+    run_dirs = sorted(p.parent for p in study_dir.rglob("run.json"))
+    assert len(run_dirs) == 2
+    c = client(db)
+    runs = mlflow_runs(db)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["cnnbench.kind"] == "sweep" and parent.info.run_name == study_dir.name
+    assert {"sweep.json", "points.csv", "runs.csv"} <= {a.path for a in c.list_artifacts(parent.info.run_id)}
+    for run_dir in run_dirs:
+        name = run_dir.relative_to(study_dir.parent).as_posix()  # <study>/<point>/seed-0, as `ls` names it
+        kernel = json.loads((run_dir / "spec.json").read_text())["layers"][0]["kernel_size"]
+        start = session_start(tmp_path / "tb" / name)
+        assert start.hparams["layers.0.kernel_size"].number_value == kernel  # the swept path, beside the fixed hparams
+        assert start.hparams["status"].string_value == "ok"
+        rows = history(run_dir)
+        assert scalars(tmp_path / "tb" / name / "validation", "epoch_error") == [(1, pytest.approx(rows[0]["val_error"], rel=1e-6))]
+        (child,) = [r for r in runs if r.info.run_name == name]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.params["layers.0.kernel_size"] == str(kernel)
+        assert [(m.step, m.value) for m in c.get_metric_history(child.info.run_id, "val_error")] == [(1, pytest.approx(rows[0]["val_error"]))]
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ('{"mlflow": 3}', "mlflow", "must be a tracking URI such as sqlite:///mlruns.db, or true, got 3"),
+    ('{"tensorboard": ["tb"]}', "tensorboard", "must be a folder (the TensorBoard log folder), got ['tb']"),
+])  # fmt: skip
+def test_a_bad_sink_key_in_a_sweep_file_is_one_line_naming_file_and_key(tmp_path, text, key, message):
+    sweep_file = tmp_path / "study.json"
+    sweep_file.write_text(text)
+    result = runner.invoke(app, ["sweep", "--sweep", str(sweep_file), "--set", "training.learning_rate=0.1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: {sweep_file}: {key}: {message}"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", [["train"], ["sweep-lr", "--values", "0.1"], ["sweep", "--set", "training.learning_rate=0.1"],
+                                     ["bench", "--filters", "2", "--devices", "cpu"]])  # fmt: skip
+def test_a_refused_mlflow_uri_stops_every_command_before_anything_trains(tmp_path, monkeypatch, command):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps(TINY_NET))
+    store = tmp_path / "mlruns"
+    result = runner.invoke(app, [command[0], str(spec), *command[1:], "--out", str(tmp_path / "results"), "--device"
+                                 if command[0] != "bench" else "--repeats", "cpu" if command[0] != "bench" else "1",
+                                 "--tensorboard", str(tmp_path / "tb"), "--mlflow", str(store)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: --mlflow {store}: MLflow refuses a plain file store: use a database, e.g. --mlflow sqlite:///mlruns.db, "
+        "or set MLFLOW_ALLOW_FILE_STORE=true"
+    ]
+    assert not (tmp_path / "results").exists()
