@@ -356,7 +356,8 @@ def test_a_study_writes_each_run_to_both_sinks_from_the_keys_of_its_sweep_file(t
         (child,) = [r for r in runs if r.info.run_name == name]
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.params["layers.0.kernel_size"] == str(kernel)
-        assert [(m.step, m.value) for m in c.get_metric_history(child.info.run_id, "val_error")] == [(1, pytest.approx(rows[0]["val_error"]))]
+        steps = c.get_metric_history(child.info.run_id, "val_error")
+        assert [(m.step, m.value) for m in steps] == [(1, pytest.approx(rows[0]["val_error"]))]
 
 
 @pytest.mark.parametrize("text, key, message", [
