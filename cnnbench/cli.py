@@ -1042,8 +1042,8 @@ def sweep(
     tune: Annotated[str | None, typer.Option(help="A nuisance axis: the verdict shows its best for each value of the others.")] = None,
     method: Annotated[str | None, typer.Option(help="grid (default), random or sobol: sample the lo..hi ranges with --n points.")] = None,
     n: Annotated[int | None, typer.Option("--n", min=1, help="Points sampled by --method random or sobol.")] = None,
-    sweep_file: Annotated[Path | None, typer.Option("--sweep", help="A YAML/JSON file with set, zip, seeds, tune, method, n, rank; "
-                          "options given here win.")] = None,  # fmt: skip
+    sweep_file: Annotated[Path | None, typer.Option("--sweep", help="A YAML/JSON file with set, zip, seeds, tune, method, n, rank, "
+                          "tensorboard, mlflow; options given here win.")] = None,  # fmt: skip
     rank: Annotated[str | None, typer.Option(help="mean (default) or median (a diverged or never-learning seed counted worst).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the axes, points and runs (keep or train) and train nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Retrain finished runs instead of keeping them.")] = False,

@@ -74,12 +74,13 @@ def mlflow_runs(db: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, _mlflow_template):
     """A 2-rate sweep of a tiny net, trained with both sinks on: (results folder, TensorBoard folder, MLflow db)."""
     root = tmp_path_factory.mktemp("swept")
     spec = root / "tiny.json"
     spec.write_text(json.dumps(TINY_NET))
     db = root / "mlruns.db"
+    shutil.copy(_mlflow_template, db)
     result = runner.invoke(app, ["sweep-lr", str(spec), *RATES, "--out", str(root / "results"), "--device", "cpu",
                                  "--tensorboard", str(root / "tb"), "--mlflow", f"sqlite:///{db}"])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -302,10 +303,10 @@ def test_live_curves_show_each_epoch_then_give_way_to_the_finished_run(swept, tm
     assert len(list(folder.rglob("events.out.tfevents.*"))) == 3  # the live files were replaced, not kept beside
 
 
-def test_train_writes_its_run_to_both_sinks_without_a_parent(tmp_path):
+def test_train_writes_its_run_to_both_sinks_without_a_parent(tmp_path, mlflow_db):
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
-    db = tmp_path / "m.db"
+    db = mlflow_db
     result = runner.invoke(app, ["train", str(spec), "--out", str(tmp_path / "results"), "--device", "cpu",
                                  "--tensorboard", str(tmp_path / "tb"), "--mlflow", f"sqlite:///{db}"])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -327,10 +328,10 @@ def test_help_imports_no_sink_library():
     assert result.stdout.strip() == "[]"
 
 
-def test_a_study_writes_each_run_to_both_sinks_from_the_keys_of_its_sweep_file(tmp_path):
+def test_a_study_writes_each_run_to_both_sinks_from_the_keys_of_its_sweep_file(tmp_path, mlflow_db):
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
-    db = tmp_path / "m.db"
+    db = mlflow_db
     sweep_file = tmp_path / "study.json"
     sweep_file.write_text(json.dumps({"set": {"layers.0.kernel_size": [3, 5]}, "tensorboard": str(tmp_path / "tb"),
                                       "mlflow": f"sqlite:///{db}"}))  # fmt: skip
