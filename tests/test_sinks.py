@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -245,44 +246,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_real_tensorboard_server_lists_the_exported_sweep_in_its_hparams_view(swept, tmp_path):
-    results, _, _ = swept
-    out = tmp_path / "tb"
-    assert runner.invoke(app, ["export", "tensorboard", str(results), "--to", str(out)]).exit_code == 0
+def _post(port: int, route: str, body: dict) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/{route}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def tensorboard_server(logdir: Path):
+    """A real `tensorboard --logdir` on loopback, once its HParams plugin has read the sessions: (port, experiment)."""
     port = free_port()
     binary = Path(sys.executable).with_name("tensorboard")
-    server = subprocess.Popen([str(binary), "--logdir", str(out), "--port", str(port), "--host", "127.0.0.1", "--load_fast", "false"],
+    server = subprocess.Popen([str(binary), "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1", "--load_fast", "false"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-
-    def post(route: str, body: dict) -> dict:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/{route}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})  # fmt: skip
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
     try:
         deadline, experiment = time.monotonic() + 90, {}
         while time.monotonic() < deadline:
             try:
-                experiment = post("experiment", {"experimentName": ""})
+                experiment = _post(port, "experiment", {"experimentName": ""})
                 if len(experiment.get("hparamInfos", [])) > 5:
                     break
             except OSError:
                 pass
             assert server.poll() is None, "tensorboard exited"
             time.sleep(1)
+        yield port, experiment
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+def test_a_real_tensorboard_server_lists_the_exported_sweep_in_its_hparams_view(swept, tmp_path):
+    results, _, _ = swept
+    out = tmp_path / "tb"
+    assert runner.invoke(app, ["export", "tensorboard", str(results), "--to", str(out)]).exit_code == 0
+    with tensorboard_server(out) as (port, experiment):
         names = {info["name"] for info in experiment.get("hparamInfos", [])}
         assert {"learning_rate", "filters", "batch_size", "epochs", "seed", "dataset", "status"} <= names, experiment
         metrics = {(m["name"].get("group", ""), m["name"]["tag"]) for m in experiment["metricInfos"]}
         assert {("", "best_val_error"), ("validation", "epoch_error"), ("train", "epoch_loss")} <= metrics
         statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
-        groups = post("session_groups", {"experimentName": "", "allowedStatuses": statuses, "colParams": [], "startIndex": 0,
-                                         "sliceSize": 100})  # fmt: skip
+        groups = _post(port, "session_groups", {"experimentName": "", "allowedStatuses": statuses, "colParams": [], "startIndex": 0,
+                                                "sliceSize": 100})  # fmt: skip
         sessions = {s["name"] for g in groups["sessionGroups"] for s in g["sessions"]}
         assert sessions == {f"{p.parent.name}/{p.name}" for p in sweep_runs(results)}
-    finally:
-        server.kill()
-        server.wait(timeout=30)
+
+
+def test_tensorboard_s_hparams_table_in_a_real_browser_shows_every_run_and_loads_nothing_from_outside(swept, tmp_path):
+    """Headless Chromium (Debian's, driven by Playwright) on TensorBoard's HParams tab. CNNBENCH_SCREENSHOT_HPARAMS=FILE
+    saves what it shows (docs/tracking-hparams.png was made the same way, from a 5-rate mnist-5k sweep)."""
+    exe = os.environ.get("CNNBENCH_BROWSER") or shutil.which("chromium") or shutil.which("chromium-headless-shell")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    if exe is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI needs a browser for this test: apt-get install chromium")
+        pytest.skip("chromium is missing (apt-get install chromium)")
+    results, tb, _ = swept
+    names = [f"{p.parent.name}/{p.name}" for p in sweep_runs(results)]
+    with tensorboard_server(tb) as (port, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe)
+        try:
+            page = browser.new_page(viewport={"width": 1900, "height": 560})
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(f"http://127.0.0.1:{port}/") else outside.append(r.url))
+            page.goto(f"http://127.0.0.1:{port}/#hparams")
+            for name in names:  # the table's Trial ID column: each run by its folder name
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("best_val_error", exact=True).first.wait_for(timeout=10_000)  # a metric column
+            if shot := os.environ.get("CNNBENCH_SCREENSHOT_HPARAMS"):
+                page.screenshot(path=shot)
+            assert outside == []
+        finally:
+            browser.close()
 
 
 def test_live_curves_show_each_epoch_then_give_way_to_the_finished_run(swept, tmp_path):
