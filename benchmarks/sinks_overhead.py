@@ -1,8 +1,9 @@
 """What do the tracking sinks cost a sweep? The same `cnnbench sweep-lr` with --tensorboard and --mlflow off and on.
 
 Each variant is a fresh Python process running the sweep (as `sweep-lr` does: `open_sinks` around `run_sweep`)
-into a fresh results folder; off and on alternate, `--repeats` times, and the medians are compared, so both
-see the same machine load. The MLflow database is created once beforehand (a new database's schema
+into a fresh results folder: off and on alternate, `--repeats` times, and the medians are compared, so
+both see the same machine load; `cpu_s` is the CPU time of each sweep's processes (user + system), which load blurs less.
+The MLflow database is created once beforehand (a new database's schema
 migrations are a one-off cost, measured separately). Each sweep also reports the seconds spent opening the
 sinks (imports, the database) and inside their hooks, the sinks' own work, which a loaded machine's noise
 does not blur.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,8 +53,12 @@ print(json.dumps({"wall_s": time.perf_counter() - start, "open_s": opened, "hook
 
 
 def sweep(spec: Path, rates: str, out: Path, tb: str = "", uri: str = "") -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", DRIVER, str(spec), rates, str(out), tb, uri], check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    args = [sys.executable, "-c", DRIVER, str(spec), rates, str(out), tb, uri]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the driver and the processes it waited for (MLflow's writer)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "cpu_s": cpu}
 
 
 def main() -> None:

@@ -428,18 +428,14 @@ def test_a_refused_mlflow_uri_stops_every_command_before_anything_trains(tmp_pat
     assert not (tmp_path / "results").exists()
 
 
-def test_an_mlflow_store_that_fails_while_a_sweep_trains_is_one_warning_and_the_runs_stay_ok(tmp_path):
-    spec = tmp_path / "tiny.json"
-    spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
+def test_an_mlflow_database_that_is_no_database_is_refused_before_anything_trains(tmp_path):
     db = tmp_path / "m.db"
-    db.write_text("not a database: MLflow cannot open it, which only its writer process finds out")
-    result = runner.invoke(app, ["sweep-lr", str(spec), *RATES, "--out", str(tmp_path / "results"), "--device", "cpu",
-                                 "--mlflow", f"sqlite:///{db}"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: mlflow:")]
-    assert len(warnings) == 1 and "fill the gap later with `cnnbench export mlflow`" in warnings[0], result.stderr
-    runs = sweep_runs(tmp_path / "results")
-    assert [json.loads((r / "run.json").read_text())["status"] for r in runs] == ["ok", "ok"]
+    db.write_text("not a database")
+    result = runner.invoke(app, ["sweep-lr", "--values", "0.1", "--out", str(tmp_path / "results"), "--mlflow", f"sqlite:///{db}"])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --mlflow sqlite:///{db}: ") and "file is not a database" in line
+    assert not (tmp_path / "results").exists()
 
 
 def test_an_mlflow_database_in_a_missing_folder_is_refused_before_anything_trains(tmp_path):
@@ -448,3 +444,15 @@ def test_an_mlflow_database_in_a_missing_folder_is_refused_before_anything_train
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: --mlflow {uri}: no such folder for the database: {tmp_path / 'nowhere'}"
     assert not (tmp_path / "results").exists()
+
+
+def test_an_mlflow_run_cut_off_while_written_is_written_again_by_export(swept, tmp_path):
+    results, _, db = swept
+    db_copy = tmp_path / "m.db"
+    shutil.copy(db, db_copy)
+    victim = next(r for r in mlflow_runs(db_copy) if "mlflow.parentRunId" in r.data.tags)
+    client(db_copy).delete_tag(victim.info.run_id, "cnnbench.digest")  # the tag written last: as if the writer died before it
+    again = runner.invoke(app, ["export", "mlflow", str(results), "--uri", f"sqlite:///{db_copy}"])
+    assert again.stdout.strip() == "mlflow: 2 runs: 1 updated, 1 unchanged"
+    (rewritten,) = [r for r in mlflow_runs(db_copy) if r.info.run_name == victim.info.run_name]
+    assert rewritten.data.tags["cnnbench.digest"] and rewritten.info.run_id != victim.info.run_id

@@ -167,24 +167,15 @@ REGISTRY: dict[str, tuple[str, tuple[str, ...], str]] = {
 }
 
 
-def create_sink(name: str, target: str | Path | None, option: str | None = None, background: bool = False) -> Sink:
-    """The sink `name` writing to `target` (a folder, a tracking URI); SinkError when its extra is missing or it refuses.
-
-    background: write from a child process (`cnnbench.sinks.background`), after the checks the sink can make
-    without its library (its class's `check`), so that its import and writes overlap the training."""
+def create_sink(name: str, target: str | Path | None, option: str | None = None) -> Sink:
+    """The sink `name` writing to `target` (a folder, a tracking URI); SinkError when its extra is missing or it refuses."""
     where, modules, default_option = REGISTRY[name]
     option = option or default_option
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise SinkError(f"{option}: the {name} extra is not installed (no {', '.join(missing)}): pip install 'cnnbench[{name}]'")
     module, cls = where.split(":")
-    sink_class = getattr(importlib.import_module(module), cls)
-    if background:
-        sink_class.check(target, option)
-        from cnnbench.sinks.background import BackgroundSink
-
-        return BackgroundSink(name, target, option)
-    return sink_class(target, option)
+    return getattr(importlib.import_module(module), cls)(target, option)
 
 
 class Sinks:
@@ -251,12 +242,7 @@ class Sinks:
         return handler if self.active else (on_event or (lambda event: None))
 
     def close(self) -> None:
-        closing = list(self.active)
         self._call("close")
-        for sink in closing:  # a sink writing in the background counts its runs as they are written
-            for outcome, n in (getattr(sink, "outcomes", None) or {}).items():
-                counts = self.counts.setdefault(sink.name, {})
-                counts[outcome] = counts.get(outcome, 0) + n
         self.active = []
 
     def __enter__(self) -> Sinks:
@@ -272,8 +258,8 @@ def open_sinks(tensorboard: str | Path | None = None, mlflow: str | None = None)
     sinks = []
     if tensorboard is not None:
         sinks.append(create_sink("tensorboard", tensorboard))
-    if mlflow is not None:  # MLflow's import, store and commits cost seconds: they overlap the training in a child process
-        sinks.append(create_sink("mlflow", mlflow or None, background=True))
+    if mlflow is not None:
+        sinks.append(create_sink("mlflow", mlflow or None))
     return Sinks(sinks)
 
 

@@ -105,6 +105,7 @@ class MlflowSink:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         # MLflow 3 sends usage telemetry by default; like Ray's usage statistics, off unless the user turned it on.
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        check_uri(uri, option)  # the plainest cases, named plainly, before MLflow's import (seconds) and its own messages
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):  # schema migrations log INFO lines on a new database (mlflow sets its level on import)
@@ -125,10 +126,6 @@ class MlflowSink:
         except Exception as exc:
             raise SinkError(f"{option} {shown}: {_reason(exc, option)}") from None
         self.opened: dict[str, Path] = {}  # parent run id -> its group folder, terminated at close()
-
-    @staticmethod
-    def check(uri: str | None, option: str = "--mlflow") -> None:
-        check_uri(uri, option)
 
     def _find(self, tag: str) -> dict[str, Any]:
         found, token = {}, None
@@ -165,7 +162,7 @@ class MlflowSink:
             return "unchanged"
         parent = self._parent(run)
         record = run.record
-        tags = {RUN_TAG: run.name, DIGEST_TAG: run.digest, "status": run.status, "learned": str(record.get("learned")),
+        tags = {RUN_TAG: run.name, "status": run.status, "learned": str(record.get("learned")),
                 "dataset": str((record.get("data") or {}).get("name")), "device": str(record.get("device")),
                 "backend": str(record.get("backend")), "engine": str(record.get("engine")),
                 "run_dir": str(run.run_dir.absolute())}  # fmt: skip
@@ -194,6 +191,7 @@ class MlflowSink:
             if (run.run_dir / name).is_file():
                 self.client.log_artifact(run_id, str(run.run_dir / name))
         self.client.set_terminated(run_id, STATUS.get(run.status, "FINISHED"), end_time=_millis(record.get("ended_at")))
+        self.client.set_tag(run_id, DIGEST_TAG, run.digest)  # last: a run cut off while written is rewritten by the next export
         self.runs[run.name] = self.client.get_run(run_id)
         return "updated" if old is not None else "written"
 
