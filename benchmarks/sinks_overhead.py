@@ -1,17 +1,21 @@
 """What do the tracking sinks cost a sweep? The same `cnnbench sweep-lr` with --tensorboard and --mlflow off and on.
 
-Each variant is a fresh `cnnbench` process writing a fresh results folder, alternating, `--repeats` times;
-the MLflow database is created once beforehand (a new database's schema migrations are a one-off cost,
-measured separately). Each sweep also reports the seconds spent opening the sinks (imports, the database)
-and inside their hooks, the sinks' own work, which a loaded machine's noise does not blur.
+Each variant is a fresh Python process running the sweep (as `sweep-lr` does: `open_sinks` around `run_sweep`)
+into a fresh results folder: off and on alternate, `--repeats` times, and the medians are compared, so
+both see the same machine load; `cpu_s` is the CPU time of each sweep's processes (user + system), which load blurs less.
+The MLflow database is created once beforehand (a new database's schema
+migrations are a one-off cost, measured separately). Each sweep also reports the seconds spent opening the
+sinks (imports, the database) and inside their hooks, the sinks' own work, which a loaded machine's noise
+does not blur.
 
-    python benchmarks/sinks_overhead.py --rates 0.02,0.05,0.1,0.2 --epochs 3 --repeats 2
+    python benchmarks/sinks_overhead.py --rates 0.02,0.05,0.1 --epochs 2 --repeats 3 --data mnist-5k
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,7 +33,7 @@ TINY_NET = {
         {"type": "Dense", "units": 10, "activation": "softmax"},
     ],
     "training": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 64, "epochs": 3, "seed": 0},
-    "data": {"dataset": "synthetic", "train_samples": 1024, "val_samples": 256, "test_samples": 256},
+    "data": {"dataset": "mnist-5k"},
 }
 
 
@@ -49,20 +53,26 @@ print(json.dumps({"wall_s": time.perf_counter() - start, "open_s": opened, "hook
 
 
 def sweep(spec: Path, rates: str, out: Path, tb: str = "", uri: str = "") -> dict[str, float]:
-    done = subprocess.run([sys.executable, "-c", DRIVER, str(spec), rates, str(out), tb, uri], check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    args = [sys.executable, "-c", DRIVER, str(spec), rates, str(out), tb, uri]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(args, check=True, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the driver and the processes it waited for (MLflow's writer)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "cpu_s": cpu}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="0.02,0.05,0.1,0.2")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data", default="mnist-5k", help="mnist-5k (4,000 training digits), mnist or synthetic")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         spec = root / "tiny.json"
-        spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": args.epochs}}))
+        training = {**TINY_NET["training"], "epochs": args.epochs}
+        spec.write_text(json.dumps({**TINY_NET, "training": training, "data": {"dataset": args.data}}))
         uri = f"sqlite:///{root / 'mlruns.db'}"
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", f"from cnnbench.sinks import open_sinks; open_sinks(mlflow={uri!r}).close()"], check=True)
@@ -72,7 +82,8 @@ def main() -> None:
             runs["off"].append(sweep(spec, args.rates, root / f"off-{repeat}"))
             runs["on"].append(sweep(spec, args.rates, root / f"on-{repeat}", str(root / f"tb-{repeat}"), uri))
     median = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in runs.items()}
-    print(json.dumps({"runs": len(args.rates.split(",")), "epochs": args.epochs, "repeats": args.repeats, "samples": runs,
+    print(json.dumps({"runs": len(args.rates.split(",")), "epochs": args.epochs, "repeats": args.repeats, "data": args.data,
+                      "median": median, "samples": runs,
                       "ratio_wall_median": round(median["on"]["wall_s"] / median["off"]["wall_s"], 3),
                       "sink_s_median": round(median["on"]["open_s"] + median["on"]["hooks_s"], 2),
                       "ratio_sink_work": round(1 + (median["on"]["open_s"] + median["on"]["hooks_s"]) / median["off"]["wall_s"], 3),

@@ -512,14 +512,15 @@ def _zip_groups(axes: Sequence[Axis], zips: Sequence[str]) -> list[list[int]]:
 
 # --- a sweep file -------------------------------------------------------------------------------------
 
-SWEEP_KEYS = ("set", "zip", "seeds", "tune", "method", "n", "rank")
+SWEEP_KEYS = ("set", "zip", "seeds", "tune", "method", "n", "rank", "tensorboard", "mlflow")
 
 
 def read_sweep_file(path: str | Path) -> dict[str, Any]:
     """A `--sweep FILE.yaml`: the same axes, zips, seeds and method as the options, as {key: option value}.
 
     `set` maps each PATH to VALUES (text in the --set grammar, or a list); `zip` is a list of lists of paths;
-    `seeds` a count or a list. SpecError naming the file and the key for anything else.
+    `seeds` a count or a list; `tensorboard` a folder and `mlflow` a URI (or true), as the options take them.
+    SpecError naming the file and the key for anything else.
     """
     from cnnbench.spec_text import parse_text, read_spec_file
 
@@ -556,6 +557,9 @@ def read_sweep_file(path: str | Path) -> dict[str, Any]:
             if not isinstance(doc[key], kind) or isinstance(doc[key], bool):
                 raise SpecError(source, key, f"must be {'an integer' if kind is int else 'a string'}, got {brief(doc[key])}")
             found[key] = doc[key]
+    from cnnbench.sinks import file_targets  # tensorboard: DIR, mlflow: URI (or true), as the options name them
+
+    found.update(file_targets(doc, source))
     return found
 
 

@@ -67,3 +67,24 @@ def small_disk(tmp_path):
         pytest.skip("this machine does not allow mounting a tmpfs")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory):
+    """An empty MLflow SQLite store with MLflow's schema in place: its migrations take 5-20 s on a busy machine, once."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlruns.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def mlflow_db(_mlflow_template, tmp_path):
+    """A fresh MLflow SQLite store for one test (a copy of the migrated template): its path; the URI is sqlite:///<path>."""
+    import shutil
+
+    db = tmp_path / "mlruns.db"
+    shutil.copy(_mlflow_template, db)
+    return db

@@ -372,7 +372,7 @@ def test_a_bench_json_of_the_wrong_shape_is_named_and_kept_aside(tmp_path, fake_
     assert read_json(first.path / "bench.json")["models"]["8"]["params"] == params(8)
 
 
-def test_a_bench_writes_each_run_to_the_sinks_under_one_parent(tmp_path, fake_children, no_gpu):
+def test_a_bench_writes_each_run_to_the_sinks_under_one_parent(tmp_path, fake_children, no_gpu, mlflow_db):
     pytest.importorskip("tensorboardX")
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -380,7 +380,7 @@ def test_a_bench_writes_each_run_to_the_sinks_under_one_parent(tmp_path, fake_ch
     from cnnbench.sinks import open_sinks
 
     options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(8, 16))
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    uri = f"sqlite:///{mlflow_db}"
     with open_sinks(tensorboard=tmp_path / "tb", mlflow=uri) as sinks:
         result = run_bench(fake_children.spec, options, tmp_path / "results", on_event=sinks.watching())
     expected = [f"{result.path.name}/runs/cpu-tensorflow-f{f}-r1" for f in (16, 8)]

@@ -232,7 +232,8 @@ def test_a_sweep_file_holds_the_same_axes_and_the_command_line_wins(tmp_path, co
     path.write_text("set:\n  training.learning_rate: [0.01]\nsed: 2\n")
     bad = runner.invoke(app, ["sweep", "--sweep", str(path), "--out", str(out)])
     assert bad.exit_code == 2
-    assert bad.stderr == f"error: {path}: sed: unknown key (did you mean 'seeds'?); known: set, zip, seeds, tune, method, n, rank\n"
+    known = "set, zip, seeds, tune, method, n, rank, tensorboard, mlflow"
+    assert bad.stderr == f"error: {path}: sed: unknown key (did you mean 'seeds'?); known: {known}\n"
 
 
 # --- the command -----------------------------------------------------------------------------------

@@ -120,6 +120,37 @@ def test_sighup_on_ray_records_interrupted_by_sighup_keeps_finished_runs(local_r
     assert (plan.sweep_dir / "lr-0.1" / "history.csv").is_file()
 
 
+def test_on_ray_the_driver_writes_each_run_to_both_sinks_once_its_files_land(local_ray, tiny_spec, tmp_path, mlflow_db):
+    pytest.importorskip("tensorboardX")
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cnnbench.sinks import open_sinks
+
+    uri = f"sqlite:///{mlflow_db}"
+    plan = plan_sweep(tiny_spec, "0.05,0.1", tmp_path / "results")
+    with open_sinks(tensorboard=tmp_path / "tb", mlflow=uri) as sinks:  # the sinks live in this process, Ray's driver
+        result = run_sweep(plan, SweepOptions(ray=RayConfig("local", "--ray", cpus_per_run=2)), on_event=sinks.watching())
+    counts = sinks.counts
+    assert statuses(result) == ["ok", "ok"]
+    assert counts == {"tensorboard": {"written": 2}, "mlflow": {"written": 2}}  # each run written here, once
+    client = MlflowClient(uri)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("cnnbench").experiment_id])}
+    for row in result.rows:
+        run_dir = plan.sweep_dir / row["run_dir"]
+        with open(run_dir / "history.csv") as f:  # as shipped back and landed by the driver
+            errors = [(int(r["epoch"]), float(r["val_error"])) for r in csv.DictReader(f)]
+        name = f"{plan.sweep_dir.name}/{run_dir.name}"
+        acc = EventAccumulator(str(tmp_path / "tb" / name / "validation"))
+        acc.Reload()
+        assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in acc.Scalars("epoch_error")] == errors
+        steps = client.get_metric_history(runs[name].info.run_id, "val_error")
+        assert [(m.step, m.value) for m in steps] == [(s, pytest.approx(v)) for s, v in errors]
+        assert runs[name].data.tags["run_dir"] == str(run_dir.absolute())  # the driver's folder, not a worker's
+
+
 def test_a_bench_through_ray_runs_each_combination_in_a_fresh_pinned_child(local_ray, tmp_path, monkeypatch):
     from cnnbench import device as devices
     from cnnbench.bench import BenchOptions, run_bench

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,12 +75,13 @@ def mlflow_runs(db: Path) -> list:
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(tmp_path_factory, _mlflow_template):
     """A 2-rate sweep of a tiny net, trained with both sinks on: (results folder, TensorBoard folder, MLflow db)."""
     root = tmp_path_factory.mktemp("swept")
     spec = root / "tiny.json"
     spec.write_text(json.dumps(TINY_NET))
     db = root / "mlruns.db"
+    shutil.copy(_mlflow_template, db)
     result = runner.invoke(app, ["sweep-lr", str(spec), *RATES, "--out", str(root / "results"), "--device", "cpu",
                                  "--tensorboard", str(root / "tb"), "--mlflow", f"sqlite:///{db}"])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -244,44 +246,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_real_tensorboard_server_lists_the_exported_sweep_in_its_hparams_view(swept, tmp_path):
-    results, _, _ = swept
-    out = tmp_path / "tb"
-    assert runner.invoke(app, ["export", "tensorboard", str(results), "--to", str(out)]).exit_code == 0
+def _post(port: int, route: str, body: dict) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/{route}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def tensorboard_server(logdir: Path):
+    """A real `tensorboard --logdir` on loopback, once its HParams plugin has read the sessions: (port, experiment)."""
     port = free_port()
     binary = Path(sys.executable).with_name("tensorboard")
-    server = subprocess.Popen([str(binary), "--logdir", str(out), "--port", str(port), "--host", "127.0.0.1", "--load_fast", "false"],
+    server = subprocess.Popen([str(binary), "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1", "--load_fast", "false"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-
-    def post(route: str, body: dict) -> dict:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/{route}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json", "X-XSRF-Protected": "1"})  # fmt: skip
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
     try:
         deadline, experiment = time.monotonic() + 90, {}
         while time.monotonic() < deadline:
             try:
-                experiment = post("experiment", {"experimentName": ""})
+                experiment = _post(port, "experiment", {"experimentName": ""})
                 if len(experiment.get("hparamInfos", [])) > 5:
                     break
             except OSError:
                 pass
             assert server.poll() is None, "tensorboard exited"
             time.sleep(1)
+        yield port, experiment
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+def test_a_real_tensorboard_server_lists_the_exported_sweep_in_its_hparams_view(swept, tmp_path):
+    results, _, _ = swept
+    out = tmp_path / "tb"
+    assert runner.invoke(app, ["export", "tensorboard", str(results), "--to", str(out)]).exit_code == 0
+    with tensorboard_server(out) as (port, experiment):
         names = {info["name"] for info in experiment.get("hparamInfos", [])}
         assert {"learning_rate", "filters", "batch_size", "epochs", "seed", "dataset", "status"} <= names, experiment
         metrics = {(m["name"].get("group", ""), m["name"]["tag"]) for m in experiment["metricInfos"]}
         assert {("", "best_val_error"), ("validation", "epoch_error"), ("train", "epoch_loss")} <= metrics
         statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
-        groups = post("session_groups", {"experimentName": "", "allowedStatuses": statuses, "colParams": [], "startIndex": 0,
-                                         "sliceSize": 100})  # fmt: skip
+        groups = _post(port, "session_groups", {"experimentName": "", "allowedStatuses": statuses, "colParams": [], "startIndex": 0,
+                                                "sliceSize": 100})  # fmt: skip
         sessions = {s["name"] for g in groups["sessionGroups"] for s in g["sessions"]}
         assert sessions == {f"{p.parent.name}/{p.name}" for p in sweep_runs(results)}
-    finally:
-        server.kill()
-        server.wait(timeout=30)
+
+
+def test_tensorboard_s_hparams_table_in_a_real_browser_shows_every_run_and_loads_nothing_from_outside(swept, tmp_path):
+    """Headless Chromium (Debian's, driven by Playwright) on TensorBoard's HParams tab. CNNBENCH_SCREENSHOT_HPARAMS=FILE
+    saves what it shows (docs/tracking-hparams.png was made the same way, from a 5-rate mnist-5k sweep)."""
+    exe = os.environ.get("CNNBENCH_BROWSER") or shutil.which("chromium") or shutil.which("chromium-headless-shell")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    if exe is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI needs a browser for this test: apt-get install chromium")
+        pytest.skip("chromium is missing (apt-get install chromium)")
+    results, tb, _ = swept
+    names = [f"{p.parent.name}/{p.name}" for p in sweep_runs(results)]
+    with tensorboard_server(tb) as (port, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe)
+        try:
+            page = browser.new_page(viewport={"width": 1900, "height": 560})
+            outside: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith(f"http://127.0.0.1:{port}/") else outside.append(r.url))
+            page.goto(f"http://127.0.0.1:{port}/#hparams")
+            for name in names:  # the table's Trial ID column: each run by its folder name
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("best_val_error", exact=True).first.wait_for(timeout=10_000)  # a metric column
+            if shot := os.environ.get("CNNBENCH_SCREENSHOT_HPARAMS"):
+                page.screenshot(path=shot)
+            assert outside == []
+        finally:
+            browser.close()
 
 
 def test_live_curves_show_each_epoch_then_give_way_to_the_finished_run(swept, tmp_path):
@@ -302,10 +339,10 @@ def test_live_curves_show_each_epoch_then_give_way_to_the_finished_run(swept, tm
     assert len(list(folder.rglob("events.out.tfevents.*"))) == 3  # the live files were replaced, not kept beside
 
 
-def test_train_writes_its_run_to_both_sinks_without_a_parent(tmp_path):
+def test_train_writes_its_run_to_both_sinks_without_a_parent(tmp_path, mlflow_db):
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
-    db = tmp_path / "m.db"
+    db = mlflow_db
     result = runner.invoke(app, ["train", str(spec), "--out", str(tmp_path / "results"), "--device", "cpu",
                                  "--tensorboard", str(tmp_path / "tb"), "--mlflow", f"sqlite:///{db}"])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -325,3 +362,97 @@ def test_help_imports_no_sink_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_study_writes_each_run_to_both_sinks_from_the_keys_of_its_sweep_file(tmp_path, mlflow_db):
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
+    db = mlflow_db
+    sweep_file = tmp_path / "study.json"
+    sweep_file.write_text(json.dumps({"set": {"layers.0.kernel_size": [3, 5]}, "tensorboard": str(tmp_path / "tb"),
+                                      "mlflow": f"sqlite:///{db}"}))  # fmt: skip
+    result = runner.invoke(app, ["sweep", str(spec), "--sweep", str(sweep_file), "--out", str(tmp_path / "results"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "warning: tensorboard" not in result.stderr and "warning: mlflow" not in result.stderr
+    (study_dir,) = (tmp_path / "results").iterdir()
+    run_dirs = sorted(p.parent for p in study_dir.rglob("run.json"))
+    assert len(run_dirs) == 2
+    c = client(db)
+    runs = mlflow_runs(db)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["cnnbench.kind"] == "sweep" and parent.info.run_name == study_dir.name
+    assert {"sweep.json", "points.csv", "runs.csv"} <= {a.path for a in c.list_artifacts(parent.info.run_id)}
+    for run_dir in run_dirs:
+        name = run_dir.relative_to(study_dir.parent).as_posix()  # <study>/<point>/seed-0, as `ls` names it
+        kernel = json.loads((run_dir / "spec.json").read_text())["layers"][0]["kernel_size"]
+        start = session_start(tmp_path / "tb" / name)
+        assert start.hparams["layers.0.kernel_size"].number_value == kernel  # the swept path, beside the fixed hparams
+        assert start.hparams["status"].string_value == "ok"
+        rows = history(run_dir)
+        assert scalars(tmp_path / "tb" / name / "validation", "epoch_error") == [(1, pytest.approx(rows[0]["val_error"], rel=1e-6))]
+        (child,) = [r for r in runs if r.info.run_name == name]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.params["layers.0.kernel_size"] == str(kernel)
+        steps = c.get_metric_history(child.info.run_id, "val_error")
+        assert [(m.step, m.value) for m in steps] == [(1, pytest.approx(rows[0]["val_error"]))]
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ('{"mlflow": 3}', "mlflow", "must be a tracking URI such as sqlite:///mlruns.db, or true, got 3"),
+    ('{"tensorboard": ["tb"]}', "tensorboard", "must be a folder (the TensorBoard log folder), got ['tb']"),
+])  # fmt: skip
+def test_a_bad_sink_key_in_a_sweep_file_is_one_line_naming_file_and_key(tmp_path, text, key, message):
+    sweep_file = tmp_path / "study.json"
+    sweep_file.write_text(text)
+    result = runner.invoke(app, ["sweep", "--sweep", str(sweep_file), "--set", "training.learning_rate=0.1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == f"error: {sweep_file}: {key}: {message}"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", [["train"], ["sweep-lr", "--values", "0.1"], ["sweep", "--set", "training.learning_rate=0.1"],
+                                     ["bench", "--filters", "2", "--devices", "cpu"]])  # fmt: skip
+def test_a_refused_mlflow_uri_stops_every_command_before_anything_trains(tmp_path, monkeypatch, command):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps(TINY_NET))
+    store = tmp_path / "mlruns"
+    result = runner.invoke(app, [command[0], str(spec), *command[1:], "--out", str(tmp_path / "results"), "--device"
+                                 if command[0] != "bench" else "--repeats", "cpu" if command[0] != "bench" else "1",
+                                 "--tensorboard", str(tmp_path / "tb"), "--mlflow", str(store)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: --mlflow {store}: MLflow refuses a plain file store: use a database, e.g. --mlflow sqlite:///mlruns.db, "
+        "or set MLFLOW_ALLOW_FILE_STORE=true"
+    ]
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_mlflow_database_that_is_no_database_is_refused_before_anything_trains(tmp_path):
+    db = tmp_path / "m.db"
+    db.write_text("not a database")
+    result = runner.invoke(app, ["sweep-lr", "--values", "0.1", "--out", str(tmp_path / "results"), "--mlflow", f"sqlite:///{db}"])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --mlflow sqlite:///{db}: ") and "file is not a database" in line
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_mlflow_database_in_a_missing_folder_is_refused_before_anything_trains(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'nowhere' / 'm.db'}"
+    result = runner.invoke(app, ["sweep-lr", "--values", "0.1", "--out", str(tmp_path / "results"), "--mlflow", uri])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --mlflow {uri}: no such folder for the database: {tmp_path / 'nowhere'}"
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_mlflow_run_cut_off_while_written_is_written_again_by_export(swept, tmp_path):
+    results, _, db = swept
+    db_copy = tmp_path / "m.db"
+    shutil.copy(db, db_copy)
+    victim = next(r for r in mlflow_runs(db_copy) if "mlflow.parentRunId" in r.data.tags)
+    client(db_copy).delete_tag(victim.info.run_id, "cnnbench.digest")  # the tag written last: as if the writer died before it
+    again = runner.invoke(app, ["export", "mlflow", str(results), "--uri", f"sqlite:///{db_copy}"])
+    assert again.stdout.strip() == "mlflow: 2 runs: 1 updated, 1 unchanged"
+    (rewritten,) = [r for r in mlflow_runs(db_copy) if r.info.run_name == victim.info.run_name]
+    assert rewritten.data.tags["cnnbench.digest"] and rewritten.info.run_id != victim.info.run_id

@@ -17,9 +17,11 @@ from cnnbench.cli.options import (
     DeviceOpt,
     EpochsOpt,
     GpusPerRunOption,
+    MlflowOption,
     OfflineOpt,
     RayOption,
     SharedThreadsOpt,
+    TensorboardOption,
     TestSamplesOpt,
     TrainSamplesOpt,
     ValSamplesOpt,
@@ -164,8 +166,8 @@ def sweep(
     tune: Annotated[str | None, typer.Option(help="A nuisance axis: the verdict shows its best for each value of the others.")] = None,
     method: Annotated[str | None, typer.Option(help="grid (default), random or sobol: sample the lo..hi ranges with --n points.")] = None,
     n: Annotated[int | None, typer.Option("--n", min=1, help="Points sampled by --method random or sobol.")] = None,
-    sweep_file: Annotated[Path | None, typer.Option("--sweep", help="A YAML/JSON file with set, zip, seeds, tune, method, n, rank; "
-                          "options given here win.")] = None,  # fmt: skip
+    sweep_file: Annotated[Path | None, typer.Option("--sweep", help="A YAML/JSON file with set, zip, seeds, tune, method, n, rank, "
+                          "tensorboard, mlflow; options given here win.")] = None,  # fmt: skip
     rank: Annotated[str | None, typer.Option(help="mean (default) or median (a diverged or never-learning seed counted worst).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the axes, points and runs (keep or train) and train nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Retrain finished runs instead of keeping them.")] = False,
@@ -190,6 +192,8 @@ def sweep(
     address: AddressOption = None,
     cpus_per_run: CpusPerRunOption = None,
     gpus_per_run: GpusPerRunOption = None,
+    tensorboard: TensorboardOption = None,
+    mlflow: MlflowOption = None,
 ) -> None:
     """Study any fields of a spec: axes by path, crossed or zipped, repeated over seeds; resumes by run identity."""
     _go_offline(offline)
@@ -230,16 +234,21 @@ def sweep(
             typer.echo(f"  {run.run_dir.relative_to(plan.study_dir)}  {action}")
         typer.echo(f"{runs_text}: {len(todo)} to train, {len(plan.runs) - len(todo)} kept; nothing trained (--dry-run)")
         return
+    from cnnbench.sinks import open_sinks
+
+    tensorboard = tensorboard if tensorboard is not None else given.get("tensorboard")  # the options win over the file
+    mlflow = mlflow if mlflow is not None else given.get("mlflow")
+    sinks = open_sinks(tensorboard, mlflow)  # a missing extra or a refused URI: one line, before anything is printed or trained
     t = loaded.training
     err(f"sweep {loaded.name}: {runs_text}, {count(t.epochs, 'epoch')}, batch {t.batch_size}")
     err(f"sweep folder: {plan.study_dir}")
     if len(plan.runs) > len(todo):
         err(f"resuming: {len(plan.runs) - len(todo)} finished run(s) kept, {len(todo)} to train")
     progress = _StudyProgress(len(todo), t.epochs)
-    with _resumable(progress, lambda: plan.study_dir):
+    with _resumable(progress, lambda: plan.study_dir), sinks:
         options = StudyOptions(device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine),
                                fuse=fuse, ray=on_ray)  # fmt: skip
-        result = run_study(plan, options, on_event=progress)
+        result = run_study(plan, options, on_event=sinks.watching(progress))
     _study_table(result)
     verdict = result.verdict
     if verdict.best is not None:

@@ -205,17 +205,14 @@ def sweep_lr(
     _go_offline(offline)
     if seeds is not None:
         from cnnbench.cli.sweep import sweep
-        from cnnbench.errors import UsageError
         from cnnbench.grid import parse_seeds
 
         if parse_seeds(seeds) != (0,):  # several seeds: the general study over the one axis, training.learning_rate
-            if tensorboard is not None or mlflow is not None:
-                raise UsageError(f"--seeds {seeds}: --tensorboard and --mlflow follow a sweep of one seed only; drop them or --seeds")
             return sweep(spec, set_=[f"training.learning_rate={values}"], seeds=seeds, dry_run=dry_run, force=force, parallel=parallel,
                          threads=threads, out=out, epochs=epochs, batch_size=batch_size, data=data, seed=seed, device=device,
                          backend=backend, train_samples=train_samples, val_samples=val_samples, test_samples=test_samples,
                          offline=offline, engine=engine, fuse=fuse, ray=ray, address=address, cpus_per_run=cpus_per_run,
-                         gpus_per_run=gpus_per_run)  # fmt: skip
+                         gpus_per_run=gpus_per_run, tensorboard=tensorboard, mlflow=mlflow)  # fmt: skip
     from cnnbench.executor import ray_config
     from cnnbench.results import FINISHED
     from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
@@ -242,6 +239,9 @@ def sweep_lr(
         typer.echo(f"{len(plan.runs)} runs: {len(todo)} to train, {kept} kept; nothing trained (--dry-run)")
         return
 
+    from cnnbench.sinks import open_sinks
+
+    sinks = open_sinks(tensorboard, mlflow)  # a missing extra or a refused URI: one line, before anything is printed or trained
     t = loaded.training
     from cnnbench.data import expected_dataset
 
@@ -250,10 +250,8 @@ def sweep_lr(
     err(f"sweep folder: {plan.sweep_dir}")
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
-    from cnnbench.sinks import open_sinks
-
     progress = _SweepProgress(len(todo), t.epochs)
-    with _resumable(progress, lambda: plan.sweep_dir), open_sinks(tensorboard, mlflow) as sinks:
+    with _resumable(progress, lambda: plan.sweep_dir), sinks:
         sweep_options = SweepOptions(
             device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
             ray=on_ray,

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 from cnnbench import layout, results
 from cnnbench.errors import UsageError
 
-__all__ = ["REGISTRY", "RunFolder", "Sink", "SinkError", "Sinks", "create_sink", "open_sinks", "read_run", "run_name"]
+__all__ = ["FILE_KEYS", "REGISTRY", "RunFolder", "Sink", "SinkError", "Sinks", "create_sink", "file_targets", "open_sinks", "read_run",
+           "run_name"]  # fmt: skip
 
 class SinkError(UsageError):
     """A sink cannot be used (its extra is missing, its URI is refused): one line, exit 2, before anything trains."""
@@ -254,3 +255,29 @@ def open_sinks(tensorboard: str | Path | None = None, mlflow: str | None = None)
     if mlflow is not None:
         sinks.append(create_sink("mlflow", mlflow or None))
     return Sinks(sinks)
+
+
+FILE_KEYS = ("tensorboard", "mlflow")  # a sweep or study file's keys for the sinks, as the options name them
+
+
+def file_targets(doc: dict[str, Any], source: str) -> dict[str, str]:
+    """The sinks a sweep or study file asks for: `tensorboard: DIR` (a folder, relative to the working folder as
+    on the command line) and `mlflow: URI` (or `mlflow: true`: MLFLOW_TRACKING_URI, else MLflow's default),
+    as {key: the option's value} ("" for MLflow's default). SpecError naming the file and the key otherwise."""
+    from cnnbench.errors import SpecError, brief
+
+    found: dict[str, str] = {}
+    value = doc.get("tensorboard")
+    if value is not None:
+        if not isinstance(value, str) or not value.strip():
+            raise SpecError(source, "tensorboard", f"must be a folder (the TensorBoard log folder), got {brief(value)}")
+        found["tensorboard"] = value
+    value = doc.get("mlflow")
+    if value is not None and value is not False:
+        if value is True:
+            found["mlflow"] = ""
+        elif isinstance(value, str) and value.strip():
+            found["mlflow"] = value
+        else:
+            raise SpecError(source, "mlflow", f"must be a tracking URI such as sqlite:///mlruns.db, or true, got {brief(value)}")
+    return found

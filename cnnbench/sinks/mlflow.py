@@ -43,6 +43,50 @@ def _reason(exc: BaseException, option: str) -> str:
     return text[:300] or type(exc).__name__
 
 
+def _refuses_file_store() -> bool:
+    """MLflow 3.13 and later refuse a file store unless MLFLOW_ALLOW_FILE_STORE is true (mlflow/mlflow#23634)."""
+    from importlib import metadata
+
+    if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() in ("true", "1"):
+        return False
+    for dist in ("mlflow", "mlflow-skinny"):
+        try:
+            major, minor = (int(part) for part in metadata.version(dist).split(".")[:2])
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+        return (major, minor) >= (3, 13)
+    return False
+
+
+def check_uri(uri: str | None, option: str = "--mlflow") -> None:
+    """What can be said of a tracking URI without importing MLflow (seconds): a file store MLflow would refuse,
+    a SQLite database in a folder that does not exist, a server that does not answer. SinkError, one line."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if not uri:
+        return
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme in ("", "file"):
+        if _refuses_file_store():
+            raise SinkError(f"{option} {uri}: {FILE_STORE_HINT.format(option=option)}")
+    elif scheme == "sqlite" and uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        folder = Path(uri[len("sqlite:///") :]).absolute().parent
+        if not folder.is_dir():
+            raise SinkError(f"{option} {uri}: no such folder for the database: {folder}")
+    elif scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10):
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answered
+        except (OSError, ValueError) as exc:
+            reason = " ".join(str(getattr(exc, "reason", exc)).split())[:200]
+            raise SinkError(f"{option} {uri}: the tracking server does not answer ({reason})") from None
+
+
 def _artifact_location(uri: str | None) -> str | None:
     """For a SQLite store, artifacts beside the database (MLflow's default is ./mlruns in the working folder)."""
     if uri and uri.startswith("sqlite:///"):
@@ -61,6 +105,7 @@ class MlflowSink:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         # MLflow 3 sends usage telemetry by default; like Ray's usage statistics, off unless the user turned it on.
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        check_uri(uri, option)  # the plainest cases, named plainly, before MLflow's import (seconds) and its own messages
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):  # schema migrations log INFO lines on a new database (mlflow sets its level on import)
@@ -117,7 +162,7 @@ class MlflowSink:
             return "unchanged"
         parent = self._parent(run)
         record = run.record
-        tags = {RUN_TAG: run.name, DIGEST_TAG: run.digest, "status": run.status, "learned": str(record.get("learned")),
+        tags = {RUN_TAG: run.name, "status": run.status, "learned": str(record.get("learned")),
                 "dataset": str((record.get("data") or {}).get("name")), "device": str(record.get("device")),
                 "backend": str(record.get("backend")), "engine": str(record.get("engine")),
                 "run_dir": str(run.run_dir.absolute())}  # fmt: skip
@@ -146,6 +191,7 @@ class MlflowSink:
             if (run.run_dir / name).is_file():
                 self.client.log_artifact(run_id, str(run.run_dir / name))
         self.client.set_terminated(run_id, STATUS.get(run.status, "FINISHED"), end_time=_millis(record.get("ended_at")))
+        self.client.set_tag(run_id, DIGEST_TAG, run.digest)  # last: a run cut off while written is rewritten by the next export
         self.runs[run.name] = self.client.get_run(run_id)
         return "updated" if old is not None else "written"
 
