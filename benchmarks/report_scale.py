@@ -7,7 +7,7 @@ The folder is planned by `plan_study` (real identities and folder names); each r
 fresh process, `--repeats` times; the wall time includes Python's start and the imports a user waits for.
 
     python benchmarks/report_scale.py --runs 1000 --repeats 3
-    python benchmarks/report_scale.py --profile report      # cProfile of one `report`, top 45 of cnnbench's own functions by cumulative time
+    python benchmarks/report_scale.py --profile report      # cProfile of one `report` (cnnbench's own functions)
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def _split_collections(fig) -> None:
             if len(groups) < 2:
                 continue
 
-            def pick(values, index: list[int]) -> list:
+            def pick(values, index: list[int], n: int = n) -> list:
                 values = list(values)
                 return [values[i] for i in index] if len(values) == n else values
 
@@ -111,7 +111,8 @@ def _split_collections(fig) -> None:
             for k, index in enumerate(groups.values()):
                 if isinstance(c, LineCollection):
                     part = LineCollection([segments[i] for i in index], colors=[colors[index[0]]],
-                                          linestyles=pick(c.get_linestyles(), index), linewidths=pick(c.get_linewidths(), index))  # fmt: skip
+                                          linestyles=pick(c.get_linestyles(), index),
+                                          linewidths=pick(c.get_linewidths(), index))  # fmt: skip
                 else:
                     sizes = c.get_sizes()
                     part = PathCollection(c.get_paths(), sizes=pick(sizes, index) if len(sizes) else None,
