@@ -213,8 +213,10 @@ def _plotted(fig, titles: Sequence[str], owner: dict[int, int]) -> tuple[list[st
         panel = _clean(ax.get_title()) or _clean(fig.get_suptitle() if hasattr(fig, "get_suptitle") else "")
         ticks = {round(float(t.get_position()[0]), 6): t.get_text() for t in ax.get_xticklabels() if t.get_text()}
         drew = False
+        bars = {id(child) for container in ax.containers for child in container.get_children() if child is not None}
         for artist in _artists(ax):
-            if id(artist) not in owner or not (_has_marker(artist) or isinstance(artist, LineCollection)):
+            curves = isinstance(artist, LineCollection) and id(artist) not in bars  # error bars are not plotted numbers
+            if id(artist) not in owner or not (_has_marker(artist) or curves):
                 continue
             name = titles[owner[id(artist)]]
             if isinstance(artist, LineCollection):
