@@ -358,3 +358,75 @@ def test_a_100_run_sweep_keeps_the_page_small_and_quick(browser, tmp_path):
     print(f"100-run sweep: {result.size / 1e6:.2f} MB, built in {built:.1f} s, loaded in {loaded:.2f} s")
     assert loaded < 20 and built < 240
     context.close()
+
+
+# --- sweeps of more than 30 runs: curves as one collection -------------------------------------------------
+
+
+def _many_run_sweep(root: Path) -> tuple[Path, dict[float, list[Path]]]:
+    """36 runs of 6 rates (6 seeds each, one diverged), 5 epochs: past MANY_RUNS, so each panel's curves are one
+    multi-colour LineCollection."""
+    sweep = root / "sweep-lr-many"
+    by_rate: dict[float, list[Path]] = {}
+    for i in range(36):
+        lr = [1e-4, 1e-3, 0.01, 0.03, 0.1, 0.3][i % 6]
+        diverged = i == 5
+        run = make_run(sweep / f"lr-{lr:g}-seed-{i // 6}", lr, epochs=5, status="diverged" if diverged else "ok",
+                       diverge_at=4 if diverged else None, extra={"seed": i // 6})  # fmt: skip
+        by_rate.setdefault(lr, []).append(run)
+    (sweep / "sweep.json").write_text(json.dumps({"spec": {"name": "convolutional_nn"}, "values": sorted(by_rate)}))
+    return sweep, by_rate
+
+
+def _figure_html(html: str, anchor: str) -> str:
+    return re.search(rf'<figure class="cnb-figure" id="{anchor}">.*?</figure>', html, re.S)[0]
+
+
+def test_curves_of_a_many_run_sweep_are_one_collection_yet_each_rate_toggles_and_lists_its_numbers(tmp_path):
+    from cnnbench.plot.curves import MANY_RUNS
+
+    sweep, by_rate = _many_run_sweep(tmp_path / "results")
+    assert sum(map(len, by_rate.values())) > MANY_RUNS
+    result = write_report([tmp_path / "results"], tmp_path / "many.html")
+    for anchor, panels in (("sweep-1-val-error-curves", 1), ("sweep-1-loss-curves", 2)):
+        fig = _figure_html(result.html, anchor)
+        keys = dict(re.findall(r'data-series="(\d+)" class="cnb-key"[^>]*><title>learning rate ([^<]+)</title>', fig))
+        assert sorted(keys.values(), key=lambda t: float(t.split()[0])) == [f"{num(lr)} ×6" for lr in sorted(by_rate)]
+        rows = re.findall(r"<tr><td>([^<]*)</td><td>learning rate ([^<]+)</td><td class=n>([^<]*)</td><td class=n>([^<]*)</td></tr>",
+                          fig.split("<details>")[1])  # fmt: skip
+        assert f"plotted numbers ({36 * 5 * panels + panels} points)" in fig  # + the ✕ of the diverged run, per panel
+        assert [r[1] for r in rows if " " not in r[2]] == [f"{num(0.3)} ×6"] * panels  # the ✕ joined its rate's series
+        for series, label in keys.items():
+            lr = float(label.split()[0])
+            # every curve of the rate is drawn inside this series' groups (what the legend toggles)...
+            groups = re.findall(rf'<g id="[^"]+" data-series="{series}" class="cnb-series">(.*?)</g>', fig, re.S)
+            assert sum(g.count("<path") for g in groups) >= len(by_rate[lr]) * panels
+            # ...and listed under it, each curve's epochs and values as its history.csv holds them
+            mine = [r for r in rows if r[1] == label and " " in r[2]]
+            assert len(mine) == len(by_rate[lr]) * panels
+            wanted = sorted(" ".join(f"{float(h['val_error']):.6g}" for h in csv.DictReader(open(run / "history.csv")))
+                            for run in by_rate[lr])  # fmt: skip
+            if anchor == "sweep-1-val-error-curves":
+                assert sorted(r[3] for r in mine) == wanted and {r[2] for r in mine} == {"1 2 3 4 5"}
+
+
+def test_many_run_sweep_in_chromium_a_legend_click_hides_every_curve_of_its_rate(browser, tmp_path):
+    _, by_rate = _many_run_sweep(tmp_path / "results")
+    path = write_report([tmp_path / "results"], tmp_path / "many.html").path
+    page, context, requests, errors = _open(browser, path)
+    assert errors == []
+    curves = page.locator("figure#sweep-1-val-error-curves")
+    shown = """(fig, s) => [...fig.querySelectorAll(`g.cnb-series[data-series="${s}"] path`)]
+        .filter(p => { const r = p.getBoundingClientRect(); return r.width > 0 || r.height > 0; }).length"""
+    keys = curves.locator("g.cnb-key")
+    series = sorted({keys.nth(i).get_attribute("data-series") for i in range(keys.count())})
+    assert len(series) == len(by_rate)
+    key = curves.locator(f'g.cnb-key[data-series="{series[2]}"]').last  # the label (the key's line has no height to click)
+    before = {s: curves.evaluate(shown, s) for s in series}
+    assert before[series[2]] >= len(by_rate[sorted(by_rate)[2]]) and all(before.values())
+    key.click()
+    after = {s: curves.evaluate(shown, s) for s in series}
+    assert after[series[2]] == 0 and all(after[s] == before[s] for s in series if s != series[2])
+    key.click()
+    assert curves.evaluate(shown, series[2]) == before[series[2]]
+    context.close()

@@ -83,7 +83,7 @@ def build_report(
             for i, item in enumerate(items, 1):
                 anchors[id(item)] = anchors[str(item.folder)] = f"{kind}-{i}"
         for s in found.sweeps:
-            figures[id(s)] = render(plot_sweep, s.plot_dir, scratch / anchors[id(s)], anchors[id(s)], log_scale)
+            figures[id(s)] = render(plot_sweep, s.plot_dir, scratch / anchors[id(s)], anchors[id(s)], log_scale, (s.runs, s.missing))
         for b in found.benches:
             figures[id(b)] = render(plot_bench, b.folder, scratch / anchors[id(b)], anchors[id(b)])
             if b.fits_path is None and (scratch / anchors[id(b)] / "fits.csv").is_file():

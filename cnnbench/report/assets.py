@@ -18,7 +18,7 @@ figure.cnb-figure { margin: 1.2rem 0 1.6rem; }
 figure.cnb-figure svg { max-width: 100%; height: auto; display: block; }
 .cnb-off { display: none; }
 .cnb-dim { opacity: .35; }
-.cnb-key { cursor: pointer; }
+.cnb-key { cursor: pointer; pointer-events: bounding-box; }  /* a click between the glyphs of a label counts */
 table { border-collapse: collapse; font-size: .85rem; margin: .4rem 0 1rem; }
 th, td { border: 1px solid var(--line); padding: .15rem .45rem; text-align: left; vertical-align: top; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }

@@ -35,6 +35,25 @@ class Sweep:
     plot_dir: Path  # where `plot_sweep` reads it: the folder itself, or its run folders rebuilt from curves.csv
     rebuilt: bool = False
     inputs: list[Path] = field(default_factory=list)
+    _by_rate: dict[str, Run] | None = field(default=None, repr=False)
+
+    def run_at(self, lr: float) -> Run | None:
+        """The first run of rate `lr` (equal within 1e-9 relative): a dict lookup, so a 1,000-run study's table is not
+        10⁶ comparisons."""
+        if self._by_rate is None:
+            self._by_rate = {}
+            for run in self.runs:
+                if run.lr is not None:
+                    self._by_rate.setdefault(rate_key(run.lr), run)
+        run = self._by_rate.get(rate_key(lr))
+        if run is not None:
+            return run
+        return next((r for r in self.runs if r.lr is not None and math.isclose(r.lr, lr, rel_tol=1e-9)), None)
+
+
+def rate_key(lr: float) -> str:
+    """A rate as a lookup key: rates equal to 9 significant digits share it."""
+    return f"{lr:.8e}"
 
 
 @dataclass

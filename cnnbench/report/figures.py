@@ -31,6 +31,7 @@ class Figure:
     series: list[str]
     columns: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
+    points: int | None = None  # the plotted points the rows hold (a curve of a collection is one row); None: one per row
 
 
 def render(plot: Callable[..., Any], folder: Path, scratch: Path, prefix: str, *extra: Any) -> list[Figure]:
@@ -71,6 +72,59 @@ def _color_key(artist) -> tuple | None:
         return None
 
 
+def _colors(artist) -> list:
+    """The per-element colours of a collection (edge colours of lines, face colours of filled markers)."""
+    from matplotlib.collections import LineCollection
+
+    if isinstance(artist, LineCollection):
+        return list(artist.get_edgecolor())
+    faces = artist.get_facecolor()
+    return list(faces) if len(faces) else list(artist.get_edgecolor())
+
+
+def _split_collections(fig) -> None:
+    """Replace every collection drawn in several colours (many curves as one LineCollection, a scatter coloured by
+    value) by one collection per colour, so each can join its legend entry's series: its group toggles with the
+    legend and its numbers are listed under that series. The picture is the same."""
+    from matplotlib.collections import LineCollection, PathCollection
+    from matplotlib.colors import to_rgba
+
+    for ax in fig.axes:
+        for c in list(ax.collections):
+            if not isinstance(c, (LineCollection, PathCollection)):
+                continue
+            n = len(c.get_segments()) if isinstance(c, LineCollection) else len(c.get_offsets())
+            colors = _colors(c)
+            if n < 2 or len(colors) != n:
+                continue
+            groups: dict[tuple, list[int]] = {}
+            for i, color in enumerate(colors):
+                groups.setdefault(tuple(round(float(v), 3) for v in to_rgba(color)), []).append(i)
+            if len(groups) < 2:
+                continue
+
+            def pick(values, index: list[int], n: int = n) -> list:
+                values = list(values)
+                return [values[i] for i in index] if len(values) == n else values
+
+            segments = c.get_segments() if isinstance(c, LineCollection) else []
+            for k, index in enumerate(groups.values()):
+                if isinstance(c, LineCollection):
+                    part = LineCollection([segments[i] for i in index], colors=[colors[index[0]]],
+                                          linestyles=pick(c.get_linestyles(), index),
+                                          linewidths=pick(c.get_linewidths(), index))  # fmt: skip
+                else:
+                    sizes = c.get_sizes()
+                    part = PathCollection(c.get_paths(), sizes=pick(sizes, index) if len(sizes) else None,
+                                          offsets=c.get_offsets()[index], offset_transform=c.get_offset_transform(),
+                                          facecolors=pick(c.get_facecolor(), index), edgecolors=pick(c.get_edgecolor(), index),
+                                          linewidths=pick(c.get_linewidths(), index))  # fmt: skip
+                part.set(alpha=c.get_alpha(), zorder=c.get_zorder() + k * 1e-6, label=c.get_label(), clip_on=c.get_clip_on(),
+                         transform=c.get_transform())  # fmt: skip
+                ax.add_collection(part, autolim=False)
+            c.remove()
+
+
 def _has_marker(artist) -> bool:
     from matplotlib.collections import PathCollection
     from matplotlib.lines import Line2D
@@ -88,11 +142,14 @@ def _artists(ax) -> list:
 def _assign_series(fig) -> tuple[list[str], dict[int, int]]:
     """Give every legend entry a series number and mark its artists, its legend key and its legend text with gids
     (`cnbs<n>m<k>`, `cnbk<n>m<k>`). Unlabelled artists of a labelled series' colour (the left loss panel, a
-    ✕ mark, error bars) join it. Returns the series titles and {id(artist): series}."""
+    ✕ mark, error bars) join it, and so does each colour of a multi-colour collection (split per colour first).
+    Returns the series titles and {id(artist): series}."""
     legends = [lg for lg in [*(ax.get_legend() for ax in fig.axes), *fig.legends] if lg is not None]
     titles: list[str] = []
     index: dict[str, int] = {}
+    key_colors: dict[tuple, set[int]] = {}  # a legend key's colour → its series (for artists only the colour ties)
     counter = iter(range(10**9))
+    _split_collections(fig)
     for legend in legends:
         heading = _clean(legend.get_title().get_text().split("\n")[0])
         for text, handle in zip(legend.get_texts(), legend.legend_handles, strict=False):
@@ -104,6 +161,8 @@ def _assign_series(fig) -> tuple[list[str], dict[int, int]]:
             text.set_gid(f"cnbk{n}m{next(counter)}")
             if handle is not None:
                 handle.set_gid(f"cnbk{n}m{next(counter)}")
+                if (key := _color_key(handle)) is not None:
+                    key_colors.setdefault(key[:3], set()).add(n)
     owner: dict[int, int] = {}
     for ax in fig.axes:
         for container in ax.containers:
@@ -123,6 +182,8 @@ def _assign_series(fig) -> tuple[list[str], dict[int, int]]:
         for artist in _artists(ax):
             if id(artist) not in owner and str(artist.get_label()).startswith("_"):
                 match = by_color.get(_color_key(artist) or (), set())
+                if not match:  # many curves: the legend keys are proxies, so the colour of a key is all that ties
+                    match = key_colors.get((_color_key(artist) or ())[:3], set())
                 if len(match) == 1:
                     owner[id(artist)] = next(iter(match))
     for ax in fig.axes:
@@ -137,22 +198,35 @@ def _fmt(value: float) -> str:
     return "" if value != value else f"{value:.6g}"
 
 
-def _plotted(fig, titles: Sequence[str], owner: dict[int, int]) -> tuple[list[str], list[list[str]]]:
-    """The drawn points (artists with markers) of every series: panel, series, x, y."""
-    from matplotlib.collections import PathCollection
+def _plotted(fig, titles: Sequence[str], owner: dict[int, int]) -> tuple[list[str], list[list[str]], int]:
+    """The drawn points of every series: panel, series, x, y — a row per marker; a row per curve of a LineCollection
+    (many runs), its x and y as space-separated lists, so 1,000 curves of 20 epochs stay a readable, small table.
+    Returns the columns, the rows and the number of points they hold."""
+    from matplotlib.collections import LineCollection, PathCollection
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
     rows: list[list[str]] = []
+    count = 0
     xlabels, ylabels = [], []
     for ax in fig.axes:
         panel = _clean(ax.get_title()) or _clean(fig.get_suptitle() if hasattr(fig, "get_suptitle") else "")
         ticks = {round(float(t.get_position()[0]), 6): t.get_text() for t in ax.get_xticklabels() if t.get_text()}
         drew = False
+        bars = {id(child) for container in ax.containers for child in container.get_children() if child is not None}
         for artist in _artists(ax):
-            if id(artist) not in owner or not _has_marker(artist):
+            curves = isinstance(artist, LineCollection) and id(artist) not in bars  # error bars are not plotted numbers
+            if id(artist) not in owner or not (_has_marker(artist) or curves):
                 continue
             name = titles[owner[id(artist)]]
+            if isinstance(artist, LineCollection):
+                for segment in artist.get_segments():
+                    if len(segment):
+                        rows.append([panel, name, " ".join(_fmt(float(x)) for x in segment[:, 0]),
+                                     " ".join(_fmt(float(y)) for y in segment[:, 1])])  # fmt: skip
+                        count += len(segment)
+                        drew = True
+                continue
             if isinstance(artist, Line2D):
                 points = zip(artist.get_xdata(), artist.get_ydata(), strict=True)
             elif isinstance(artist, PathCollection):
@@ -164,13 +238,14 @@ def _plotted(fig, titles: Sequence[str], owner: dict[int, int]) -> tuple[list[st
                 continue
             for x, y in points:
                 rows.append([panel, name, x if isinstance(x, str) else _fmt(float(x)), _fmt(float(y))])
+                count += 1
                 drew = True
         if drew:
             xlabels.append(_clean(ax.get_xlabel()))
             ylabels.append(_clean(ax.get_ylabel()))
     x = " / ".join(dict.fromkeys(v for v in xlabels if v)) or "x"
     y = " / ".join(dict.fromkeys(v for v in ylabels if v)) or "y"
-    return ["panel", "series", x, y], rows
+    return ["panel", "series", x, y], rows, count
 
 
 _SERIES = re.compile(r'<g id="(cnb[sk])(\d+)m(\d+)(p?)"')
@@ -193,7 +268,7 @@ def _series_attributes(m: re.Match) -> str:
 
 def _figure(fig, stem: str, anchor: str) -> Figure:
     titles, owner = _assign_series(fig)
-    columns, rows = _plotted(fig, titles, owner)
+    columns, rows, points = _plotted(fig, titles, owner)
     title = fig.get_suptitle() if hasattr(fig, "get_suptitle") else ""
     title = _clean(title or next((ax.get_title() for ax in fig.axes if ax.get_title()), stem))
     caption = next((t.get_text() for t in fig.texts if t.get_fontsize() < 8 and t.get_text()), "")
@@ -214,4 +289,4 @@ def _figure(fig, stem: str, anchor: str) -> Figure:
     svg = _URL.sub(lambda m: f"url(#{anchor}-{m[1]})", svg)
     label = f"{title}. Series: {', '.join(titles)}" if titles else title
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{html.escape(label[:600])}" class="cnb-svg" ', 1)
-    return Figure(anchor, stem, title, caption, svg, titles, columns, rows)
+    return Figure(anchor, stem, title, caption, svg, titles, columns, rows, points)

@@ -49,7 +49,7 @@ class PageInput:
 
 
 def figure_html(fig: Figure) -> str:
-    points = len(fig.rows)
+    points = len(fig.rows) if fig.points is None else fig.points
     numbers = table(fig.columns, fig.rows, numeric=(2, 3)) if fig.rows else "<p class=note>no marked points</p>"
     return (
         f'<figure class="cnb-figure" id="{fig.anchor}">{fig.svg}<figcaption><b>{e(fig.title)}.</b> {e(fig.caption)}'

@@ -12,7 +12,7 @@ from cnnbench.chance import chance_error
 from cnnbench.data import MNIST_CLASSES
 from cnnbench.plot.curves import wilson_interval
 from cnnbench.plot.figure import device_label, join
-from cnnbench.report.collect import Bench, Collection, Sweep
+from cnnbench.report.collect import Bench, Collection, Sweep, rate_key
 
 FAILED = ("failed", "interrupted", "oom")
 
@@ -22,24 +22,20 @@ def _rate(value: Any) -> float | None:
 
 
 def _val_samples(sweep: Sweep, row: dict[str, Any]) -> int | None:
-    for run in sweep.runs:
-        if run.lr is not None and row.get("learning_rate") is not None and math.isclose(run.lr, row["learning_rate"], rel_tol=1e-9):
-            return run.data.get("val_samples")
-    return None
+    run = sweep.run_at(row["learning_rate"]) if row.get("learning_rate") is not None else None
+    return None if run is None else run.data.get("val_samples")
 
 
 def _learned(sweep: Sweep, row: dict[str, Any]) -> bool | None:
     """summary.csv's `learned`; without that column, the run's own (run.json, else the chance rule `plot` uses)."""
     if isinstance(row.get("learned"), bool):
         return row["learned"]
-    for run in sweep.runs:
-        if run.lr is not None and row.get("learning_rate") is not None and math.isclose(run.lr, row["learning_rate"], rel_tol=1e-9):
-            return run.learned
-    return None
+    run = _match(sweep, row["learning_rate"]) if row.get("learning_rate") is not None else None
+    return None if run is None else run.learned
 
 
 def _match(sweep: Sweep, lr: float):
-    return next((r for r in sweep.runs if r.lr is not None and math.isclose(r.lr, lr, rel_tol=1e-9)), None)
+    return sweep.run_at(lr)
 
 
 def summary_rows(sweep: Sweep) -> list[dict[str, Any]]:
@@ -47,8 +43,9 @@ def summary_rows(sweep: Sweep) -> list[dict[str, Any]]:
     (an older or hand-made summary); a run summary.csv does not list yet gets a row of its own."""
     rows = [dict(r) for r in sweep.summary if _rate(r.get("learning_rate")) is not None]
     listed = [r["learning_rate"] for r in rows]
+    keys = {rate_key(lr) for lr in listed}
     for run in sweep.runs:
-        if not any(math.isclose(run.lr, lr, rel_tol=1e-9) for lr in listed):
+        if rate_key(run.lr) not in keys and not any(math.isclose(run.lr, lr, rel_tol=1e-9) for lr in listed):
             rows.append({"learning_rate": run.lr, "status": run.status})
     for row in rows:
         run = _match(sweep, row["learning_rate"])
