@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -88,3 +89,23 @@ def mlflow_db(_mlflow_template, tmp_path):
     db = tmp_path / "mlruns.db"
     shutil.copy(_mlflow_template, db)
     return db
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Debian's, driven by Playwright) for the session: a second sync_playwright() in the
+    same thread while one runs is refused, so every browser test shares this one."""
+    exe = os.environ.get("CNNBENCH_BROWSER") or shutil.which("chromium") or shutil.which("chromium-headless-shell")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if exe is None or sync_playwright is None:
+        missing = "chromium (apt-get install chromium)" if exe is None else "playwright (pip install -e '.[dev]')"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI needs a browser for the report tests: {missing} is missing")
+        pytest.skip(f"{missing} is missing")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe)  # Playwright adds --no-sandbox, which root needs
+        yield b
+        b.close()

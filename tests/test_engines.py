@@ -33,7 +33,7 @@ def test_auto_is_fused_only_for_jax_on_a_gpu():
 def test_fused_off_jax_is_refused_naming_the_backend_and_the_way_out(backend):
     with pytest.raises(UsageError) as caught:
         engines.resolve("fused", backend, "gpu")
-    assert str(caught.value) == f"engine fused needs the JAX backend, but this run uses {backend}; use --backend jax or --engine fit"
+    assert str(caught.value) == f"engine fused needs the JAX backend, but this run uses {backend}; use `backend` jax or `engine` fit"
 
 
 def test_an_unknown_engine_is_refused_listing_the_known_ones():
@@ -86,7 +86,7 @@ def third_engine(monkeypatch):
 def test_a_registered_engine_is_resolved_and_checked_like_the_others(third_engine):
     assert engines.resolve(third_engine, "tensorflow", "cpu") == third_engine
     assert engines.resolve("auto", "tensorflow", "cpu") == "fit"  # it does not ask for auto
-    with pytest.raises(UsageError, match="^engine epochwise needs the TensorFlow backend, but this run uses jax; use --backend tensorflow"):
+    with pytest.raises(UsageError, match="^engine epochwise needs the TensorFlow backend, but this run uses jax; use `backend` tensorflow"):
         engines.resolve(third_engine, "jax", "cpu")
 
 

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -199,24 +198,6 @@ def test_a_data_fallback_is_named(tmp_path):
 
 
 # --- in a real browser -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def browser():
-    exe = os.environ.get("CNNBENCH_BROWSER") or shutil.which("chromium") or shutil.which("chromium-headless-shell")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if exe is None or sync_playwright is None:
-        missing = "chromium (apt-get install chromium)" if exe is None else "playwright (pip install -e '.[dev]')"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI needs a browser for the report tests: {missing} is missing")
-        pytest.skip(f"{missing} is missing")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe)  # Playwright adds --no-sandbox, which root needs
-        yield b
-        b.close()
 
 
 def _open(browser, path: Path, javascript: bool = True):

@@ -293,21 +293,14 @@ def test_a_real_tensorboard_server_lists_the_exported_sweep_in_its_hparams_view(
         assert sessions == {f"{p.parent.name}/{p.name}" for p in sweep_runs(results)}
 
 
-def test_tensorboard_s_hparams_table_in_a_real_browser_shows_every_run_and_loads_nothing_from_outside(swept, tmp_path):
+def test_tensorboard_s_hparams_table_in_a_real_browser_shows_every_run_and_loads_nothing_from_outside(swept, browser):
     """Headless Chromium (Debian's, driven by Playwright) on TensorBoard's HParams tab. CNNBENCH_SCREENSHOT_HPARAMS=FILE
     saves what it shows (docs/tracking-hparams.png was made the same way, from a 5-rate mnist-5k sweep)."""
-    exe = os.environ.get("CNNBENCH_BROWSER") or shutil.which("chromium") or shutil.which("chromium-headless-shell")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    if exe is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI needs a browser for this test: apt-get install chromium")
-        pytest.skip("chromium is missing (apt-get install chromium)")
     results, tb, _ = swept
     names = [f"{p.parent.name}/{p.name}" for p in sweep_runs(results)]
-    with tensorboard_server(tb) as (port, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe)
+    with tensorboard_server(tb) as (port, _):
+        page = browser.new_page(viewport={"width": 1900, "height": 560})
         try:
-            page = browser.new_page(viewport={"width": 1900, "height": 560})
             outside: list[str] = []
             page.on("request", lambda r: None if r.url.startswith(f"http://127.0.0.1:{port}/") else outside.append(r.url))
             page.goto(f"http://127.0.0.1:{port}/#hparams")
@@ -318,7 +311,7 @@ def test_tensorboard_s_hparams_table_in_a_real_browser_shows_every_run_and_loads
                 page.screenshot(path=shot)
             assert outside == []
         finally:
-            browser.close()
+            page.close()
 
 
 def test_live_curves_show_each_epoch_then_give_way_to_the_finished_run(swept, tmp_path):

@@ -35,11 +35,12 @@ from cnnbench.cli.output import (
     _output_may_fail,
     _resumable,
     _table,
+    _with_flags,
     err,
     say,
     user_errors,
 )
-from cnnbench.errors import count
+from cnnbench.errors import count, safe
 
 app = typer.Typer()
 
@@ -94,7 +95,7 @@ class _StudyProgress:
                              runs=f"{self.done}/{self.total} runs")  # fmt: skip
 
     def print(self, line: str) -> None:
-        self.progress.console.print(line, soft_wrap=True, markup=False, highlight=False)
+        self.progress.console.print(safe(_with_flags(line)), soft_wrap=True, markup=False, highlight=False)
 
     @_output_may_fail
     def stop(self) -> None:

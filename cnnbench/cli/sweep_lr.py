@@ -41,6 +41,7 @@ from cnnbench.cli.output import (
     _output_may_fail,
     _resumable,
     _table,
+    _with_flags,
     err,
     say,
     user_errors,
@@ -115,7 +116,7 @@ class _SweepProgress:
         self.progress.update(self.task, completed=completed, description=running or "", runs=f"{self.done}/{self.total} runs")
 
     def print(self, line: str) -> None:
-        self.progress.console.print(safe(line), soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
+        self.progress.console.print(safe(_with_flags(line)), soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
 
     @_output_may_fail
     def stop(self) -> None:
