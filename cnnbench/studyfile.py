@@ -15,6 +15,7 @@ SpecError names the file and the field path (`study.yaml: parts[2].sweep.set[0]:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,7 +32,7 @@ SWEEP_LR_KEYS = ("values", "seeds")
 SWEEP_KEYS = ("set", "zip", "seeds", "tune", "method", "n", "rank")
 BENCH_KEYS = ("filters", "devices", "backends", "engines", "repeats", "measure_epochs", "timeout", "memory_limit_mb")
 OVERRIDE_KEYS = tuple(sorted({f.name for f in dataclasses.fields(Training)} | {f.name for f in dataclasses.fields(Data)}))
-PART_KEYS = ("name", *KINDS, *OVERRIDE_KEYS)
+PART_KEYS = ("name", *KINDS, "data", *OVERRIDE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,16 @@ def _read(ref: str | Path) -> tuple[Any, str, Path | None, str]:
         return parse_text(builtins[ref].read_text(encoding="utf-8"), source, ".yaml"), source, None, source
     path = Path(ref)
     if not path.is_file():
-        raise SpecError(source, "", f"no such study file, and not a built-in study{did_you_mean(source, builtins)}; built-in: {', '.join(builtins)}")
+        raise SpecError(
+            source, "", f"no such study file, and not a built-in study{did_you_mean(source, builtins)}; built-in: {', '.join(builtins)}"
+        )
     suffix = ".json" if path.suffix.lower() == ".json" else ".yaml"
     return parse_text(read_spec_file(path, source), source, suffix), source, path.parent, path.stem or "study"
+
+
+def _plain(exc: Exception) -> str:
+    """A library message without the parameter it names first (`values`: ...): the field path says where."""
+    return re.sub(r"^`[A-Za-z_.]+`:? ?", "", str(exc))
 
 
 def _mapping(value: Any, source: str, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -147,7 +155,9 @@ def load_study(ref: str | Path, data: str | None = None) -> Study:
     for index, item in enumerate(parts):
         part = _part(index, item, spec, source, base)
         if part.folder in folders:
-            raise SpecError(source, f"parts[{index}].name", f"{part.folder!r} is already the folder of another part; give each its own name")
+            raise SpecError(
+                source, f"parts[{index}].name", f"{part.folder!r} is already the folder of another part; give each its own name"
+            )
         folders.add(part.folder)
         loaded.append(part)
     from cnnbench.sinks import file_targets
@@ -187,7 +197,7 @@ def _sweep_lr(value: Any, spec: Spec, source: str, where: str) -> dict[str, Any]
     try:
         parse_values(text)
     except UsageError as exc:
-        raise SpecError(source, f"{where}.values", str(exc)) from None
+        raise SpecError(source, f"{where}.values", _plain(exc)) from None
     if "seeds" in value:  # several seeds: the general study over training.learning_rate, as `sweep-lr --seeds` runs it
         options = _sweep({"set": [f"training.learning_rate={text}"], "seeds": value["seeds"]}, spec, source, where)
         return {**options, "values": text}
@@ -209,7 +219,7 @@ def _sweep(value: Any, spec: Spec, source: str, where: str) -> dict[str, Any]:
         try:
             make_axis(doc, text)
         except (UsageError, SpecError) as exc:
-            raise SpecError(source, f"{where}.set[{i}]", str(exc)) from None
+            raise SpecError(source, f"{where}.set[{i}]", _plain(exc)) from None
     zips = value.get("zip") or []
     if not isinstance(zips, list):
         raise SpecError(source, f"{where}.zip", f"must be a list of A,B axis pairs, got {brief(zips)}")
@@ -220,22 +230,28 @@ def _sweep(value: Any, spec: Spec, source: str, where: str) -> dict[str, Any]:
         try:
             parse_seeds(seeds)
         except UsageError as exc:
-            raise SpecError(source, f"{where}.seeds", str(exc)) from None
+            raise SpecError(source, f"{where}.seeds", _plain(exc)) from None
     for key, kinds, what in (("tune", (str,), "an axis path"), ("method", (str,), "grid, random or sobol"), ("n", (int,), "an integer"),
                              ("rank", (str,), "mean or median")):  # fmt: skip
         if key in value:
             _kind(value[key], kinds, what, source, f"{where}.{key}")
     if value.get("rank", "mean") not in ("mean", "median"):
-        raise SpecError(source, f"{where}.rank", f"must be mean or median, got {brief(value['rank'])}{did_you_mean(value['rank'], ('mean', 'median'))}")
+        raise SpecError(
+            source, f"{where}.rank", f"must be mean or median, got {brief(value['rank'])}{did_you_mean(value['rank'], ('mean', 'median'))}"
+        )
     options = {"sets": list(sets), "zips": zips, "seeds": seeds, "method": value.get("method", "grid"), "n": value.get("n"),
                "tune": value.get("tune"), "rank": value.get("rank", "mean")}  # fmt: skip
     try:
         grid = make_grid(spec, options["sets"], zips, seeds, options["method"], options["n"])
     except (UsageError, SpecError) as exc:
-        raise SpecError(source, where, str(exc)) from None
+        raise SpecError(source, where, _plain(exc)) from None
     if options["tune"] is not None and options["tune"] not in [a.path for a in grid.axes]:
         paths = [a.path for a in grid.axes]
-        raise SpecError(source, f"{where}.tune", f"{brief(options['tune'])} is not an axis{did_you_mean(options['tune'], paths)}; axes: {', '.join(paths)}")
+        raise SpecError(
+            source,
+            f"{where}.tune",
+            f"{brief(options['tune'])} is not an axis{did_you_mean(options['tune'], paths)}; axes: {', '.join(paths)}",
+        )
     return options
 
 

@@ -38,8 +38,9 @@ def _progress(plan):
 @app.command("study")
 @user_errors
 def study(
-    file: Annotated[str, typer.Argument(help="A study file (.yaml/.json; docs/study-files.md) or a built-in study (course).",
-                                        show_default=False)],  # fmt: skip
+    file: Annotated[
+        str, typer.Argument(help="A study file (.yaml/.json; docs/study-files.md) or a built-in study (course).", show_default=False)
+    ],  # fmt: skip
     out: Annotated[Path | None, typer.Option(help="The study's folder (default: results/<study name>); one sub-folder per part.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print every part's plan (runs to train and kept) and train nothing.")] = False,
     report_only: Annotated[bool, typer.Option("--report-only", help="Only write the report again over the study's folder.")] = False,
@@ -65,7 +66,8 @@ def study(
             say(f"study {loaded.name}: {count(len(plans), 'part')} in {folder}")
             for plan in plans:
                 unit = "combination" if plan.part.kind == "bench" else "run"
-                say(f"  {plan.part.folder}: {plan.part.kind}, {count(plan.train + plan.keep, unit)}: {plan.train} to train, {plan.keep} kept")
+                total = count(plan.train + plan.keep, unit)
+                say(f"  {plan.part.folder}: {plan.part.kind}, {total}: {plan.train} to train, {plan.keep} kept")
             say("nothing trained (--dry-run)")
             return
         from cnnbench.sinks import open_sinks
