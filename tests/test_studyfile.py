@@ -91,3 +91,20 @@ def test_schema_study_prints_the_study_file_schema():
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)
     assert schema["title"] == "cnnbench study file" and schema["required"] == ["spec", "parts"]
+
+
+def test_a_spec_file_is_found_beside_the_study_file_and_its_mistakes_name_that_file(tmp_path):
+    (tmp_path / "nets").mkdir()
+    net = (
+        "name: net\ninput_shape: [28, 28, 1]\nlayers:\n  - {type: Conv2D, filters: 4, kernel_size: 3}\n  - {type: Flatten}\n"
+        "  - {type: Dense, units: 10, activation: softmax}\n"
+    )
+    (tmp_path / "nets" / "net.yaml").write_text(net)
+    path = tmp_path / "study.yaml"
+    path.write_text("spec: nets/net.yaml\nparts:\n  - bench: {filters: [4, 8], devices: cpu}\n")
+    result = cli("study", path, "--dry-run", "--out", tmp_path / "out", cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert "1-bench: bench, 2 combinations: 2 to train, 0 kept" in result.stdout
+    (tmp_path / "nets" / "net.yaml").write_text("name: net\ninput_shape: [28, 28, 1]\nlayers:\n  - {type: Conv2D, filterz: 4}\n")
+    result = cli("study", path, "--dry-run", "--out", tmp_path / "out", cwd="/")
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {tmp_path / 'nets' / 'net.yaml'}: layers[0]"), result.stderr
