@@ -101,7 +101,8 @@ def _comma(value: Any, source: str, where: str) -> str:
     """A list or a comma text, as the command's option takes it."""
     if isinstance(value, list) and value and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
         return ",".join(map(str, value))
-    return _kind(value, (str, int, float), "a list or a comma-separated text", source, where) and str(value)
+    _kind(value, (str, int, float), "a list or a comma-separated text", source, where)
+    return str(value)
 
 
 def _data_override(data: Any, source: str, where: str, base: Path | None) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def study(
 
         with open_sinks(loaded.sinks.get("tensorboard"), loaded.sinks.get("mlflow")) as sinks:
             for number, plan in enumerate(plans, 1):
-                plan = plan_part(plan.part, folder, run_options)  # planned again: an earlier part may share nothing, but be exact
+                plan = plan_part(plan.part, folder, run_options)  # planned when its turn comes
                 err(f"part {number}/{len(plans)} {plan.part.folder} ({plan.part.kind}): {plan.train} to train, {plan.keep} kept")
                 progress = _progress(plan)
                 if plan.part.kind == "train":
@@ -82,6 +82,9 @@ def study(
                     continue
                 with _resumable(progress, lambda plan=plan: plan.folder):
                     run_part(plan, run_options, parallel, on_event=sinks.watching(progress))
+    if report_only:  # the page is all that was asked for: its failure is the command's
+        say(f"report: {write_study_report(folder, command=command).path}")
+        return
     try:
         report = write_study_report(folder, command=command)
     except Exception as exc:  # noqa: BLE001 - the runs are on disk whatever the page does
