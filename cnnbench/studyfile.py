@@ -5,7 +5,9 @@
 >>> [part.folder for part in study.parts]
 ['rates-sheet', 'rates-report', 'runtime']
 >>> plan = plan_part(study.parts[0], "results/course")  # read-only: what is kept, what trains
->>> run_part(study.parts[0], plan, "results/course")     # doctest: +SKIP
+>>> plan.train, plan.keep
+(4, 0)
+>>> run_part(plan, RunOptions())                          # doctest: +SKIP (run_sweep; then write_study_report)
 
 Everything is checked when the file is loaded, before anything trains, with each part checked as its command
 checks it (`spec.with_overrides`, `values.parse_values`, `grid.make_grid`, `BenchOptions.resolved`): a
@@ -199,14 +201,23 @@ def _sweep_lr(value: Any, spec: Spec, source: str, where: str) -> dict[str, Any]
         parse_values(text)
     except UsageError as exc:
         raise SpecError(source, f"{where}.values", _plain(exc)) from None
-    if "seeds" in value:  # several seeds: the general study over training.learning_rate, as `sweep-lr --seeds` runs it
+    if "seeds" in value and _seeds(value["seeds"], source, f"{where}.seeds") != (0,):  # several seeds: a study, as sweep-lr runs them
         options = _sweep({"set": [f"training.learning_rate={text}"], "seeds": value["seeds"]}, spec, source, where)
         return {**options, "values": text}
     return {"values": text}
 
 
+def _seeds(value: Any, source: str, where: str) -> tuple[int, ...]:
+    from cnnbench.grid import parse_seeds
+
+    try:
+        return parse_seeds(_comma(value, source, where))
+    except UsageError as exc:
+        raise SpecError(source, where, _plain(exc)) from None
+
+
 def _sweep(value: Any, spec: Spec, source: str, where: str) -> dict[str, Any]:
-    from cnnbench.grid import format_point_value, make_axis, make_grid, parse_seeds
+    from cnnbench.grid import format_point_value, make_axis, make_grid
 
     value = _mapping(value, source, where, SWEEP_KEYS)
     sets = value.get("set")
@@ -227,11 +238,8 @@ def _sweep(value: Any, spec: Spec, source: str, where: str) -> dict[str, Any]:
     zips = [_comma(z, source, f"{where}.zip[{i}]") for i, z in enumerate(zips)]
     seeds = value.get("seeds")
     if seeds is not None:
+        _seeds(seeds, source, f"{where}.seeds")
         seeds = _comma(seeds, source, f"{where}.seeds")
-        try:
-            parse_seeds(seeds)
-        except UsageError as exc:
-            raise SpecError(source, f"{where}.seeds", _plain(exc)) from None
     for key, kinds, what in (("tune", (str,), "an axis path"), ("method", (str,), "grid, random or sobol"), ("n", (int,), "an integer"),
                              ("rank", (str,), "mean or median")):  # fmt: skip
         if key in value:
