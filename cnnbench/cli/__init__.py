@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from cnnbench import __version__
-from cnnbench.cli import bench, build, export, output, plot, results, sweep, sweep_lr, train
+from cnnbench.cli import bench, build, export, output, plot, results, study, sweep, sweep_lr, train
 from cnnbench.cli.output import err
 
 OPTIONAL_VALUE = ("--mlflow",)  # options whose value may be left out: `--mlflow` alone means MLflow's default URI
@@ -74,7 +74,7 @@ def main_options(
 
 
 # One file per command group, merged into one app in the order `cnnbench --help` lists them.
-for _module in (build, train, plot, bench, sweep_lr, sweep, results, export):
+for _module in (build, train, plot, bench, sweep_lr, sweep, study, results, export):
     app.add_typer(_module.app)
 output._ROOT.append(app)  # error lines name the flags the user typed (cnnbench.cli_flags)
 

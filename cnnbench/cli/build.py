@@ -50,8 +50,15 @@ def build(
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    study: Annotated[bool, typer.Option("--study", help="The schema of a study file instead (docs/study-files.md).")] = False,
+) -> None:
     """Print the JSON Schema of the spec format, generated from the catalog cnnbench checks against (docs/spec.md: editor setup)."""
+    if study:
+        from cnnbench.studyfile import json_schema as study_schema
+
+        typer.echo(json.dumps(study_schema(), indent=2))
+        return
     from cnnbench.spec import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
