@@ -271,10 +271,10 @@ def test_ctrl_c_in_a_terminal_stops_a_parallel_sweep_cleanly(tiny_spec, tmp_path
     process = start_cli(*args)
     try:
         # one run finished and a later one early in its 12 epochs (not the finished run's twin, which started
-        # with it and may finish before the signal lands)
+        # with it and may finish before the signal lands), past its first epoch: in the training loop
         def early_run() -> bool:
             statuses = {p.parent: read_json(p).get("status") for p in out.glob("*/lr-*/run.json")}
-            early = [d for d, s in statuses.items() if s == "running" and history_rows(d) < 4]
+            early = [d for d, s in statuses.items() if s == "running" and 1 <= history_rows(d) < 4]  # training, not starting
             return "ok" in statuses.values() and bool(early)
 
         wait_for(early_run, process)
@@ -285,8 +285,9 @@ def test_ctrl_c_in_a_terminal_stops_a_parallel_sweep_cleanly(tiny_spec, tmp_path
     assert "run the same command to resume" in stderr and "Traceback" not in stderr
     (sweep_dir,) = out.iterdir()
     statuses = [row["status"] for row in read_summary(sweep_dir)]
-    assert "ok" in statuses and "interrupted" in statuses and "running" not in statuses
-    assert set(statuses) <= {"ok", "interrupted", "pending"}
+    errors = [read_json(p).get("error") for p in sweep_dir.glob("lr-*/run.json") if read_json(p).get("status") == "failed"]
+    assert "ok" in statuses and "interrupted" in statuses and "running" not in statuses, (statuses, errors, stderr[-2000:])
+    assert set(statuses) <= {"ok", "interrupted", "pending"}, (statuses, errors, stderr[-2000:])
     for row in read_summary(sweep_dir):
         if row["status"] != "pending":
             assert read_json(sweep_dir / row["run_dir"] / "run.json")["status"] == row["status"]
