@@ -86,7 +86,7 @@ def _axis_panel(ax, axis: str, others: list[str], points: list[dict[str, str]], 
             dots[kind][0].append(x[run[axis]])
             dots[kind][1].append(error)
         if dots["diverged"][0]:
-            ax.plot(*dots["diverged"], marker="x", color="crimson", linestyle="none")
+            ax.plot(*dots["diverged"], marker="x", markersize=7, markeredgewidth=2, color=line.get_color(), linestyle="none")
         for kind in ("learned", "hollow"):
             if dots[kind][0]:
                 ax.plot(*dots[kind], marker="o", markersize=3.5, linestyle="none", color=line.get_color(),
@@ -161,7 +161,7 @@ def _isolation(name: str, tune: str, others: list[str], tuned: list[dict[str, An
     x, log, labels = _position(values)
     xs = [x[v] for v in values]
     means = [t["best"].get("best_val_error_mean") for t in rows]
-    ax.plot(xs, [m if m is not None else math.nan for m in means], marker="o")
+    ax.plot(xs, [m if m is not None else math.nan for m in means], marker="o", label=f"best over {tune.split('.')[-1]}")
     low = [t["best"].get("best_val_error_ci95_low") for t in rows]
     high = [t["best"].get("best_val_error_ci95_high") for t in rows]
     ax.fill_between(xs, _clip(v if v is not None else math.nan for v in low), _clip(v if v is not None else math.nan for v in high),
@@ -174,6 +174,7 @@ def _isolation(name: str, tune: str, others: list[str], tuned: list[dict[str, An
     if labels:
         ax.set_xticks(range(len(labels)), labels)
     ax.set(xlabel=axis, ylabel="best validation error", title=f"{name}: best over {tune.split('.')[-1]} for each {axis}")
+    ax.legend(loc="best")
     return fig
 
 

@@ -56,6 +56,7 @@ def build_report(
     """The page for `results` (as it would be written to `out`, which only sets relative links) and its verdicts."""
     from cnnbench.plot.curves import plot_run, plot_sweep
     from cnnbench.plot.runtime import plot_bench
+    from cnnbench.plot.study import plot_study
     from cnnbench.report.collect import collect, file_digest, read_rows
     from cnnbench.report.figures import render
     from cnnbench.report.page import PageInput, render_page
@@ -79,11 +80,13 @@ def build_report(
             raise UsageError(f"nothing to report under {', '.join(map(str, roots))}: {why}")
         anchors: dict[Any, str] = {}
         figures: dict[int, list] = {}
-        for kind, items in (("sweep", found.sweeps), ("bench", found.benches), ("run", found.runs)):
+        for kind, items in (("sweep", found.sweeps), ("study", found.studies), ("bench", found.benches), ("run", found.runs)):
             for i, item in enumerate(items, 1):
                 anchors[id(item)] = anchors[str(item.folder)] = f"{kind}-{i}"
         for s in found.sweeps:
             figures[id(s)] = render(plot_sweep, s.plot_dir, scratch / anchors[id(s)], anchors[id(s)], log_scale, (s.runs, s.missing))
+        for st in found.studies:  # `plot`'s own study figures: error vs each axis (a dot per seed, band), heat map, --tune
+            figures[id(st)] = render(plot_study, st.folder, scratch / anchors[id(st)], anchors[id(st)])
         for b in found.benches:
             figures[id(b)] = render(plot_bench, b.folder, scratch / anchors[id(b)], anchors[id(b)])
             if b.fits_path is None and (scratch / anchors[id(b)] / "fits.csv").is_file():
@@ -92,14 +95,14 @@ def build_report(
             figures[id(r)] = render(plot_run, r.folder, scratch / anchors[id(r)], anchors[id(r)], log_scale)
         facts = verdicts(found, anchors)
         files = []
-        for item in [*found.sweeps, *found.benches, *found.runs]:
+        for item in [*found.sweeps, *found.studies, *found.benches, *found.runs]:
             for path in dict.fromkeys(item.inputs):
                 size, digest = file_digest(path)
                 files.append((str(path), size, digest))
         found.warnings = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, PlotWarning)))
         others = [w for w in caught if not issubclass(w.category, PlotWarning)]
         default_title = "cnnbench report: " + ", ".join(
-            dict.fromkeys(str(v["name"]) for v in [*facts["sweeps"], *facts["benches"]] if v["name"])
+            dict.fromkeys(str(v["name"]) for v in [*facts["sweeps"], *facts["studies"], *facts["benches"]] if v["name"])
         )
         page = PageInput(
             found,

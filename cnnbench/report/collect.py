@@ -16,11 +16,12 @@ from typing import Any
 
 from cnnbench import record as run_record
 from cnnbench.errors import DataError
+from cnnbench.layout import is_study
 from cnnbench.plot.curves import load_sweep
 from cnnbench.plot.load import Run, read_bench, read_record_checked, read_run, read_table, warn
 from cnnbench.results import HISTORY_COLUMNS, find_results, find_runs, list_results
 
-KINDS = ("sweeps", "benches", "runs")  # the order of the page's sections; a `studies` kind can join later
+KINDS = ("sweeps", "studies", "benches", "runs")  # the order of the page's sections
 
 
 @dataclass
@@ -57,6 +58,19 @@ def rate_key(lr: float) -> str:
 
 
 @dataclass
+class Study:
+    """A `cnnbench sweep` study (also `sweep-lr --seeds N`): sweep.json, points.csv and runs.csv rows (floats where
+    numeric), the axis paths in order and their values as sweep.json gives them."""
+
+    folder: Path
+    index: dict[str, Any]
+    points: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+    axes: dict[str, list[Any]]
+    inputs: list[Path] = field(default_factory=list)
+
+
+@dataclass
 class Bench:
     """A bench: every bench.csv row, the ok rows, bench.json and the fits.csv rows the verdicts come from."""
 
@@ -86,6 +100,7 @@ class Skipped:
 class Collection:
     roots: list[Path]
     sweeps: list[Sweep] = field(default_factory=list)
+    studies: list[Study] = field(default_factory=list)
     benches: list[Bench] = field(default_factory=list)
     runs: list[LoneRun] = field(default_factory=list)
     listing: list[dict[str, Any]] = field(default_factory=list)  # `cnnbench ls` rows
@@ -94,7 +109,7 @@ class Collection:
 
     @property
     def empty(self) -> bool:
-        return not (self.sweeps or self.benches or self.runs)
+        return not (self.sweeps or self.studies or self.benches or self.runs)
 
 
 def number(value: Any) -> Any:
@@ -192,6 +207,48 @@ def _sweep(folder: Path, scratch: Path) -> Sweep:
     return Sweep(folder, record, summary, runs, missing, plot_dir, rebuilt, inputs)
 
 
+def _study(folder: Path) -> Study:
+    index = read_record_checked(folder / "sweep.json")
+    points, runs = read_rows(folder / "points.csv"), read_rows(folder / "runs.csv")
+    if not points:
+        raise DataError(f"{folder / 'points.csv'}: no point recorded yet")
+    axes: dict[str, list[Any]] = {}
+    for axis in index.get("axes") or []:
+        if isinstance(axis, dict) and isinstance(axis.get("path"), str) and axis["path"] in points[0]:
+            values = axis.get("values") if isinstance(axis.get("values"), list) else []
+            axes[axis["path"]] = [v for v in values if isinstance(v, (int, float, str)) or v is None]
+    if not axes:
+        raise DataError(f"{folder / 'sweep.json'}: no axis of the study is a column of points.csv")
+    for row in [*points, *runs]:
+        for path, values in axes.items():  # a value as sweep.json types it (4, not 4.0); --all's points outside the grid join
+            if row.get(path) is None:
+                continue
+            match = next((v for v in values if _same(row[path], v)), None)
+            if match is None:
+                values.append(row[path])
+            else:
+                row[path] = match
+        for key in ("n", "n_ok", "n_diverged", "n_never_learned", "seed", "best_epoch", "epochs_run"):
+            if isinstance(row.get(key), float) and row[key].is_integer():
+                row[key] = int(row[key])
+    inputs = [folder / name for name in ("sweep.json", "points.csv", "runs.csv") if (folder / name).is_file()]
+    inside = [folder / r["run_dir"] for r in runs if isinstance(r.get("run_dir"), str) and _inside(r["run_dir"])]
+    inputs += [p for run in inside for p in (run / "run.json", run / "history.csv") if p.is_file()]
+    return Study(folder, index, points, runs, axes, inputs)
+
+
+def _inside(run_dir: str) -> bool:
+    """A runs.csv run_dir that stays inside its study (`<point>/seed-<s>`), never an absolute path or `..`."""
+    parts = Path(run_dir).parts
+    return bool(parts) and not Path(run_dir).is_absolute() and ".." not in parts
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-9)
+    return str(a) == str(b)
+
+
 def _bench(folder: Path) -> Bench:
     rows, ok, info = read_bench(folder)
     if rows.empty:
@@ -210,6 +267,9 @@ def collect(roots: list[Path], scratch: Path) -> Collection:
     for index, root in enumerate(roots):
         kinds = find_results(root)
         for folder in kinds["sweeps"]:
+            if is_study(folder):
+                _guard(found, folder, lambda f=folder: found.studies.append(_study(f)))
+                continue
             _guard(found, folder, lambda f=folder, i=index: found.sweeps.append(_sweep(f, scratch / f"sweep-{i}-{len(found.sweeps)}")))
         for folder in kinds["benches"]:
             _guard(found, folder, lambda f=folder: found.benches.append(_bench(f)))

@@ -174,14 +174,17 @@ def _assign_series(fig) -> tuple[list[str], dict[int, int]]:
             if id(artist) not in owner and artist.get_label() in index:
                 owner[id(artist)] = index[artist.get_label()]
     by_color: dict[tuple, set[int]] = {}
+    in_panel: dict[tuple, set[int]] = {}  # (panel, colour) → series: two panels may draw different series in one colour
     for ax in fig.axes:
         for artist in _artists(ax):
             if id(artist) in owner and _has_marker(artist) and (key := _color_key(artist)) is not None:
                 by_color.setdefault(key, set()).add(owner[id(artist)])
+                in_panel.setdefault((id(ax), key[:3]), set()).add(owner[id(artist)])
     for ax in fig.axes:
         for artist in _artists(ax):
             if id(artist) not in owner and str(artist.get_label()).startswith("_"):
-                match = by_color.get(_color_key(artist) or (), set())
+                key = _color_key(artist) or ()
+                match = in_panel.get((id(ax), key[:3]), set()) or by_color.get(key, set())
                 if not match:  # many curves: the legend keys are proxies, so the colour of a key is all that ties
                     match = key_colors.get((_color_key(artist) or ())[:3], set())
                 if len(match) == 1:

@@ -17,13 +17,14 @@ from cnnbench.report.assets import CSS, SCRIPT
 from cnnbench.report.collect import Bench, Collection, Sweep
 from cnnbench.report.figures import Figure
 from cnnbench.report.setup import bench_run, lone_run, sweep_run
+from cnnbench.report.studies import study_run, study_section, study_sentences
 from cnnbench.report.tables import Raw, cell, fixed, link, rates, table
 from cnnbench.report.verdicts import summary_rows
 
 SECTIONS = (
     ("verdicts", "Verdicts"),
     ("what-was-run", "What was run"),
-    ("sweeps", "Learning-rate sweeps"),
+    ("sweeps", "Learning-rate and other sweeps"),
     ("runtime", "Runtime study"),
     ("gpu-vs-cpu", "GPU vs CPU"),
     ("single-runs", "Single runs"),
@@ -158,6 +159,8 @@ def verdicts_html(p: PageInput) -> str:
     items = []
     for v, s in zip(p.verdicts["sweeps"], p.found.sweeps, strict=True):
         items.append(f'<p id="verdict-{v["anchor"]}">' + " ".join(_sweep_sentences(v, p.figures[id(s)])) + "</p>")
+    for v, st in zip(p.verdicts["studies"], p.found.studies, strict=True):
+        items.append(f'<p id="verdict-{v["anchor"]}">' + " ".join(study_sentences(v, p.figures[id(st)])) + "</p>")
     for v, b in zip(p.verdicts["benches"], p.found.benches, strict=True):
         first, *rest = _bench_sentences(v, p.figures[id(b)])
         heading = f"Bench <code>{e(v['folder'])}</code>:"
@@ -335,9 +338,12 @@ def render_page(p: PageInput) -> str:
     f = p.found
     v = p.verdicts
     run_parts = [sweep_run(s, v_["anchor"]) for s, v_ in zip(f.sweeps, v["sweeps"], strict=True)]
+    run_parts += [study_run(s, v_["anchor"]) for s, v_ in zip(f.studies, v["studies"], strict=True)]
     run_parts += [bench_run(b, v_["anchor"]) for b, v_ in zip(f.benches, v["benches"], strict=True)]
     run_parts += [lone_run(r, p.anchors[id(r)]) for r in f.runs]
-    sweeps = "".join(_sweep_section(s, v_, p.figures[id(s)]) for s, v_ in zip(f.sweeps, v["sweeps"], strict=True)) or "<p>No sweep.</p>"
+    sweeps = "".join(_sweep_section(s, v_, p.figures[id(s)]) for s, v_ in zip(f.sweeps, v["sweeps"], strict=True))
+    sweeps += "".join(study_section(s, v_, p.figures[id(s)], figure_html) for s, v_ in zip(f.studies, v["studies"], strict=True))
+    sweeps = sweeps or "<p>No sweep.</p>"
     benches = "".join(_bench_section(b, v_, p.figures[id(b)]) for b, v_ in zip(f.benches, v["benches"], strict=True)) or "<p>No bench.</p>"
     speed = "".join(_speedup_section(b, v_, p.figures[id(b)]) for b, v_ in zip(f.benches, v["benches"], strict=True))
     speed = speed or "<p>No bench measured the same rows on a GPU and a CPU.</p>"
@@ -368,6 +374,7 @@ def render_page(p: PageInput) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="generator" content="cnnbench"><title>{e(p.title)}</title><style>{CSS}</style></head>\n<body>'
         f"<header><h1>{e(p.title)}</h1><p class=meta>cnnbench report of <code>{e(roots)}</code>: {len(f.sweeps)} sweep(s), "
+        f"{len(f.studies)} general sweep(s), "
         f"{len(f.benches)} bench(es), {len(f.runs)} single run(s).</p></header>"
         f'<nav class=toc aria-label="contents"><b>Contents</b><ol>{toc}</ol></nav>\n{sections}\n{script}</body></html>\n'
     )

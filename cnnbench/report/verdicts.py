@@ -216,10 +216,12 @@ def not_measured(bench: Bench) -> list[dict[str, Any]]:
 def verdicts(found: Collection, anchors: dict[int, str]) -> dict[str, Any]:
     """The whole verdicts object; `anchors` maps id(sweep or bench) to its section id on the page."""
     from cnnbench import __version__
+    from cnnbench.report.studies import study_verdict
 
     return {
         "cnnbench": __version__,
         "sweeps": [sweep_verdict(s, anchors[id(s)]) for s in found.sweeps],
+        "studies": [study_verdict(s, anchors[id(s)]) for s in found.studies],
         "benches": [bench_verdict(b, anchors[id(b)]) for b in found.benches],
         "runs": [
             {
