@@ -28,13 +28,15 @@ from cnnbench.catalog import did_you_mean
 from cnnbench.errors import CnnbenchError, SpecError, UsageError, brief
 from cnnbench.spec import Data, Spec, Training
 
-STUDY_KEYS = ("name", "spec", "data", "defaults", "parts", "tensorboard", "mlflow")
+STUDY_KEYS = ("name", "spec", "data", "defaults", "parts", "tensorboard", "mlflow", "claims")
+CLAIMS = ("course",)  # `claims: course`: the report answers the lab's questions next to the original report's claims
 KINDS = ("train", "sweep-lr", "sweep", "bench")
 SWEEP_LR_KEYS = ("values", "seeds")
 SWEEP_KEYS = ("set", "zip", "seeds", "tune", "method", "n", "rank")
 BENCH_KEYS = ("filters", "devices", "backends", "engines", "repeats", "measure_epochs", "timeout", "memory_limit_mb")
 OVERRIDE_KEYS = tuple(sorted({f.name for f in dataclasses.fields(Training)} | {f.name for f in dataclasses.fields(Data)}))
 PART_KEYS = ("name", *KINDS, "data", *OVERRIDE_KEYS)
+STUDY_INDEX = "study.json"  # written into the study's folder: the report finds the study's parts and claims there
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Study:
     source: str
     parts: tuple[Part, ...]
     sinks: dict[str, str] = field(default_factory=dict)  # tensorboard/mlflow as the options take them
+    claims: str | None = None  # whose claims the report compares the study's numbers with (CLAIMS)
 
 
 def builtin_studies() -> dict[str, Any]:
@@ -163,9 +166,12 @@ def load_study(ref: str | Path, data: str | None = None) -> Study:
             )
         folders.add(part.folder)
         loaded.append(part)
+    claims = doc.get("claims")
+    if claims is not None and claims not in CLAIMS:
+        raise SpecError(source, "claims", f"must be one of {', '.join(CLAIMS)}, got {brief(claims)}{did_you_mean(str(claims), CLAIMS)}")
     from cnnbench.sinks import file_targets
 
-    return Study(name, source, tuple(loaded), file_targets(doc, source))
+    return Study(name, source, tuple(loaded), file_targets(doc, source), claims)
 
 
 def _part(index: int, item: Any, spec: Spec, source: str, base: Path | None) -> Part:
@@ -348,17 +354,16 @@ def plan_part(part: Part, out: str | Path, run_options=None, force: bool = False
     return PartPlan(part, folder, total, 0, options)
 
 
-def run_part(plan: PartPlan, run_options, parallel: int = 1, on_event: Callable[[Any], None] | None = None) -> Any:
+def run_part(plan: PartPlan, run_options, parallel: int = 1, on_event: Callable[[Any], None] | None = None, sinks=None) -> Any:
     """Run a planned part through its command's pipeline: `run_train`, `run_sweep`, `run_study` or `run_bench`;
-    returns that pipeline's result (None for a kept `train` part). Locks, resume and interrupts are theirs."""
+    returns that pipeline's result (None for a kept `train` part). Locks, resume and interrupts are theirs.
+
+    `sinks` (cnnbench.sinks.Sinks) hears a `train` part's run as `cnnbench train` tells them (started, each epoch,
+    ended; a kept run when it is kept); sweeps and benches reach them through `on_event` (`Sinks.watching`)."""
     part, folder = plan.part, plan.folder
     folder.mkdir(parents=True, exist_ok=True)
     if part.kind == "train":
-        if plan.plan is None:
-            return None
-        from cnnbench.run import run_train
-
-        return run_train(plan.plan, on_epoch=on_event)
+        return _run_train_part(plan, on_event, sinks)
     sweep_options = _sweep_options(run_options, parallel)
     if part.kind == "bench":
         from cnnbench.bench import run_bench
@@ -374,6 +379,34 @@ def run_part(plan: PartPlan, run_options, parallel: int = 1, on_event: Callable[
     return run_study(plan.plan, sweep_options, on_event=on_event)
 
 
+def _run_train_part(plan: PartPlan, on_epoch: Callable[[Any], None] | None, sinks) -> Any:
+    from cnnbench.results import FINISHED, read_record
+    from cnnbench.run import run_train
+
+    if plan.plan is None:  # kept: its finished run still reaches the sinks, as a sweep's kept runs do
+        if sinks:
+            for run_json in sorted(plan.folder.glob("*/run.json")):
+                if (read_record(run_json) or {}).get("status") in FINISHED:
+                    sinks.run_ended(run_json.parent)
+        return None
+    held: dict[str, Path] = {}
+
+    def started(record: dict[str, Any]) -> None:
+        if sinks:
+            sinks.run_started(held["run_dir"], record)
+
+    def epoch(row: dict[str, Any]) -> None:
+        if on_epoch is not None:
+            on_epoch(row)
+        if sinks:
+            sinks.epoch(held["run_dir"], row)
+
+    result = run_train(plan.plan, on_epoch=epoch, on_start=started, on_folder=lambda folder: held.update(run_dir=folder))
+    if sinks:
+        sinks.run_ended(result.run_dir)
+    return result
+
+
 def _sweep_options(run_options, parallel: int):
     from cnnbench.sweep import SweepOptions
 
@@ -381,6 +414,19 @@ def _sweep_options(run_options, parallel: int):
         return SweepOptions(parallel=parallel)
     return SweepOptions(device=run_options.device, backend=run_options.backend, parallel=parallel, threads=run_options.threads,
                         engine=run_options.engine)  # fmt: skip
+
+
+def record_study(out: str | Path, study: Study) -> Path:
+    """OUT/study.json: which study file made the folder, its parts and the claims its report compares with."""
+    from cnnbench import __version__
+    from cnnbench.results import write_json
+
+    path = Path(out) / STUDY_INDEX
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parts = [{"folder": part.folder, "kind": part.kind} for part in study.parts]
+    write_json(path, {"kind": "study-file", "name": study.name, "source": study.source, "claims": study.claims, "parts": parts,
+                      "cnnbench": __version__})  # fmt: skip
+    return path
 
 
 def write_study_report(out: str | Path, command: str = ""):
@@ -419,6 +465,6 @@ def json_schema() -> dict[str, Any]:
             "name": {"type": "string"}, "spec": {"type": "string"}, "data": {"type": "string"},
             "defaults": {"type": "object", "additionalProperties": False, "properties": {**overrides, "data": {"type": "string"}}},
             "parts": {"type": "array", "minItems": 1, "items": part},
-            "tensorboard": {"type": "string"}, "mlflow": {"type": ["string", "boolean"]},
+            "tensorboard": {"type": "string"}, "mlflow": {"type": ["string", "boolean"]}, "claims": {"enum": list(CLAIMS)},
         },
     }  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def test_json_states_the_library_verdict_and_the_best_point_with_its_seed_interv
     assert r.exit_code == 0, r.output
     facts = json.loads(r.stdout)
     assert facts["sweeps"] == [] and len(facts["studies"]) == 1  # a study is not read as a learning-rate sweep
+    assert "course" not in facts  # no study file with `claims: course` made this folder
     v = facts["studies"][0]
     assert v["verdict"] == read_json(study / "sweep.json")["verdict"]  # the very object `cnnbench sweep` stored
     points = {p["point"]: p for p in _csv(study / "points.csv")}
@@ -173,3 +175,83 @@ def test_page_in_chromium_states_points_csv_and_draws_a_dot_per_seed(browser, st
     assert rows.count() == len(points)
     assert sorted(rows.nth(i).locator("td").first.inner_text() for i in range(rows.count())) == sorted(points)
     context.close()
+
+
+# --- the course study: its questions answered from its own numbers, next to the original report's claims ---------------
+
+
+def _course(root: Path, gpu: bool) -> Path:
+    """A course study folder as `cnnbench study course` leaves it: study.json, the sheet's rates over 20 epochs, a bench."""
+    from test_plot import _write_csv, make_bench
+    from test_report import _summary
+
+    sweep = root / "rates-sheet" / "convolutional_nn-sweep-lr"
+    rates = (0.1, 0.01, 0.001, 0.0001)
+    for lr in rates:
+        make_run(sweep / f"lr-{lr:g}", lr, 20, extra={"epochs": 20})
+    _write_csv(sweep / "summary.csv", ["learning_rate", "status"], [{"learning_rate": lr, "status": "ok"} for lr in rates])
+    (sweep / "sweep.json").write_text(json.dumps({"spec": {"name": "convolutional_nn"}, "values": list(rates)}))
+    _summary(sweep)
+    make_bench(root / "runtime" / "bench-course", gpu=gpu)
+    (root / "study.json").write_text(json.dumps({"kind": "study-file", "name": "course", "source": "course", "claims": "course"}))
+    return root
+
+
+def test_the_course_report_answers_its_questions_from_its_numbers_next_to_the_original_claims(tmp_path):
+    import math
+
+    from cnnbench.report.course import ORIGINAL_ERRORS, SLOW
+
+    root = _course(tmp_path / "course", gpu=True)
+    result = write_report([root], tmp_path / "course.html")
+    answers = {a["id"]: a for a in result.verdicts["course"]["answers"]}
+    summary = {float(r["learning_rate"]): r for r in _csv(root / "rates-sheet" / "convolutional_nn-sweep-lr" / "summary.csv")}
+    best = min(summary, key=lambda lr: (float(summary[lr]["best_val_error"]), lr))
+
+    # stagnation below 0.01: each rate's final error from summary.csv, judged by the stated rule, compared with the original
+    stagnation = answers["stagnation"]
+    levels = []
+    for lr in (0.001, 0.0001):
+        final = float(summary[lr]["final_val_error"])
+        assert f"{lr:g} → final validation error {final:.3f}" in stagnation["answer"]
+        level = "stagnates" if final > 0.45 else "learns slowly" if final >= SLOW * float(summary[best]["best_val_error"]) else "learns"
+        theirs = "stagnates" if ORIGINAL_ERRORS[lr] > 0.45 else "learns slowly" if ORIGINAL_ERRORS[lr] >= SLOW * 0.014 else "learns"
+        assert f"{lr:g} {level}" in stagnation["detail"] and (level == theirs) == (f"{lr:g} {level} in both" in stagnation["detail"])
+        levels.append(level == theirs)
+    assert stagnation["agreement"] == ("agrees" if all(levels) else "differs" if not any(levels) else "partly agrees")
+    updates = 20 * math.ceil(4000 / 64)  # make_run's records: 20 epochs of 4,000 digits, batch 64
+    assert f"in the same {updates:,} updates" in stagnation["why"] and f"{11730 / updates:.1f}× as many" in stagnation["why"]
+
+    # the best rate: summary.csv's, and the original's 0.1 among the sheet's rates
+    assert answers["best-rate"]["best_rate"] == best
+    assert answers["best-rate"]["agreement"] == ("agrees" if best == 0.1 else "differs")
+
+    # growth laws as the bench's verdicts (fits.csv) state them, and the speed-up from bench.csv against "at least 20×"
+    series = result.verdicts["benches"][0]["series"]
+    for device in ("cpu", "gpu"):
+        stated = {(s["series"].split(" · ")[1], s["verdict"]) for s in answers[f"growth-{device}"]["series"]}
+        assert stated == {(s["backend"], s["verdict"]) for s in series if s["device"] == device} and stated
+        verdicts = [v for _, v in stated if v in ("linear", "power", "exponential", "flat")]
+        expected = "not settled" if not verdicts else "agrees" if all(v == "linear" for v in verdicts) else None
+        assert answers[f"growth-{device}"]["agreement"] == expected or expected is None and answers[f"growth-{device}"]["agreement"] in (
+            "differs", "partly agrees")  # fmt: skip
+    bench = _csv(root / "runtime" / "bench-course" / "bench.csv")
+    times = {(r["device"], r["backend"], r["filters"]): float(r["epoch_s_median"]) for r in bench if r["status"] == "ok"}
+    ratios = {k[2]: t / times[("gpu", *k[1:])] for k, t in times.items() if k[0] == "cpu" and ("gpu", *k[1:]) in times}
+    speedup = answers["speedup"]
+    low, high = min(ratios.values()), max(ratios.values())
+    assert speedup["min"] == pytest.approx(low, rel=1e-3) and speedup["max"] == pytest.approx(high, rel=1e-3)
+    assert speedup["agreement"] == ("agrees" if low >= 20 else "differs" if high < 20 else "partly agrees")
+    if low < 20 <= high:
+        assert f"only at {', '.join(sorted((f for f, r in ratios.items() if r >= 20), key=int))} filters" in speedup["answer"]
+
+    # the page states them in its verdicts, with the original's claims and their sources
+    table = re.search(r'<table id="course-table">.*?</table>', result.html, re.S)[0]
+    assert table.count("<tr>") == 1 + len(answers) and "The GPU is at least 20× faster than a CPU." in table
+    for a in answers.values():
+        assert f'data-id="{a["id"]}">{a["agreement"]}' in table
+
+    # without a GPU the GPU claims are not tested
+    cpu = write_report([_course(tmp_path / "cpu-only", gpu=False)], tmp_path / "cpu.html").verdicts["course"]["answers"]
+    assert {a["id"]: a["agreement"] for a in cpu}["speedup"] == "not tested"
+    assert {a["id"]: a["agreement"] for a in cpu}["growth-gpu"] == "not tested"

@@ -449,3 +449,27 @@ def test_an_mlflow_run_cut_off_while_written_is_written_again_by_export(swept, t
     assert again.stdout.strip() == "mlflow: 2 runs: 1 updated, 1 unchanged"
     (rewritten,) = [r for r in mlflow_runs(db_copy) if r.info.run_name == victim.info.run_name]
     assert rewritten.data.tags["cnnbench.digest"] and rewritten.info.run_id != victim.info.run_id
+
+
+def test_a_study_file_s_train_part_writes_its_run_to_both_sinks_and_again_when_kept(tmp_path, mlflow_db):
+    spec = tmp_path / "tiny.json"
+    spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 2}}))
+    study = tmp_path / "study.json"
+    study.write_text(json.dumps({"spec": "tiny.json", "parts": [{"name": "single", "train": None}],
+                                 "tensorboard": str(tmp_path / "tb"), "mlflow": f"sqlite:///{mlflow_db}"}))  # fmt: skip
+    result = runner.invoke(app, ["study", str(study), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "warning: tensorboard" not in result.stderr and "warning: mlflow" not in result.stderr
+    (run_dir,) = (tmp_path / "out" / "single").iterdir()
+    rows = history(run_dir)
+    folder = tmp_path / "tb" / run_dir.name  # a lone run: named by its folder, as `train --tensorboard` names it
+    assert scalars(folder / "train", "epoch_loss") == [(int(r["epoch"]), pytest.approx(r["loss"], rel=1e-6)) for r in rows]
+    assert scalars(folder / "validation", "epoch_error") == [(int(r["epoch"]), pytest.approx(r["val_error"], rel=1e-6)) for r in rows]
+    assert session_start(folder).hparams["status"].string_value == "ok"
+    (run,) = mlflow_runs(mlflow_db)
+    assert run.info.run_name == run_dir.name and run.data.tags["status"] == "ok"
+    steps = client(mlflow_db).get_metric_history(run.info.run_id, "val_error")
+    assert [(m.step, m.value) for m in steps] == [(int(r["epoch"]), pytest.approx(r["val_error"])) for r in rows]
+    again = runner.invoke(app, ["study", str(study), "--out", str(tmp_path / "out"), "--device", "cpu"])  # kept: not duplicated
+    assert again.exit_code == 0, again.output
+    assert len(mlflow_runs(mlflow_db)) == 1 and len(list(folder.rglob("events.out.tfevents.*"))) == 3

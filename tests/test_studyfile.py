@@ -42,6 +42,7 @@ def _study(tmp_path, parts, **top) -> str:
         ([{"train": None, "bench": None}], {}, "study.json: parts[0]: must have exactly one of train, sweep-lr, sweep, bench"),
         ([{"train": None}], {"tensorboard": 3}, "study.json: tensorboard: must be a folder"),
         ([{"train": None}], {"partz": 1}, "study.json: partz: unknown key (did you mean 'parts'?)"),
+        ([{"train": None}], {"claims": "coarse"}, "study.json: claims: must be one of course, got 'coarse' (did you mean 'course'?)"),
     ],
 )
 def test_a_bad_study_file_is_one_line_naming_the_field_and_writes_nothing(tmp_path, parts, top, message):
@@ -63,11 +64,15 @@ def test_course_dry_run_lists_its_parts(tmp_path):
 
 
 def test_a_tiny_study_runs_end_to_end_resumes_and_redraws_its_report(tmp_path):
-    path = _study(tmp_path, [{"name": "single", "train": None}, {"name": "rates", "sweep-lr": [0.1, 0.01]}])
+    path = _study(tmp_path, [{"name": "single", "train": None}, {"name": "rates", "sweep-lr": [0.1, 0.001]}], claims="course")
     out = tmp_path / "out"
     first = cli("study", path, "--out", out)
     assert first.returncode == 0, first.stderr
     assert (out / "report.html").is_file() and f"report: {out / 'report.html'}" in first.stdout
+    index = json.loads((out / "study.json").read_text())
+    assert index["claims"] == "course" and [p["folder"] for p in index["parts"]] == ["single", "rates"]
+    page = (out / "report.html").read_text()  # the course's questions, answered from this study's own sweep
+    assert '<table id="course-table">' in page and 'data-id="speedup">not tested' in page and "0.001 → final validation error" in page
     runs = list((out / "single").glob("*/run.json"))
     assert len(runs) == 1 and json.loads(runs[0].read_text())["status"] == "ok"
     sweeps = list((out / "rates").glob("*/summary.csv"))

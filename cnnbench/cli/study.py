@@ -52,7 +52,7 @@ def study(
 ) -> None:
     """Run a study file: its trainings, sweeps and benches in order, each through its command's pipeline, then the report."""
     _go_offline(offline)
-    from cnnbench.studyfile import load_study, plan_part, run_part, write_study_report
+    from cnnbench.studyfile import load_study, plan_part, record_study, run_part, write_study_report
     from cnnbench.train import RunOptions
 
     loaded = load_study(file, data=data)  # everything checked before anything trains
@@ -73,16 +73,19 @@ def study(
         from cnnbench.sinks import open_sinks
 
         with open_sinks(loaded.sinks.get("tensorboard"), loaded.sinks.get("mlflow")) as sinks:
+            record_study(folder, loaded)  # the report finds the study's parts and claims here
             for number, plan in enumerate(plans, 1):
                 plan = plan_part(plan.part, folder, run_options)  # planned when its turn comes
                 err(f"part {number}/{len(plans)} {plan.part.folder} ({plan.part.kind}): {plan.train} to train, {plan.keep} kept")
                 progress = _progress(plan)
                 if plan.part.kind == "train":
-                    run_part(plan, run_options, parallel, on_event=progress)
+                    run_part(plan, run_options, parallel, on_event=progress, sinks=sinks)
                     continue
                 with _resumable(progress, lambda plan=plan: plan.folder):
                     run_part(plan, run_options, parallel, on_event=sinks.watching(progress))
     if report_only:  # the page is all that was asked for: its failure is the command's
+        if folder.is_dir():
+            record_study(folder, loaded)
         say(f"report: {write_study_report(folder, command=command).path}")
         return
     try:

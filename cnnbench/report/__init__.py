@@ -94,6 +94,10 @@ def build_report(
         for r in found.runs:
             figures[id(r)] = render(plot_run, r.folder, scratch / anchors[id(r)], anchors[id(r)], log_scale)
         facts = verdicts(found, anchors)
+        if (found.study_file or {}).get("claims") == "course":
+            from cnnbench.report.course import course_answers
+
+            facts["course"] = course_answers(found, facts)
         files = []
         for item in [*found.sweeps, *found.studies, *found.benches, *found.runs]:
             for path in dict.fromkeys(item.inputs):

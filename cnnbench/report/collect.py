@@ -106,6 +106,7 @@ class Collection:
     listing: list[dict[str, Any]] = field(default_factory=list)  # `cnnbench ls` rows
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    study_file: dict[str, Any] | None = None  # the study.json `cnnbench study` wrote at a root: its name, parts, claims
 
     @property
     def empty(self) -> bool:
@@ -283,7 +284,23 @@ def collect(roots: list[Path], scratch: Path) -> Collection:
 
             _guard(found, folder, lone)
         found.listing += list_results(root)
+        if found.study_file is None:
+            found.study_file = _study_file(root)
     return found
+
+
+def _study_file(root: Path) -> dict[str, Any] | None:
+    """The study.json of a folder `cnnbench study` made (None when absent or not one)."""
+    from cnnbench.files import UnsafeFileError, read_json
+
+    if not (root / "study.json").is_file():
+        return None
+    try:
+        doc = read_json(root / "study.json")
+    except (OSError, ValueError, RecursionError, UnsafeFileError) as exc:
+        warn(f"{root / 'study.json'}: cannot be read ({type(exc).__name__}); the study's claims are not compared")
+        return None
+    return doc if isinstance(doc, dict) and doc.get("kind") == "study-file" else None
 
 
 def _guard(found: Collection, folder: Path, read) -> None:

@@ -173,7 +173,12 @@ def verdicts_html(p: PageInput) -> str:
         )
     if p.found.skipped:
         items.append(f"<span class=warn>{len(p.found.skipped)} folder(s) skipped</span>: see {link('skipped', 'provenance')}.")
-    return "<ul class=verdicts>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+    course = ""
+    if p.verdicts.get("course"):
+        from cnnbench.report.course import course_html
+
+        course = course_html(p.verdicts["course"])
+    return "<ul class=verdicts>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" + course
 
 
 # --- sections ----------------------------------------------------------------------------------
