@@ -185,3 +185,39 @@ def lone_run(r: LoneRun, anchor: str) -> str:
         *_runs_facts([r.run]),
     ]
     return f'<h3 id="{anchor}-run">Run {e(r.folder.name)}</h3>{_facts(facts)}'
+
+
+def study_command(s) -> str:
+    """`cnnbench sweep spec.json --set PATH=VALUES … --seeds …` that plans the same points."""
+    from cnnbench.grid import format_point_value
+
+    index = s.index
+    cmd = "cnnbench sweep spec.json"
+    for axis in index.get("axes") or []:
+        if not isinstance(axis, dict) or not isinstance(axis.get("path"), str):
+            continue
+        given = axis.get("range")
+        if isinstance(given, list) and len(given) == 2:
+            values = f"{format_point_value(given[0])}..{format_point_value(given[1])}"
+        else:
+            values = ",".join(format_point_value(x) for x in axis.get("values") or [])
+        cmd += f" --set '{axis['path']}={values}'"
+    for group in index.get("zip") or []:
+        if isinstance(group, list):
+            cmd += f" --zip {','.join(map(str, group))}"
+    spec = index.get("spec") if isinstance(index.get("spec"), dict) else {}
+    base = (spec.get("training") or {}).get("seed", 0) if isinstance(spec.get("training"), dict) else 0
+    seeds = [x for x in index.get("seeds") or [] if isinstance(x, int)]
+    if seeds and isinstance(base, int):
+        offsets = [x - base for x in seeds]
+        cmd += f" --seeds {len(seeds) if offsets == list(range(len(seeds))) else ','.join(map(str, offsets))}"
+    if index.get("method") in ("random", "sobol"):
+        cmd += f" --method {index['method']} --n {index.get('n')}"
+    for key in ("tune", "rank"):
+        if isinstance(index.get(key), str) and not (key == "rank" and index[key] == "mean"):
+            cmd += f" --{key} {index[key]}"
+    opts = index.get("options") if isinstance(index.get("options"), dict) else {}
+    for key in ("device", "backend", "engine", "parallel"):
+        if opts.get(key) not in (None, "", "auto", 1):
+            cmd += f" --{key} {opts[key]}"
+    return cmd
