@@ -138,8 +138,11 @@ def _best_rate(found: Collection, facts: dict[str, Any], rates: dict[float, dict
     best = overall["best"]
     grid = f"grid {num(overall['grid'][0])} … {num(overall['grid'][-1])}" if overall["grid"] else "its grid"
     where = f"at the edge of its {grid}: the optimum may lie outside it" if overall["at_edge"] else f"inside its {grid}"
+    ties = sorted({v["best"]["learning_rate"] for v in sweeps if v is not overall and math.isclose(
+        v["best"]["best_val_error"], best["best_val_error"], rel_tol=1e-9, abs_tol=1e-12)} - {best["learning_rate"]})  # fmt: skip
+    tied = f"; tied with {', '.join(num(t) for t in ties)} in another sweep, so the smaller rate is named" if ties else ""
     answer = (f"Over every rate measured, {num(best['learning_rate'])}: best validation error {best['best_val_error']:.3f} "
-              f"(sweep {overall['folder']}, {where}).")  # fmt: skip
+              f"(sweep {overall['folder']}, {where}{tied}).")  # fmt: skip
     sheet = {lr: r for lr, r in rates.items() if any(math.isclose(lr, s, rel_tol=1e-9) for s in SHEET_RATES)}
     sheet_ok = {lr: r for lr, r in sheet.items() if r["learned"] and r["best"] is not None}
     agreement, ours = "not tested", None
