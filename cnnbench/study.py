@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import shutil
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from cnnbench import __version__, results
 from cnnbench import record as run_record
+from cnnbench.aggregates import Throttled
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
 from cnnbench.grid import Grid, format_point_value
 from cnnbench.lock import folder_lock, held_by, in_use
@@ -37,7 +37,6 @@ __all__ = ["RUN_COLUMNS", "StudyEvent", "StudyOptions", "StudyPlan", "StudyResul
 KIND = "study"  # sweep.json's kind (sweep-lr writes "lr-sweep")
 RUN_COLUMNS = ("seed", "status", "error", "best_val_error", "final_val_error", "best_epoch", "epochs_run", "total_time_s",
                "epoch_s_median", "learned", "engine", "fused_k", "device", "backend", "dataset", "identity", "run_dir")  # fmt: skip
-TABLE_INTERVAL_S = 1.0  # runs.csv and points.csv are rewritten at most this often while runs finish, and at the end
 PENDING = "pending"
 _HOW_TO_RUN = ("engine", "steps_per_execution")  # training keys that change how a run executes, not what it learns
 
@@ -271,7 +270,7 @@ class _Tables:
         self.records: dict[Path, dict[str, Any] | None] = {run.run_dir: read_record(run.run_dir / "run.json") for run in plan.runs}
         removed = plan.removed if plan.show_all else ()
         self.removed = [(entry, read_record(plan.study_dir / entry["run_dir"] / "run.json")) for entry in removed]
-        self.written = 0.0
+        self.throttle = Throttled(self._write)
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -289,8 +288,13 @@ class _Tables:
         return axes
 
     def write(self, final: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
-        if not final and time.monotonic() - self.written < TABLE_INTERVAL_S:
-            return None
+        """Rewrite both tables now (`final`: the start, the end), else when due (`cnnbench.aggregates`): None if not."""
+        if final:
+            return self.throttle.flush()
+        self.throttle.changed()
+        return None
+
+    def _write(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         rows = self.rows()
         axes = self.columns(rows)
         points = point_rows(rows, axes)
@@ -298,7 +302,6 @@ class _Tables:
         write_csv(self.plan.study_dir / "runs.csv", typed, ["point", *axes, *RUN_COLUMNS])
         shown = [{**row, **{a: format_point_value(row[a]) for a in axes}} for row in points]
         write_csv(self.plan.study_dir / "points.csv", shown, point_columns(axes))
-        self.written = time.monotonic()
         return rows, points
 
 
@@ -424,6 +427,7 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
             emit(StudyEvent("info", None, 0, total, message=payload))
         elif kind in ("start", "epoch"):
             emit(StudyEvent(kind, run, done, total, **{"record" if kind == "start" else "row": payload}))
+            tables.throttle.tick()  # a run that ended less than a second ago is in the tables once the second is over
         else:
             record = read_record(run.run_dir / "run.json") if payload is None else payload
             tables.records[run.run_dir] = record
