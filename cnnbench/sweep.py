@@ -21,13 +21,13 @@ from typing import Any
 from cnnbench import __version__, engines, results
 from cnnbench import device as devices
 from cnnbench import record as run_record
-from cnnbench.aggregates import Throttled
+from cnnbench.aggregates import CsvLines, Throttled
 from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason, raise_if_stopped
 from cnnbench.executor import Event, RayConfig, Task, make_executor
 from cnnbench.files import check_folder
 from cnnbench.lock import folder_lock, held_by, in_use
-from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
+from cnnbench.results import FINISHED, now_iso, read_record, write_json
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions
 from cnnbench.values import check_values, format_value, parse_values
@@ -276,27 +276,49 @@ def summary_rows(plan: SweepPlan, records: dict[Path, dict[str, Any] | None] | N
 
     records: run folder -> record, as the sweep holds them while it runs (a run not in it is read from its run.json).
     """
-    rows = []
-    for run in plan.runs:
-        record = (records[run.run_dir] if records is not None and run.run_dir in records else _record(run.run_dir)) or {}
-        timing = record.get("timing") or {}
-        row = {key: record.get(key) for key in SUMMARY_COLUMNS}
-        row.update(
-            learning_rate=run.learning_rate,
-            status=record.get("status") or PENDING,
-            epoch_s_median=timing.get("epoch_s_median"),
-            dataset=(record.get("data") or {}).get("name"),  # the data actually used (mnist may fall back to mnist-5k)
-            run_dir=run.run_dir.name,  # relative: the sweep folder can be moved or shared
-        )
-        rows.append(row)
-    return rows
+    return [_summary_row(run, _held(run, records)) for run in plan.runs]
 
 
-def _write_summary(plan: SweepPlan, records: dict[Path, dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
-    rows = summary_rows(plan, records)
-    as_typed = [{**row, "learning_rate": format_value(row["learning_rate"])} for row in rows]  # 500, not 500.0
-    write_csv(plan.sweep_dir / "summary.csv", as_typed, SUMMARY_COLUMNS)
-    return rows
+def _held(run: PlannedRun, records: dict[Path, dict[str, Any] | None] | None) -> dict[str, Any] | None:
+    return records[run.run_dir] if records is not None and run.run_dir in records else _record(run.run_dir)
+
+
+def _summary_row(run: PlannedRun, record: dict[str, Any] | None) -> dict[str, Any]:
+    record = record or {}
+    timing = record.get("timing") or {}
+    row = {key: record.get(key) for key in SUMMARY_COLUMNS}
+    row.update(
+        learning_rate=run.learning_rate,
+        status=record.get("status") or PENDING,
+        epoch_s_median=timing.get("epoch_s_median"),
+        dataset=(record.get("data") or {}).get("name"),  # the data actually used (mnist may fall back to mnist-5k)
+        run_dir=run.run_dir.name,  # relative: the sweep folder can be moved or shared
+    )
+    return row
+
+
+class _Summary:
+    """summary.csv from the records the sweep holds (a run not held is read from its run.json): a rewrite makes the
+    row of a run again only when its record changed."""
+
+    def __init__(self, plan: SweepPlan, records: dict[Path, dict[str, Any] | None]) -> None:
+        self.plan, self.records = plan, records
+        self.csv = CsvLines(SUMMARY_COLUMNS)
+        self.rows: dict[Path, tuple[Any, dict[str, Any]]] = {}
+
+    def write(self) -> list[dict[str, Any]]:
+        rows, lines = [], []
+        for run in self.plan.runs:
+            record = _held(run, self.records)
+            cached = self.rows.get(run.run_dir)
+            if cached is None or cached[0] is not record:
+                cached = (record, _summary_row(run, record))
+                self.rows[run.run_dir] = cached
+            row = cached[1]
+            rows.append(row)
+            lines.append(self.csv.line(run.run_dir, (row,), lambda row=row: {**row, "learning_rate": format_value(row["learning_rate"])}))
+        self.csv.write(self.plan.sweep_dir / "summary.csv", lines)  # rates as typed: 500, not 500.0
+        return rows
 
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
@@ -358,7 +380,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
         for run in plan.runs:
             if run.skip:
                 emit(SweepEvent("skip", run, 0, len(todo), record=records[run.run_dir]))
-        summary = Throttled(lambda: _write_summary(plan, records))  # rewritten at most once a second, and at the end
+        summary = Throttled(_Summary(plan, records).write)  # rewritten at most once a second, and at the end
         summary.flush()
         try:
             _execute(plan, todo, options, emit, records, summary)
