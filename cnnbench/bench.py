@@ -26,6 +26,7 @@ from typing import Any
 from cnnbench import device as devices
 from cnnbench import engines, results
 from cnnbench import record as run_record
+from cnnbench.aggregates import Throttled
 from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, DataError, DeviceError, SpecError, UsageError, raise_if_stopped
 from cnnbench.executor import Event, RayConfig, Task, make_executor
@@ -291,6 +292,7 @@ def run_bench(
                              f"rows are unavailable: {reason}")  # fmt: skip
         emit(BenchEvent("begin", total=len(todo), message=str(path)))
         status = "aborted"
+        table = Throttled(lambda: _write_rows(path, spec, options, reasons, record["models"]))  # at most once a second, and at the end
         runs: dict[int, tuple[int, Combination, Path]] = {}  # task key (the run's index) -> (repeat, combination, folder)
 
         def on_event(event: Event) -> None:
@@ -308,7 +310,9 @@ def run_bench(
                     if note not in notes:  # e.g. full MNIST missing: every run falls back alike, say it once
                         _warn(notes, note)
                 emit(BenchEvent("done", event.key, len(todo), combo, repeat, outcome, run_dir=run_dir))
-                _write_rows(path, spec, options, reasons, record["models"])
+                table.changed()
+            else:
+                table.tick()
 
         try:
             # Repeats are the outer loop: slow drift (heat, other load) then spreads over every row.
@@ -332,7 +336,7 @@ def run_bench(
             status = "interrupted"
             raise
         finally:
-            rows = _write_rows(path, spec, options, reasons, record["models"])
+            rows = table.flush()
             write_json(path / "bench.json", {**record, "status": status, "ended_at": now_iso(), "warnings": notes,
                                              "executed": executor.describe()})  # fmt: skip
         return BenchResult(path, rows, notes)

@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import shutil
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +22,11 @@ from typing import Any
 
 from cnnbench import __version__, results
 from cnnbench import record as run_record
+from cnnbench.aggregates import CsvLines, Throttled
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
 from cnnbench.grid import Grid, format_point_value
 from cnnbench.lock import folder_lock, held_by, in_use
-from cnnbench.results import FINISHED, now_iso, read_json, read_record, write_csv, write_json
+from cnnbench.results import FINISHED, now_iso, read_json, read_record, write_json
 from cnnbench.spec import Spec, parse_spec
 from cnnbench.sweep import SweepOptions, execute_runs, resumable
 from cnnbench.verdict import RANKS, Verdict, make_verdict, point_columns, point_rows
@@ -37,7 +37,6 @@ __all__ = ["RUN_COLUMNS", "StudyEvent", "StudyOptions", "StudyPlan", "StudyResul
 KIND = "study"  # sweep.json's kind (sweep-lr writes "lr-sweep")
 RUN_COLUMNS = ("seed", "status", "error", "best_val_error", "final_val_error", "best_epoch", "epochs_run", "total_time_s",
                "epoch_s_median", "learned", "engine", "fused_k", "device", "backend", "dataset", "identity", "run_dir")  # fmt: skip
-TABLE_INTERVAL_S = 1.0  # runs.csv and points.csv are rewritten at most this often while runs finish, and at the end
 PENDING = "pending"
 _HOW_TO_RUN = ("engine", "steps_per_execution")  # training keys that change how a run executes, not what it learns
 
@@ -271,7 +270,12 @@ class _Tables:
         self.records: dict[Path, dict[str, Any] | None] = {run.run_dir: read_record(run.run_dir / "run.json") for run in plan.runs}
         removed = plan.removed if plan.show_all else ()
         self.removed = [(entry, read_record(plan.study_dir / entry["run_dir"] / "run.json")) for entry in removed]
-        self.written = 0.0
+        self.throttle = Throttled(self._write)
+        self.axes = self.columns(self.rows())  # the plan's axes, and any that only removed runs have
+        self._runs_csv = CsvLines(["point", *self.axes, *RUN_COLUMNS])
+        self._points_csv = CsvLines(point_columns(self.axes))
+        self._rows: dict[Path, tuple[Any, dict[str, Any]]] = {}  # run folder -> (record, its runs.csv row)
+        self._points: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}  # point -> (its runs' rows, its points.csv row)
 
     def rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -289,16 +293,50 @@ class _Tables:
         return axes
 
     def write(self, final: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
-        if not final and time.monotonic() - self.written < TABLE_INTERVAL_S:
-            return None
-        rows = self.rows()
-        axes = self.columns(rows)
-        points = point_rows(rows, axes)
-        typed = [{**row, **{a: format_point_value(row[a]) if a in row else None for a in axes}} for row in rows]
-        write_csv(self.plan.study_dir / "runs.csv", typed, ["point", *axes, *RUN_COLUMNS])
-        shown = [{**row, **{a: format_point_value(row[a]) for a in axes}} for row in points]
-        write_csv(self.plan.study_dir / "points.csv", shown, point_columns(axes))
-        self.written = time.monotonic()
+        """Rewrite both tables now (`final`: the start, the end), else when due (`cnnbench.aggregates`): None if not."""
+        if final:
+            return self.throttle.flush()
+        self.throttle.changed()
+        return None
+
+    def _row(self, run_dir: Path, make: Callable[[dict[str, Any] | None], dict[str, Any]], record: dict[str, Any] | None) -> dict[str, Any]:
+        cached = self._rows.get(run_dir)
+        if cached is None or cached[0] is not record:  # made again only for a run whose record changed
+            cached = (record, make(record))
+            self._rows[run_dir] = cached
+        return cached[1]
+
+    def _write(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        plan, axes = self.plan, self.axes
+        rows = []
+        for run in plan.runs:
+            point = dict(zip(plan.axes, run.point, strict=True))
+            make = lambda record, run=run, point=point: run_row(plan, point, run.label, run.run_dir, run.identity, record)  # noqa: E731
+            rows.append(self._row(run.run_dir, make, self.records.get(run.run_dir)))
+        for entry, record in self.removed:
+            point = entry.get("point") if isinstance(entry.get("point"), dict) else {}
+            run_dir = plan.study_dir / entry["run_dir"]
+            make = lambda record, entry=entry, point=point, run_dir=run_dir: run_row(  # noqa: E731
+                plan, point, str(entry.get("point_label") or ""), run_dir, entry.get("identity"), record)
+            rows.append(self._row(run_dir, make, record))
+        groups: dict[str, list[dict[str, Any]]] = {}
+        lines = []
+        for row in rows:
+            groups.setdefault(row["point"], []).append(row)
+            typed = lambda row=row: {**row, **{a: format_point_value(row[a]) if a in row else None for a in axes}}  # noqa: E731
+            lines.append(self._runs_csv.line(row["run_dir"], (row,), typed))
+        self._runs_csv.write(plan.study_dir / "runs.csv", lines)
+        points, lines = [], []
+        for label, members in groups.items():  # a point's row is made again only when one of its runs changed
+            cached = self._points.get(label)
+            if cached is None or len(cached[0]) != len(members) or any(a is not b for a, b in zip(cached[0], members, strict=False)):
+                cached = (members, point_rows(members, axes)[0])
+                self._points[label] = cached
+            point = cached[1]
+            points.append(point)
+            shown = lambda point=point: {**point, **{a: format_point_value(point[a]) for a in axes}}  # noqa: E731
+            lines.append(self._points_csv.line(label, (point,), shown))
+        self._points_csv.write(plan.study_dir / "points.csv", lines)
         return rows, points
 
 
@@ -424,6 +462,7 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
             emit(StudyEvent("info", None, 0, total, message=payload))
         elif kind in ("start", "epoch"):
             emit(StudyEvent(kind, run, done, total, **{"record" if kind == "start" else "row": payload}))
+            tables.throttle.tick()  # a run that ended less than a second ago is in the tables once the second is over
         else:
             record = read_record(run.run_dir / "run.json") if payload is None else payload
             tables.records[run.run_dir] = record

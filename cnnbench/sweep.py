@@ -21,12 +21,13 @@ from typing import Any
 from cnnbench import __version__, engines, results
 from cnnbench import device as devices
 from cnnbench import record as run_record
+from cnnbench.aggregates import CsvLines, Throttled
 from cnnbench.data import file_digest
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason, raise_if_stopped
 from cnnbench.executor import Event, RayConfig, Task, make_executor
 from cnnbench.files import check_folder
 from cnnbench.lock import folder_lock, held_by, in_use
-from cnnbench.results import FINISHED, now_iso, read_record, write_csv, write_json
+from cnnbench.results import FINISHED, now_iso, read_record, write_json
 from cnnbench.spec import Spec
 from cnnbench.train import RunOptions
 from cnnbench.values import check_values, format_value, parse_values
@@ -270,29 +271,54 @@ def _record(run_dir: Path) -> dict[str, Any] | None:
     return read_record(run_dir / "run.json")
 
 
-def summary_rows(plan: SweepPlan) -> list[dict[str, Any]]:
-    """One row per planned learning rate, read from its run.json (`pending` when there is none)."""
-    rows = []
-    for run in plan.runs:
-        record = _record(run.run_dir) or {}
-        timing = record.get("timing") or {}
-        row = {key: record.get(key) for key in SUMMARY_COLUMNS}
-        row.update(
-            learning_rate=run.learning_rate,
-            status=record.get("status") or PENDING,
-            epoch_s_median=timing.get("epoch_s_median"),
-            dataset=(record.get("data") or {}).get("name"),  # the data actually used (mnist may fall back to mnist-5k)
-            run_dir=run.run_dir.name,  # relative: the sweep folder can be moved or shared
-        )
-        rows.append(row)
-    return rows
+def summary_rows(plan: SweepPlan, records: dict[Path, dict[str, Any] | None] | None = None) -> list[dict[str, Any]]:
+    """One row per planned learning rate, read from its run.json (`pending` when there is none).
+
+    records: run folder -> record, as the sweep holds them while it runs (a run not in it is read from its run.json).
+    """
+    return [_summary_row(run, _held(run, records)) for run in plan.runs]
 
 
-def _write_summary(plan: SweepPlan) -> list[dict[str, Any]]:
-    rows = summary_rows(plan)
-    as_typed = [{**row, "learning_rate": format_value(row["learning_rate"])} for row in rows]  # 500, not 500.0
-    write_csv(plan.sweep_dir / "summary.csv", as_typed, SUMMARY_COLUMNS)
-    return rows
+def _held(run: PlannedRun, records: dict[Path, dict[str, Any] | None] | None) -> dict[str, Any] | None:
+    return records[run.run_dir] if records is not None and run.run_dir in records else _record(run.run_dir)
+
+
+def _summary_row(run: PlannedRun, record: dict[str, Any] | None) -> dict[str, Any]:
+    record = record or {}
+    timing = record.get("timing") or {}
+    row = {key: record.get(key) for key in SUMMARY_COLUMNS}
+    row.update(
+        learning_rate=run.learning_rate,
+        status=record.get("status") or PENDING,
+        epoch_s_median=timing.get("epoch_s_median"),
+        dataset=(record.get("data") or {}).get("name"),  # the data actually used (mnist may fall back to mnist-5k)
+        run_dir=run.run_dir.name,  # relative: the sweep folder can be moved or shared
+    )
+    return row
+
+
+class _Summary:
+    """summary.csv from the records the sweep holds (a run not held is read from its run.json): a rewrite makes the
+    row of a run again only when its record changed."""
+
+    def __init__(self, plan: SweepPlan, records: dict[Path, dict[str, Any] | None]) -> None:
+        self.plan, self.records = plan, records
+        self.csv = CsvLines(SUMMARY_COLUMNS)
+        self.rows: dict[Path, tuple[Any, dict[str, Any]]] = {}
+
+    def write(self) -> list[dict[str, Any]]:
+        rows, lines = [], []
+        for run in self.plan.runs:
+            record = _held(run, self.records)
+            cached = self.rows.get(run.run_dir)
+            if cached is None or cached[0] is not record:
+                cached = (record, _summary_row(run, record))
+                self.rows[run.run_dir] = cached
+            row = cached[1]
+            rows.append(row)
+            lines.append(self.csv.line(run.run_dir, (row,), lambda row=row: {**row, "learning_rate": format_value(row["learning_rate"])}))
+        self.csv.write(self.plan.sweep_dir / "summary.csv", lines)  # rates as typed: 500, not 500.0
+        return rows
 
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
@@ -324,7 +350,8 @@ def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
 
 
 def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event: Callable[[SweepEvent], None] | None = None) -> SweepResult:
-    """Train every planned run that is not kept, writing sweep.json and (after every run) summary.csv.
+    """Train every planned run that is not kept, writing sweep.json and summary.csv (at the start, at most once a
+    second while runs finish, and at the end: `cnnbench.aggregates`).
 
     Diverged and failed runs are recorded and the sweep goes on. Ctrl-C marks the run(s) in
     progress `interrupted`, writes the summary and re-raises KeyboardInterrupt; a bad spec or
@@ -349,23 +376,27 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
             if run.status == results.CORRUPT:
                 results.set_aside(run.run_dir / "run.json")  # kept for inspection, out of the retrained run's way
         _write_index(plan, options)
+        records = {run.run_dir: _record(run.run_dir) for run in plan.runs}  # what summary.csv shows while runs finish
         for run in plan.runs:
             if run.skip:
-                emit(SweepEvent("skip", run, 0, len(todo), record=_record(run.run_dir)))
-        _write_summary(plan)
+                emit(SweepEvent("skip", run, 0, len(todo), record=records[run.run_dir]))
+        summary = Throttled(_Summary(plan, records).write)  # rewritten at most once a second, and at the end
+        summary.flush()
         try:
-            _execute(plan, todo, options, emit)
+            _execute(plan, todo, options, emit, records, summary)
             raise_if_stopped()  # a SIGTERM or SIGHUP swallowed while the last run was recorded still ends the sweep as stopped
         except BaseException as exc:
             if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
                 shutil.rmtree(plan.sweep_dir)  # a typo in --data or the spec leaves no empty sweep behind
             else:
                 try:
-                    _write_summary(plan)  # on Ctrl-C too: the summary always matches the run folders
+                    records.clear()  # read again: the runs' records as they were left (interrupted, failed)
+                    summary.flush()  # on Ctrl-C too: the summary always matches the run folders
                 except OSError:
                     pass  # a full disk: the error being raised says more than this one would
             raise
-        return SweepResult(plan, _write_summary(plan), plan.sweep_dir / "summary.csv")
+        records.clear()  # the final summary is read from the run folders, once
+        return SweepResult(plan, summary.flush(), plan.sweep_dir / "summary.csv")
 
 
 def planned_engine(spec: Spec, options: SweepOptions) -> str:
@@ -441,17 +472,22 @@ def execute_runs(
             raise
 
 
-def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
-    """Train the runs of a learning-rate sweep, rewriting summary.csv after each."""
+def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit, records: dict[Path, Any],
+             summary: Throttled) -> None:  # fmt: skip
+    """Train the runs of a learning-rate sweep, keeping `records` (what summary.csv shows) as runs start and end."""
 
     def on_event(kind: str, run: PlannedRun | None, done: int, total: int, payload: Any) -> None:
         if kind == "info":
             emit(SweepEvent("info", None, 0, total, message=payload))
         elif kind in ("start", "epoch"):
             emit(SweepEvent(kind, run, done, total, **{"record" if kind == "start" else "row": payload}))
+            if kind == "start":
+                records[run.run_dir] = payload  # shown `running` from the next write on
+            summary.tick()  # a run that ended less than a second ago is in the summary once the second is over
         else:
-            emit(SweepEvent("end", run, done, total, record=_record(run.run_dir) if payload is None else payload))
-            _write_summary(plan)
+            records[run.run_dir] = _record(run.run_dir)  # this run's record as it is on disk: one file per finished run
+            emit(SweepEvent("end", run, done, total, record=records[run.run_dir] if payload is None else payload))
+            summary.changed()
 
     def on_died(run: PlannedRun, reason: str) -> None:
         base = {"name": plan.spec.name, "learning_rate": run.learning_rate}
