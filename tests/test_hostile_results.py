@@ -304,6 +304,7 @@ def test_names_and_fields_from_disk_reach_the_terminal_escaped(tmp_path):
         assert result.returncode == 0, result.stderr
         both = result.stdout + result.stderr
         assert "\x1b" not in both and "\x07" not in both and "Traceback" not in both
+        assert "Glyph" not in both  # nor drawn into a figure: matplotlib has no glyph for a control character
         assert "tiny[bold]\\x1b]0;owned\\x07" in both  # shown as it is named, markup and all, made harmless
     listed = cli("ls", str(root), timeout=60).stdout
     assert "synthetic[/x]\\x1b[31m" in listed
