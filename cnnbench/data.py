@@ -370,6 +370,21 @@ def _download_mnist():
         return keras.datasets.mnist.load_data()
 
 
+def check_data_file(path: str | Path) -> None:
+    """DataError when a data file (`--data FILE`) is missing or not a regular file (a folder, a pipe, a device):
+    said before Keras is imported or a folder made, and never by opening it (a pipe would hang the read)."""
+    from cnnbench.files import kind_of
+
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, ValueError) as exc:  # unreadable folder, a name too long, a NUL byte
+        raise DataError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: is {kind_of(mode)}, not a .npz file")
+
+
 def _full_mnist(path: str | None) -> tuple[tuple, str]:
     """Full MNIST from a local file, Keras' cache, or a download; raises DataError if none works.
 
@@ -377,10 +392,8 @@ def _full_mnist(path: str | None) -> tuple[tuple, str]:
     (CNNBENCH_DOWNLOAD_RETRY_S); with CNNBENCH_OFFLINE=1 nothing is downloaded at all.
     """
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise DataError(f"{path}: no such file")
-        return _load_npz(p), str(p)
+        check_data_file(path)
+        return _load_npz(Path(path)), str(path)
     cached = _keras_cached_mnist()
     if cached.is_file():
         return _load_npz(cached), str(cached)

@@ -445,6 +445,8 @@ def make_grid(
             raise UsageError(f"`method` {method}: no axis has a range to sample; write one as PATH=lo..hi")
         if n is None or n < 1:
             raise UsageError(f"`method` {method}: give the number of sampled points with `n` N")
+        if n > MAX_POINTS:  # checked before sampling: n rows are drawn at once
+            raise UsageError(f"`n` {n:,}: at most {MAX_POINTS:,} sampled points are allowed")
     groups = _zip_groups(axes, zips)
     blocks: list[tuple[list[int], list[tuple[Any, ...]]]] = []  # (axis indices, rows of values)
     for group in groups:

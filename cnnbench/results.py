@@ -440,11 +440,8 @@ def _table_rows(path: Path) -> list[dict[str, Any]]:
     """`ls` rows of the runs a summary.csv or bench.csv records: what committed reference results
     (docs/study, docs/bench-cpu) keep when their run folders were left out."""
     try:
-        if not path.is_file() or path.stat().st_size > _TABLE_MAX_BYTES:
-            return []
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error):
+        rows = list(csv.DictReader(io.StringIO(read_bytes(path, _TABLE_MAX_BYTES).decode("utf-8"), newline="")))
+    except (OSError, UnsafeFileError, UnicodeDecodeError, csv.Error):  # absent, a link, pipe or device, too large, not text
         return []
 
     def number(text: Any) -> float | None:

@@ -59,12 +59,16 @@ def _check_options(options: RunOptions) -> None:
 
 def plan_run(spec: Spec, out: str | Path = "results", options: RunOptions | None = None) -> RunPlan:
     """A new run of `spec`, in a folder `out/<name>-<timestamp>` made when it starts. Refused before any work: an
-    `out` that cannot be written (OutputError), absurd `options.threads` or a backend not installed (UsageError)."""
+    `out` that cannot be written (OutputError), absurd `options.threads` or a backend not installed (UsageError),
+    a data file that is missing or not a file (DataError)."""
+    from cnnbench.data import check_data_file
     from cnnbench.results import check_out_dir
 
     options = options or RunOptions()
     check_out_dir(out)
     _check_options(options)
+    if spec.data.path:  # a missing data file is said at once, before a folder is made or Keras imported
+        check_data_file(spec.data.path)
     return RunPlan(spec, replace(options, resume=False), out=Path(out))
 
 

@@ -305,6 +305,10 @@ def train_group(
     """
     if len(specs) != len(run_dirs) or not specs:
         raise UsageError(f"train_group needs one run folder per spec, got {len(specs)} specs and {len(run_dirs)} folders")
+    from cnnbench.data import check_data_file
+
+    for data_path in dict.fromkeys(s.data.path for s in specs if s.data.path):  # a missing data file, too, before Keras
+        check_data_file(data_path)
     requested = options.engine or specs[0].training.engine
     if requested != "auto":  # an engine this backend cannot run is refused before Keras is imported or data loaded
         engines.resolve(requested, devices.requested_backend(options.backend), "cpu")

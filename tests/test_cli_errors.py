@@ -62,6 +62,20 @@ def test_errors_that_need_no_data_come_before_tensorflow_is_imported(args, line,
     assert not (tmp_path / "out").exists()  # nothing written for bad input
 
 
+@pytest.mark.parametrize(("what", "said"), [("missing", "no such file"), ("fifo", "is a named pipe (FIFO), not a .npz file"),
+                                          ("folder", "is a folder, not a .npz file")])  # fmt: skip
+def test_a_data_file_missing_or_not_a_file_is_one_line_before_tensorflow_and_never_opened(what, said, tmp_path):
+    data = tmp_path / "mnist.npz"
+    if what == "fifo":
+        os.mkfifo(data)  # opened, it would hang the command: it is refused without being opened
+    elif what == "folder":
+        data.mkdir()
+    result, stderr, imported = fast_cli("train", "--data", str(data), "--out", str(tmp_path / "out"))
+    assert (result.returncode, stderr) == (2, [f"error: {data}: {said}"])
+    assert not imported & {"tensorflow", "keras", "jax", "torch"}
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_unknown_keras_backend_is_one_line_for_build():
     result, stderr, imported = fast_cli("build", "convolutional_nn", env={**os.environ, "KERAS_BACKEND": "garbage"})
     assert (result.returncode, stderr) == (2, ["error: unknown Keras backend 'garbage' (from KERAS_BACKEND); use tensorflow, jax, torch"])
@@ -119,6 +133,8 @@ def test_a_spec_name_cannot_hide_its_runs_from_ls_and_plot(tmp_path):
         (["bench", "--timeout", "1e300"], "'--timeout': Input should be less than or equal to 2592000"),
         (["bench", "--memory-limit-mb", "99999999999999999999"], "'--memory-limit-mb': Input should be less than or equal to 16777216"),
         (["bench", "--ray", "--cpus-per-run", "1e300"], "'--cpus-per-run': Input should be less than or equal to 1024"),
+        (["sweep", "--set", "training.learning_rate=1e-4..1", "--method", "random", "--n", "99999999999"],
+         "error: --n 99,999,999,999: at most 10,000 sampled points are allowed"),
     ],
 )  # fmt: skip
 def test_options_that_size_work_have_bounds(args, what, tmp_path):

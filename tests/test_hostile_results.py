@@ -223,6 +223,57 @@ def test_a_pipe_or_device_planted_as_a_sweep_or_bench_index_hangs_nothing(tmp_pa
     assert compared.returncode in (0, 2) and "Traceback" not in compared.stderr
 
 
+def tiny_study(folder: Path) -> Path:
+    """A `cnnbench sweep` study of two learning rates, one seed, as its folder holds it after the runs."""
+    runs = [{"point": f"learning_rate-{lr}", "training.learning_rate": lr, "seed": 0, "status": "ok", "best_val_error": 0.5,
+             "run_dir": f"learning_rate-{lr}/seed-0"} for lr in (0.1, 0.2)]  # fmt: skip
+    for run in runs:
+        interrupted_run(folder / run["run_dir"], status="ok", epochs_run=2)
+    axes = [{"path": "training.learning_rate", "expanded": ["training.learning_rate"], "values": [0.1, 0.2], "range": None}]
+    planned = [{"point_label": r["point"], "seed": 0, "run_dir": r["run_dir"]} for r in runs]
+    records.write_json(folder / "sweep.json", {"kind": "study", "name": "tiny", "axes": axes, "seeds": [0], "spec": TINY, "runs": planned})
+    records.write_csv(folder / "points.csv", [{"point": r["point"], "training.learning_rate": r["training.learning_rate"], "n": 1,
+                                               "n_ok": 1, "best_val_error_mean": 0.5} for r in runs])  # fmt: skip
+    records.write_csv(folder / "runs.csv", runs)
+    return folder
+
+
+STUDY_TABLE_CASES = [("points.csv", "fifo"), ("points.csv", "3-GiB"), ("points.csv", "not-utf8"),
+                     ("runs.csv", "dev-zero"), ("runs.csv", "no-columns"), ("runs.csv", "run-dir-outside")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "what"), STUDY_TABLE_CASES)
+def test_a_studys_tables_planted_or_edited_are_skipped_with_a_warning_never_read_whole(tmp_path, name, what):
+    import warnings
+
+    from cnnbench.plot import plot_results
+
+    study = tiny_study(tmp_path / "results" / "tiny-sweep-learning_rate-abcdef")
+    path = study / name
+    if what in ("fifo", "dev-zero"):
+        plant(path, what)  # in this process: a reader that opened it would hang the test, not pass it
+    elif what == "3-GiB":  # sparse: reading it whole would take 3 GB of memory
+        with open(path, "wb") as f:
+            f.truncate(3 * 2**30)
+    elif what == "not-utf8":
+        path.write_bytes(b"point,\xff\xfe\n\xa7,1\n")
+    elif what == "no-columns":
+        path.write_text("a,b\n1,2\n")
+    else:  # a run folder outside the study: its history is not read, its curve not drawn
+        interrupted_run(tmp_path / "private-run", status="ok", epochs_run=2)
+        path.write_text(path.read_text().replace("learning_rate-0.1/seed-0", "../../private-run"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        written = plot_results(study, formats=["png"])
+    said = [str(w.message) for w in caught]
+    assert any(p.name == "val_error_curves.png" for p in written)  # the sweep's own figures are still drawn
+    if what == "run-dir-outside":
+        assert "runs.csv: run_dir '../../private-run' is not a folder inside the study; its curve is not drawn" in " ".join(said)
+        assert any(p.name == "study_curves.png" for p in written)
+    elif what != "no-columns":
+        assert any(m.startswith(f"skipped {path}: ") for m in said), said
+
+
 def test_the_bounded_reader_refuses_without_opening_what_is_not_a_regular_file(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "zero").symlink_to("/dev/zero")
@@ -253,6 +304,7 @@ def test_names_and_fields_from_disk_reach_the_terminal_escaped(tmp_path):
         assert result.returncode == 0, result.stderr
         both = result.stdout + result.stderr
         assert "\x1b" not in both and "\x07" not in both and "Traceback" not in both
+        assert "Glyph" not in both  # nor drawn into a figure: matplotlib has no glyph for a control character
         assert "tiny[bold]\\x1b]0;owned\\x07" in both  # shown as it is named, markup and all, made harmless
     listed = cli("ls", str(root), timeout=60).stdout
     assert "synthetic[/x]\\x1b[31m" in listed

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from cnnbench.errors import OutputError
+from cnnbench.errors import OutputError, safe
 from cnnbench.files import check_target
 
 FORMATS = ("png", "svg", "pdf")
@@ -94,6 +94,11 @@ def capture_figures(sink: Callable[[Any, str], None]) -> Iterator[None]:
 def save(fig, folder: Path, stem: str, formats: Sequence[str]) -> list[Path]:
     """Write `folder/stem.<fmt>` for each format, each atomically (temp file + rename); OutputError
     (one line) when the folder cannot be made or written, e.g. a full disk: no temporary file is left."""
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):  # names and fields read from disk: a control character is shown as its escape, not drawn
+        if (shown := safe(text.get_text())) != text.get_text():
+            text.set_text(shown)
     if (sink := _CAPTURE.get()) is not None:
         sink(fig, stem)
         return [folder / f"{stem}.svg"]

@@ -46,7 +46,8 @@ def reporting() -> Iterator[None]:
 # --- files -----------------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
+def read_result_text(path: Path) -> str:
+    """A results file as text through the bounded reader; DataError naming the file when it cannot be trusted."""
     try:
         return read_text(path, MAX_FILE_BYTES)  # the one bounded reader: regular files only, size capped
     except UnsafeFileError as exc:
@@ -63,7 +64,7 @@ def read_table(path: Path):
 
     if not path.exists() and not path.is_symlink():
         return pd.DataFrame()
-    text = _read_text(path)
+    text = read_result_text(path)
     if not text:
         return pd.DataFrame()
     if "\x00" in text:
@@ -205,7 +206,7 @@ def _plain_numbers(path: Path) -> dict[str, np.ndarray] | None:
     if not path.is_file() or path.is_symlink():
         return None
     try:
-        text = _read_text(path)
+        text = read_result_text(path)
     except DataError:
         return None
     if "\r" in text:

@@ -5,22 +5,48 @@ axes, the `--tune` isolation view, and validation curves as mean ± band per poi
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cnnbench.errors import DataError
 from cnnbench.plot.figure import DEFAULT_FORMATS, join, new_figure, save, styled
-from cnnbench.results import read_record
+from cnnbench.plot.load import read_result_text, warn
+from cnnbench.results import inside_name, read_record
 
 MAX_LINES = 8  # lines per panel: more combinations of the other axes are not drawn (said in the legend)
 
 
+class _Row(dict):
+    """A table row whose missing columns read as empty: a table edited or cut short draws less, never raises."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
+    """A study table's rows, through the bounded reader (regular files only, size capped): DataError when it is
+    a link, pipe, device, huge or not text; [] when absent."""
+    if not path.exists() and not path.is_symlink():
         return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    try:
+        return [_Row(row) for row in csv.DictReader(io.StringIO(read_result_text(path), newline=""))]
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a CSV table ({str(exc)[:120]})") from None
+
+
+def _history(study_dir: Path, run_dir: str) -> list[dict[str, str]]:
+    """A run's history.csv, when runs.csv names a folder inside the study and it can be read; else [] and a warning."""
+    if not inside_name(run_dir):
+        warn(f"{study_dir / 'runs.csv'}: run_dir {run_dir!r} is not a folder inside the study; its curve is not drawn")
+        return []
+    try:
+        return _rows(study_dir / run_dir / "history.csv")
+    except DataError as exc:
+        warn(f"skipped {exc}")
+        return []
 
 
 def _float(text: Any) -> float:
@@ -187,7 +213,7 @@ def _curves(name: str, study_dir: Path, points: list[dict[str, str]], runs: list
         histories = []
         for run in runs:
             if run["point"] == p["point"] and run["status"] in ("ok", "diverged"):
-                rows = _rows(study_dir / run["run_dir"] / "history.csv")
+                rows = _history(study_dir, run["run_dir"])
                 histories.append([_float(r.get("val_error")) for r in rows])
         if not histories:
             continue
