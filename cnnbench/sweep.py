@@ -52,9 +52,9 @@ class SweepOptions:
 
     parallel: runs at once; 1 trains in this process, more on worker processes (or Ray actors).
     threads: CPU threads per run; None means all cores when sequential and cores // workers per
-    worker when parallel. ray: execute on a Ray cluster (a RayConfig) instead of this machine.
-    engine: fit, fused or auto (None: the spec's). fuse: with the fused engine, at most this many
-    rates share one program (None: all, capped by the device memory estimate).
+    worker when parallel. engine: fit, fused or auto (None: the spec's). fuse: with the fused engine,
+    at most this many rates share one program (None: all, capped by the device memory estimate).
+    Where the runs execute (this machine or a Ray cluster) is not an option: it is `run_sweep`'s `ray`.
     """
 
     device: str = "auto"
@@ -63,7 +63,6 @@ class SweepOptions:
     threads: int | None = None
     engine: str | None = None
     fuse: int | None = None
-    ray: RayConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -323,8 +322,11 @@ def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
 # --- running ---------------------------------------------------------------------------------
 
 
-def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event: Callable[[SweepEvent], None] | None = None) -> SweepResult:
+def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event: Callable[[SweepEvent], None] | None = None,
+              ray: RayConfig | None = None) -> SweepResult:  # fmt: skip
     """Train every planned run that is not kept, writing sweep.json and (after every run) summary.csv.
+
+    `ray` (a RayConfig, see `cnnbench.executor.ray_config`) sends the runs to a Ray cluster; None trains them here.
 
     Diverged and failed runs are recorded and the sweep goes on. Ctrl-C marks the run(s) in
     progress `interrupted`, writes the summary and re-raises KeyboardInterrupt; a bad spec or
@@ -354,7 +356,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
                 emit(SweepEvent("skip", run, 0, len(todo), record=_record(run.run_dir)))
         _write_summary(plan)
         try:
-            _execute(plan, todo, options, emit)
+            _execute(plan, todo, options, emit, ray)
             raise_if_stopped()  # a SIGTERM or SIGHUP swallowed while the last run was recorded still ends the sweep as stopped
         except BaseException as exc:
             if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
@@ -393,6 +395,7 @@ def execute_runs(
     on_event: Callable[[str, Any, int, int, Any], None],
     on_died: Callable[[Any, str], None],
     on_stopped: Callable[[BaseException], None],
+    ray: RayConfig | None = None,
 ) -> None:
     """Hand the planned runs of a sweep or study to an executor (this process, local workers or Ray); report what comes back.
 
@@ -400,14 +403,15 @@ def execute_runs(
     together. Runs that continue from their checkpoint go first, in a pass of their own (`train --resume`), then the
     rest. `on_event(kind, run, done, total, payload)`: "info" (run None, payload the message), "start" (the initial
     record), "epoch" (a history row), "end" (the final record; None when the run's worker died, after `on_died(run,
-    reason)`). On Ctrl-C or any error, `on_stopped(exc)` is called before it is raised again.
+    reason)`). On Ctrl-C or any error, `on_stopped(exc)` is called before it is raised again. `ray`: a Ray cluster's
+    RayConfig, or None for this machine.
     """
     if not todo:
         return
     fused = engines.get(planned_engine(spec, options)).lanes_together
     if options.fuse and not fused:
         warnings.warn("`fuse` has no effect: these runs train with model.fit (the fused engine is JAX-only; see `engine`)", stacklevel=3)
-    on_ray = options.ray is not None  # a Ray worker trains in its own folder: the checkpoint is not there to continue from
+    on_ray = ray is not None  # a Ray worker trains in its own folder: the checkpoint is not there to continue from
     total, done = len(todo), 0
     passes = [(True, [run for run in todo if run.resume and not on_ray]), (False, [run for run in todo if not run.resume or on_ray])]
     for resume, runs in passes:
@@ -417,7 +421,7 @@ def execute_runs(
         parallel = min(options.parallel, len(groups)) or 1
         run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine,
                                  resume=resume)  # the threads per run: executor.resources  # fmt: skip
-        executor = make_executor(parallel, run_options, spec, len(groups), options.ray)
+        executor = make_executor(parallel, run_options, spec, len(groups), ray)
         tasks = [Task(key, tuple((spec_of(run), run.run_dir) for run in members), "train_run" if len(members) == 1 else "train_group")
                  for key, members in enumerate(groups)]  # fmt: skip
         if hasattr(executor, "on_info"):
@@ -441,7 +445,7 @@ def execute_runs(
             raise
 
 
-def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit) -> None:
+def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit, ray: RayConfig | None) -> None:
     """Train the runs of a learning-rate sweep, rewriting summary.csv after each."""
 
     def on_event(kind: str, run: PlannedRun | None, done: int, total: int, payload: Any) -> None:
@@ -461,4 +465,5 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
         for run in todo:
             run_record.mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
 
-    execute_runs(plan.spec, todo, options, plan.spec_for, lambda runs, fused: _groups(runs, options, fused), on_event, on_died, on_stopped)
+    execute_runs(plan.spec, todo, options, plan.spec_for, lambda runs, fused: _groups(runs, options, fused), on_event, on_died, on_stopped,
+                 ray)  # fmt: skip

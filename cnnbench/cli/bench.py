@@ -171,13 +171,13 @@ def bench(
         filters=parse_list(filters, "--filters", int),
         repeats=repeats, measure_epochs=measure_epochs, threads=threads,
         memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force, engines=parse_list(engines, "--engines"),
-        ray=ray_config(ray, address, cpus_per_run, gpus_per_run),
     )  # fmt: skip
+    on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
     from cnnbench.sinks import open_sinks
 
     progress = _BenchProgress()
     with _resumable(progress, lambda: progress.path), open_sinks(tensorboard, mlflow) as sinks:
-        result = run_bench(loaded, options, out, on_event=sinks.watching(progress))
+        result = run_bench(loaded, options, out, on_event=sinks.watching(progress), ray=on_ray)
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
                "peak MB", "status", "engine"]  # fmt: skip
     t = loaded.training

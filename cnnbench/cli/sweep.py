@@ -248,8 +248,8 @@ def sweep(
     progress = _StudyProgress(len(todo), t.epochs)
     with _resumable(progress, lambda: plan.study_dir), sinks:
         options = StudyOptions(device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine),
-                               fuse=fuse, ray=on_ray)  # fmt: skip
-        result = run_study(plan, options, on_event=sinks.watching(progress))
+                               fuse=fuse)  # fmt: skip
+        result = run_study(plan, options, on_event=sinks.watching(progress), ray=on_ray)
     _study_table(result)
     verdict = result.verdict
     if verdict.best is not None:

@@ -255,9 +255,8 @@ def sweep_lr(
     with _resumable(progress, lambda: plan.sweep_dir), sinks:
         sweep_options = SweepOptions(
             device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
-            ray=on_ray,
         )
-        result = run_sweep(plan, sweep_options, on_event=sinks.watching(progress))
+        result = run_sweep(plan, sweep_options, on_event=sinks.watching(progress), ray=on_ray)
     _sweep_table(result)
     for row in result.never_learned:
         err(f"warning: {_never_learned({**_record_of(result, row), **row})}")
