@@ -29,7 +29,7 @@ from cnnbench.grid import Grid, format_point_value
 from cnnbench.lock import folder_lock, held_by, in_use
 from cnnbench.results import FINISHED, now_iso, read_json, read_record, write_csv, write_json
 from cnnbench.spec import Spec, parse_spec
-from cnnbench.sweep import SweepOptions, execute_runs, resumable
+from cnnbench.sweep import SweepOptions, execute_runs, progress_event, resumable
 from cnnbench.verdict import RANKS, Verdict, make_verdict, point_columns, point_rows
 
 __all__ = ["RUN_COLUMNS", "StudyEvent", "StudyOptions", "StudyPlan", "StudyResult", "StudyRun", "plan_study", "run_study",
@@ -306,11 +306,7 @@ class _Tables:
 def _write_index(plan: StudyPlan, options: StudyOptions, verdict: Verdict | None = None) -> None:
     """sweep.json: the axes as given and expanded, method, seeds, every run planned so far (removed ones kept)."""
     path = plan.study_dir / "sweep.json"
-    previous, problem = results.inspect_record(path)
-    if problem:
-        results.set_aside(path)  # an untrusted sweep.json is kept beside the new one
-        previous = None
-    previous = previous or {}
+    previous = results.previous_index(path)
     grid = plan.grid
     runs = [{"point_label": run.label, "point": dict(zip(plan.axes, run.point, strict=True)), "seed": run.seed,
              "identity": run.identity, "run_dir": str(run.run_dir.relative_to(plan.study_dir)), "in_grid": True}
@@ -423,10 +419,8 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
     """Train the runs of a study (through the executor sweep-lr uses) and record what comes back in the tables."""
 
     def on_event(kind: str, run: StudyRun | None, done: int, total: int, payload: Any) -> None:
-        if kind == "info":
-            emit(StudyEvent("info", None, 0, total, message=payload))
-        elif kind in ("start", "epoch"):
-            emit(StudyEvent(kind, run, done, total, **{"record" if kind == "start" else "row": payload}))
+        if kind != "end":
+            emit(progress_event(StudyEvent, kind, run, done, total, payload))
         else:
             record = read_record(run.run_dir / "run.json") if payload is None else payload
             tables.records[run.run_dir] = record

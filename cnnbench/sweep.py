@@ -296,11 +296,7 @@ def _write_summary(plan: SweepPlan) -> list[dict[str, Any]]:
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     path = plan.sweep_dir / "sweep.json"
-    previous, problem = results.inspect_record(path)
-    if problem:
-        results.set_aside(path)  # an untrusted sweep.json is kept beside the new one
-        previous = None
-    previous = previous or {}
+    previous = results.previous_index(path)
     options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads,
                    "engine": options.engine, "fuse": options.fuse}  # fmt: skip
     index = {
@@ -445,14 +441,19 @@ def execute_runs(
             raise
 
 
+def progress_event(event_type: type, kind: str, run: Any, done: int, total: int, payload: Any):
+    """An "info", "start" or "epoch" event of `execute_runs` as the caller's event type (SweepEvent, StudyEvent)."""
+    if kind == "info":
+        return event_type("info", None, 0, total, message=payload)
+    return event_type(kind, run, done, total, **{"record" if kind == "start" else "row": payload})
+
+
 def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit, ray: RayConfig | None) -> None:
     """Train the runs of a learning-rate sweep, rewriting summary.csv after each."""
 
     def on_event(kind: str, run: PlannedRun | None, done: int, total: int, payload: Any) -> None:
-        if kind == "info":
-            emit(SweepEvent("info", None, 0, total, message=payload))
-        elif kind in ("start", "epoch"):
-            emit(SweepEvent(kind, run, done, total, **{"record" if kind == "start" else "row": payload}))
+        if kind != "end":
+            emit(progress_event(SweepEvent, kind, run, done, total, payload))
         else:
             emit(SweepEvent("end", run, done, total, record=_record(run.run_dir) if payload is None else payload))
             _write_summary(plan)

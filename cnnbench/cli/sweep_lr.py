@@ -11,41 +11,20 @@ from cnnbench.cli.options import (
     _ENGINES,
     DEFAULT_SPEC,
     MAX_PARALLEL,
-    AddressOption,
     BackendOpt,
-    BatchSizeOpt,
-    CpusPerRunOption,
-    DataOpt,
     DefaultSpecArg,
     DeviceOpt,
-    EpochsOpt,
     ForceOpt,
-    GpusPerRunOption,
-    MlflowOption,
-    OfflineOpt,
-    RayOption,
-    SeedOpt,
+    RayOptions,
     SharedThreadsOpt,
-    TensorboardOption,
-    TestSamplesOpt,
-    TrainSamplesOpt,
-    ValSamplesOpt,
+    SinkOptions,
+    SpecOptions,
     _check_run_options,
     _engine_option,
-    _go_offline,
-    _spec_from_options,
+    grouped,
+    sweep_options,
 )
-from cnnbench.cli.output import (
-    _fmt,
-    _never_learned,
-    _output_may_fail,
-    _resumable,
-    _table,
-    _with_flags,
-    err,
-    say,
-    user_errors,
-)
+from cnnbench.cli.output import _fmt, _never_learned, _output_may_fail, _resumable, _table, _with_flags, err, say, user_errors
 from cnnbench.completion import offer as _offer
 from cnnbench.errors import count, safe
 
@@ -159,6 +138,7 @@ def _sweep_table(result) -> None:
 
 @app.command("sweep-lr")
 @user_errors
+@grouped
 def sweep_lr(
     values: Annotated[
         str,
@@ -168,6 +148,7 @@ def sweep_lr(
         ),
     ],
     spec: DefaultSpecArg = DEFAULT_SPEC,
+    *,  # the rest are options; the option groups expand here (cli.options.grouped)
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and train nothing.")] = False,
     parallel: Annotated[
         int, typer.Option(min=1, max=MAX_PARALLEL, help="Trainings at once, each in its own process with cores / N threads.")
@@ -175,16 +156,9 @@ def sweep_lr(
     threads: SharedThreadsOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the sweep gets a sub-folder named after spec and rates.")] = Path("results"),
     force: ForceOpt = False,
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    data: DataOpt = None,
-    seed: SeedOpt = None,
+    spec_options: SpecOptions,
     device: DeviceOpt = "auto",
     backend: BackendOpt = None,
-    train_samples: TrainSamplesOpt = None,
-    val_samples: ValSamplesOpt = None,
-    test_samples: TestSamplesOpt = None,
-    offline: OfflineOpt = False,
     engine: Annotated[
         str | None,
         typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).",
@@ -193,34 +167,26 @@ def sweep_lr(
     fuse: Annotated[
         int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all, capped by device memory).")
     ] = None,
-    ray: RayOption = False,
-    address: AddressOption = None,
-    cpus_per_run: CpusPerRunOption = None,
-    gpus_per_run: GpusPerRunOption = None,
-    tensorboard: TensorboardOption = None,
-    mlflow: MlflowOption = None,
+    where: RayOptions,
+    sinks: SinkOptions,
     seeds: Annotated[str | None, typer.Option(help="Repeat every rate: N seeds (spec seed + 0..N-1) or offsets such as 0,3,7; "
                      "more than one seed is a study laid out as `cnnbench sweep` (points.csv, <point>/seed-<s>/).")] = None,  # fmt: skip
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
-    _go_offline(offline)
+    spec_options.go_offline()
+    options = sweep_options(device, backend, parallel, threads, engine, fuse)
     if seeds is not None:
-        from cnnbench.cli.sweep import sweep
+        from cnnbench.cli.sweep import StudyAxes, study
         from cnnbench.grid import parse_seeds
 
         if parse_seeds(seeds) != (0,):  # several seeds: the general study over the one axis, training.learning_rate
-            return sweep(spec, set_=[f"training.learning_rate={values}"], seeds=seeds, dry_run=dry_run, force=force, parallel=parallel,
-                         threads=threads, out=out, epochs=epochs, batch_size=batch_size, data=data, seed=seed, device=device,
-                         backend=backend, train_samples=train_samples, val_samples=val_samples, test_samples=test_samples,
-                         offline=offline, engine=engine, fuse=fuse, ray=ray, address=address, cpus_per_run=cpus_per_run,
-                         gpus_per_run=gpus_per_run, tensorboard=tensorboard, mlflow=mlflow)  # fmt: skip
-    from cnnbench.executor import ray_config
+            axes = StudyAxes(sets=[f"training.learning_rate={values}"], seeds=seeds)
+            return study(spec, spec_options, axes, options, where, sinks, out, force, dry_run)
     from cnnbench.results import FINISHED
-    from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
+    from cnnbench.sweep import format_value, plan_sweep, run_sweep
 
-    on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
-    loaded = _spec_from_options(spec, data, epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples,
-                                val_samples=val_samples, test_samples=test_samples)  # fmt: skip
+    on_ray = where.config()
+    loaded = spec_options.load(spec)
     _check_run_options(out, threads, backend)
     plan = plan_sweep(loaded, values, out, force=force)
     todo = plan.to_train
@@ -240,9 +206,7 @@ def sweep_lr(
         typer.echo(f"{len(plan.runs)} runs: {len(todo)} to train, {kept} kept; nothing trained (--dry-run)")
         return
 
-    from cnnbench.sinks import open_sinks
-
-    sinks = open_sinks(tensorboard, mlflow)  # a missing extra or a refused URI: one line, before anything is printed or trained
+    opened = sinks.open()  # a missing extra or a refused URI: one line, before anything is printed or trained
     t = loaded.training
     from cnnbench.data import expected_dataset
 
@@ -252,11 +216,9 @@ def sweep_lr(
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
     progress = _SweepProgress(len(todo), t.epochs)
-    with _resumable(progress, lambda: plan.sweep_dir), sinks:
-        sweep_options = SweepOptions(
-            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
-        )
-        result = run_sweep(plan, sweep_options, on_event=sinks.watching(progress), ray=on_ray)
+    with _resumable(progress, lambda: plan.sweep_dir), opened:
+        _engine_option(options.engine)  # checked as the runs start: --dry-run shows the plan whatever it names
+        result = run_sweep(plan, options, on_event=opened.watching(progress), ray=on_ray)
     _sweep_table(result)
     for row in result.never_learned:
         err(f"warning: {_never_learned({**_record_of(result, row), **row})}")
