@@ -21,8 +21,8 @@ from cnnbench.cli.options import (
     grouped,
     sweep_options,
 )
-from cnnbench.cli.output import _fmt, _output_may_fail, _resumable, _table, _with_flags, err, say, user_errors
-from cnnbench.errors import count, safe
+from cnnbench.cli.output import _fmt, _output_may_fail, _resumable, _RunsProgress, _table, err, say, user_errors
+from cnnbench.errors import count
 
 if TYPE_CHECKING:
     from cnnbench.study import StudyOptions
@@ -30,21 +30,8 @@ if TYPE_CHECKING:
 app = typer.Typer()
 
 
-class _StudyProgress:
+class _StudyProgress(_RunsProgress):
     """A progress bar over a study's runs (on stderr) and one line per finished or kept run, from `run_study`'s events."""
-
-    def __init__(self, total: int, epochs: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.total, self.epochs, self.done = total, epochs, 0
-        self.in_flight: dict[str, int] = {}
-        columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-        self.progress = Progress(*columns, console=Console(stderr=True))
-        self.task = self.progress.add_task("starting", total=max(total, 1), runs=f"0/{total} runs")
-        if total:
-            self.progress.start()
 
     @staticmethod
     def line(run, record: dict | None) -> str:
@@ -75,16 +62,7 @@ class _StudyProgress:
             self.in_flight.pop(key, None)
             self.done = event.done
             self.print(self.line(event.run, event.record))
-        completed = self.done + sum(min(v, self.epochs) / self.epochs for v in self.in_flight.values())
-        self.progress.update(self.task, completed=completed, description=", ".join(self.in_flight)[:60],
-                             runs=f"{self.done}/{self.total} runs")  # fmt: skip
-
-    def print(self, line: str) -> None:
-        self.progress.console.print(safe(_with_flags(line)), soft_wrap=True, markup=False, highlight=False)
-
-    @_output_may_fail
-    def stop(self) -> None:
-        self.progress.stop()
+        self.advance(", ".join(self.in_flight)[:60])
 
 
 def _study_point_cells(point: dict) -> list:

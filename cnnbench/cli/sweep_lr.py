@@ -24,9 +24,9 @@ from cnnbench.cli.options import (
     grouped,
     sweep_options,
 )
-from cnnbench.cli.output import _fmt, _never_learned, _output_may_fail, _resumable, _table, _with_flags, err, say, user_errors
+from cnnbench.cli.output import _fmt, _never_learned, _output_may_fail, _resumable, _RunsProgress, _table, err, say, user_errors
 from cnnbench.completion import offer as _offer
-from cnnbench.errors import count, safe
+from cnnbench.errors import count
 
 app = typer.Typer()
 
@@ -46,24 +46,12 @@ def _sweep_run_line(lr: str, record: dict | None) -> str:
     return line
 
 
-class _SweepProgress:
+class _SweepProgress(_RunsProgress):
     """A rich progress bar over a sweep's runs (on stderr) and one line per finished run, from `run_sweep`'s events."""
 
     def __init__(self, total: int, epochs: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.total, self.epochs = total, epochs
-        self.in_flight: dict[str, int] = {}  # learning rate -> epochs finished, for the runs in progress
+        super().__init__(total, epochs)  # in_flight: learning rate -> epochs finished, for the runs in progress
         self.lanes_to_start = 0  # runs of the current fused program not yet started
-        columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-        self.progress = Progress(*columns, console=Console(stderr=True))
-        # The bar counts runs, advanced by epochs within a run, so that the ETA moves during long runs.
-        self.task = self.progress.add_task("starting", total=max(total, 1), runs=f"0/{total} runs")
-        self.done = 0
-        if total:  # a sweep whose runs are all kept shows their lines, no bar
-            self.progress.start()
 
     @_output_may_fail
     def __call__(self, event) -> None:
@@ -90,16 +78,7 @@ class _SweepProgress:
             self.in_flight.pop(lr, None)
             self.done = event.done
             self.print(_sweep_run_line(lr, event.record))
-        running = ", ".join(f"lr {k} ({v}/{self.epochs})" for k, v in self.in_flight.items())
-        completed = self.done + sum(min(v, self.epochs) / self.epochs for v in self.in_flight.values())
-        self.progress.update(self.task, completed=completed, description=running or "", runs=f"{self.done}/{self.total} runs")
-
-    def print(self, line: str) -> None:
-        self.progress.console.print(safe(_with_flags(line)), soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
-
-    @_output_may_fail
-    def stop(self) -> None:
-        self.progress.stop()
+        self.advance(", ".join(f"lr {k} ({v}/{self.epochs})" for k, v in self.in_flight.items()))
 
 
 def _record_of(result, row: dict) -> dict:
