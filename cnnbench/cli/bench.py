@@ -107,6 +107,7 @@ def bench(
         int, typer.Option(min=1, max=MAX_REPEATS, help="Training runs per combination; their steady epochs are pooled.")
     ] = 1,
     measure_epochs: Annotated[int | None, typer.Option(min=1, help="Train only k epochs and extrapolate to --epochs.")] = None,
+    # --train-samples with bench's own help; `grouped` passes its value into spec_options too
     train_samples: Annotated[int | None, typer.Option(min=1, help="Override data.train_samples.")] = None,
     spec_options: SpecOptions,
     threads: ThreadsOpt = None,

@@ -122,10 +122,13 @@ class OptionGroup:
 
 
 def grouped(command):
-    """Let a Typer command take option groups: each parameter annotated with an OptionGroup class (keyword-only, after
-    `*`) stands, for Typer, for the group's options in its place; the command receives the group built from their values. A parameter the
-    command declares itself under a group field's name replaces that field's declaration (its own help) and is
-    passed both to the command and into the group."""
+    """Let a Typer command take option groups.
+
+    Each parameter annotated with an OptionGroup class (keyword-only, after `*`) stands, for Typer, for the group's
+    options in its place; the command receives the group built from their values. A parameter the command declares
+    itself under a group field's name replaces that field's declaration (its own help) and is passed both to the
+    command and into the group.
+    """
     signature = inspect.signature(command, eval_str=True)
     own = set(signature.parameters)
     groups: dict[str, type] = {}

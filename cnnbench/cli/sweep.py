@@ -141,6 +141,7 @@ def sweep(
     parallel: Annotated[int, typer.Option(min=1, help="Trainings at once, each in its own process with cores / N threads.")] = 1,
     threads: SharedThreadsOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the study gets a sub-folder named after spec and axes.")] = Path("results"),
+    # --seed with sweep's own help; `grouped` passes its value into spec_options too
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed (seed k of a point is this + k).")] = None,
     spec_options: SpecOptions,
     device: DeviceOpt = "auto",
