@@ -169,6 +169,7 @@ def test_a_bench_through_ray_runs_each_combination_in_a_fresh_pinned_child(local
     assert child["pid"] not in {p.pid for p in psutil.Process().children(recursive=True)}  # it was fresh, and it is gone
     assert (run_dir / "history.csv").is_file()
     assert read_json(result.path / "bench.json")["executed"]["runs_at_once"] == 1  # one node: one timed run at a time
+    assert read_json(result.path / "bench.json")["options"]["ray"]["cpus_per_run"] == 1  # `ray=` is recorded as the option was
 
 
 # --- processes of their own: a CLI on a private instance, a head node, a two-node cluster -------------
