@@ -42,8 +42,8 @@ variant, out, rates, epochs, slots = sys.argv[1], sys.argv[2], int(sys.argv[3]),
 spec = load_spec("convolutional_nn").with_overrides(epochs=epochs, dataset="mnist-5k")
 values = ",".join(f"{0.01 * (i + 1):g}" for i in range(rates))
 starts = []
-options = SweepOptions(parallel=slots, threads=1) if variant == "local" else SweepOptions(parallel=slots, ray=RayConfig(cpus_per_run=1))
-result = run_sweep(plan_sweep(spec, values, out), options,
+options = SweepOptions(parallel=slots, threads=1) if variant == "local" else SweepOptions(parallel=slots)
+result = run_sweep(plan_sweep(spec, values, out), options, ray=None if variant == "local" else RayConfig(cpus_per_run=1),
                    on_event=lambda e: starts.append(time.perf_counter()) if e.kind == "start" else None)
 wall = time.perf_counter() - t0
 run_s = sum(row["total_time_s"] for row in result.rows)

@@ -23,19 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TINY_NET = {
-    "name": "tiny",
-    "input_shape": [28, 28, 1],
-    "layers": [
-        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
-        {"type": "MaxPooling2D", "pool_size": 2},
-        {"type": "Flatten"},
-        {"type": "Dense", "units": 10, "activation": "softmax"},
-    ],
-    "training": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 64, "epochs": 3, "seed": 0},
-    "data": {"dataset": "mnist-5k"},
-}
-
+from tiny import tiny_net  # benchmarks/tiny.py
 
 DRIVER = r"""
 import json, sys, time
@@ -71,8 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         spec = root / "tiny.json"
-        training = {**TINY_NET["training"], "epochs": args.epochs}
-        spec.write_text(json.dumps({**TINY_NET, "training": training, "data": {"dataset": args.data}}))
+        spec.write_text(json.dumps(tiny_net(args.epochs, {"dataset": args.data})))
         uri = f"sqlite:///{root / 'mlruns.db'}"
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", f"from cnnbench.sinks import open_sinks; open_sinks(mlflow={uri!r}).close()"], check=True)

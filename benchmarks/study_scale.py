@@ -41,18 +41,9 @@ import tempfile
 import time
 from pathlib import Path
 
-TINY_NET = {
-    "name": "tiny",
-    "input_shape": [28, 28, 1],
-    "layers": [
-        {"type": "Conv2D", "filters": 4, "kernel_size": 3, "activation": "relu"},
-        {"type": "MaxPooling2D", "pool_size": 2},
-        {"type": "Flatten"},
-        {"type": "Dense", "units": 10, "activation": "softmax"},
-    ],
-    "training": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 64, "epochs": 1, "seed": 0},
-    "data": {"dataset": "synthetic", "train_samples": 512, "val_samples": 128, "test_samples": 128},
-}
+from tiny import tiny_net  # benchmarks/tiny.py
+
+TINY_NET = tiny_net(epochs=1)
 TEMPLATE = """
 import json, sys
 from cnnbench.spec import parse_spec

@@ -65,6 +65,7 @@ class BenchOptions:
     to the spec's epochs. memory_limit_mb: address-space cap of each training process (RLIMIT_AS).
     timeout_s: a run still going after this many seconds is killed and recorded as failed.
     engines: training engines, one more dimension of the grid (auto resolves per run; see cnnbench/engines/).
+    Where the runs execute (this machine or a Ray cluster) is `run_bench`'s `ray` parameter, not an option.
     """
 
     devices: tuple[str, ...] | None = None
@@ -77,7 +78,6 @@ class BenchOptions:
     timeout_s: float | None = None
     force: bool = False
     engines: tuple[str, ...] = ("auto",)
-    ray: RayConfig | None = None  # where the runs execute: None on this machine
 
     def resolved(self) -> BenchOptions:
         """A copy with the default devices and backends filled in and every value checked."""
@@ -144,7 +144,7 @@ def bench_dir(out: str | Path, spec: Spec, options: BenchOptions) -> Path:
     key = {**asdict(options), "spec": spec.to_dict()}
     if spec.data.path:  # a data file is known by its content: changed in place, it is new data
         key["spec"]["data"]["sha256"] = file_digest(spec.data.path)
-    for volatile in ("force", "timeout_s", "ray"):  # they change how a bench runs, not what it measures
+    for volatile in ("force", "timeout_s"):  # they change how a bench runs, not what it measures (nor does `ray`)
         key.pop(volatile)
     if tuple(key["engines"]) == ("auto",):
         key.pop("engines")  # benches made before the engine dimension keep their folder
@@ -233,13 +233,15 @@ def run_bench(
     options: BenchOptions = BenchOptions(),
     out: str | Path = "results",
     on_event: Callable[[BenchEvent], None] | None = None,
+    ray: RayConfig | None = None,
 ) -> BenchResult:
     """Measure every combination, one training process at a time, and write bench.json and bench.csv.
 
     Absent devices and backends become `unavailable` rows with a warning; DeviceError when nothing
     asked for is present. Finished runs are kept unless `options.force`. A run that crashes or runs
     out of memory is recorded and the bench goes on. Ctrl-C stops the running child, writes what is
-    finished and re-raises KeyboardInterrupt.
+    finished and re-raises KeyboardInterrupt. `ray` (a RayConfig, see `cnnbench.executor.ray_config`) runs
+    them on a Ray cluster, one at a time per node; None: on this machine.
     """
     options = options.resolved()
     if not any("filters" in layer for layer in spec.layers):
@@ -261,7 +263,7 @@ def run_bench(
     models = previous.get("models") if not options.force else None
     if not models or any(str(f) not in models for f in options.filters):  # spec errors surface here, before any folder
         models = model_sizes(spec, options.filters, next(b for (_, b), r in reasons.items() if r is None))
-    executor = make_executor(1, RunOptions(save_model=False), ray=options.ray, policy="fresh", timeout_s=options.timeout_s,
+    executor = make_executor(1, RunOptions(save_model=False), ray=ray, policy="fresh", timeout_s=options.timeout_s,
                              fatal=(SpecError, DataError))  # the spec or data is at fault: every row would fail alike  # fmt: skip
     executor.on_info = lambda message: emit(BenchEvent("info", message=message))
     with folder_lock(path, "bench"), executor:
@@ -271,7 +273,7 @@ def run_bench(
             results.set_aside(path / "bench.json")
         record = {
             "spec": spec.to_dict(),
-            "options": asdict(options),
+            "options": {**asdict(options), "ray": asdict(ray) if ray else None},  # where it ran, as bench.json always said
             "machine": machine(),
             "versions": versions(),
             "started_at": now_iso(),

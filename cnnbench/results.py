@@ -252,6 +252,15 @@ def is_finished(run_dir: str | Path) -> bool:
     return run_status(run_dir) in FINISHED
 
 
+def previous_index(path: str | Path) -> dict[str, Any]:
+    """The index (sweep.json) about to be rewritten, {} when there is none; an untrusted one is set aside, kept beside the new one."""
+    previous, problem = inspect_record(path)
+    if problem:
+        set_aside(path)
+        return {}
+    return previous or {}
+
+
 def set_aside(path: str | Path) -> Path | None:
     """Move an untrusted record (file or folder) out of the way, to `<name>.corrupt[-N]` beside it; nothing is deleted."""
     path = Path(path)

@@ -24,11 +24,12 @@ from cnnbench import __version__, results
 from cnnbench import record as run_record
 from cnnbench.aggregates import CsvLines, Throttled
 from cnnbench.errors import CnnbenchError, UsageError, interrupt_reason
+from cnnbench.executor import RayConfig
 from cnnbench.grid import Grid, format_point_value
 from cnnbench.lock import folder_lock, held_by, in_use
 from cnnbench.results import FINISHED, now_iso, read_json, read_record, write_json
 from cnnbench.spec import Spec, parse_spec
-from cnnbench.sweep import SweepOptions, execute_runs, resumable
+from cnnbench.sweep import SweepOptions, execute_runs, progress_event, resumable
 from cnnbench.verdict import RANKS, Verdict, make_verdict, point_columns, point_rows
 
 __all__ = ["RUN_COLUMNS", "StudyEvent", "StudyOptions", "StudyPlan", "StudyResult", "StudyRun", "plan_study", "run_study",
@@ -214,7 +215,7 @@ def plan_study(grid: Grid, out: str | Path = "results", force: bool = False, tun
 
 
 # How a study's runs execute is how sweep-lr's do: device, backend, parallel runs, threads per run, engine,
-# fuse (at most K learning rates per fused program), ray (a RayConfig). One options type serves both.
+# fuse (at most K learning rates per fused program). One options type serves both; a Ray cluster is `run_study`'s `ray`.
 StudyOptions = SweepOptions
 
 
@@ -343,11 +344,7 @@ class _Tables:
 def _write_index(plan: StudyPlan, options: StudyOptions, verdict: Verdict | None = None) -> None:
     """sweep.json: the axes as given and expanded, method, seeds, every run planned so far (removed ones kept)."""
     path = plan.study_dir / "sweep.json"
-    previous, problem = results.inspect_record(path)
-    if problem:
-        results.set_aside(path)  # an untrusted sweep.json is kept beside the new one
-        previous = None
-    previous = previous or {}
+    previous = results.previous_index(path)
     grid = plan.grid
     runs = [{"point_label": run.label, "point": dict(zip(plan.axes, run.point, strict=True)), "seed": run.seed,
              "identity": run.identity, "run_dir": str(run.run_dir.relative_to(plan.study_dir)), "in_grid": True}
@@ -380,12 +377,14 @@ def _write_index(plan: StudyPlan, options: StudyOptions, verdict: Verdict | None
 # --- running --------------------------------------------------------------------------------------------
 
 
-def run_study(plan: StudyPlan, options: StudyOptions | None = None, on_event: Callable[[StudyEvent], None] | None = None) -> StudyResult:
+def run_study(plan: StudyPlan, options: StudyOptions | None = None, on_event: Callable[[StudyEvent], None] | None = None,
+              ray: RayConfig | None = None) -> StudyResult:  # fmt: skip
     """Train every planned run that is not kept; write sweep.json, runs.csv, points.csv and the verdict.
 
     Diverged and failed runs are recorded and the study goes on. Ctrl-C marks the runs in progress `interrupted`
     (they continue from their checkpoint next time), writes the tables and re-raises KeyboardInterrupt. The study
-    folder is locked: a second process on it gets a UsageError. `options` None: one run at a time, here.
+    folder is locked: a second process on it gets a UsageError. `options` None: one run at a time. `ray` (a RayConfig,
+    see `cnnbench.executor.ray_config`) sends the runs to a Ray cluster; None trains them on this machine.
     """
     options = options or StudyOptions()
     if options.parallel < 1:
@@ -409,7 +408,7 @@ def run_study(plan: StudyPlan, options: StudyOptions | None = None, on_event: Ca
                 emit(StudyEvent("skip", run, 0, len(todo), record=tables.records.get(run.run_dir)))
         tables.write(final=True)
         try:
-            _execute(plan, todo, options, emit, tables)
+            _execute(plan, todo, options, emit, tables, ray)
         except BaseException as exc:
             if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
                 shutil.rmtree(plan.study_dir)  # a typo in --data leaves no empty study behind
@@ -454,14 +453,12 @@ def _groups(todo: list[StudyRun], options: StudyOptions, fused: bool) -> list[li
     return groups
 
 
-def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit, tables: _Tables) -> None:
+def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit, tables: _Tables, ray: RayConfig | None) -> None:
     """Train the runs of a study (through the executor sweep-lr uses) and record what comes back in the tables."""
 
     def on_event(kind: str, run: StudyRun | None, done: int, total: int, payload: Any) -> None:
-        if kind == "info":
-            emit(StudyEvent("info", None, 0, total, message=payload))
-        elif kind in ("start", "epoch"):
-            emit(StudyEvent(kind, run, done, total, **{"record" if kind == "start" else "row": payload}))
+        if kind != "end":
+            emit(progress_event(StudyEvent, kind, run, done, total, payload))
             tables.throttle.tick()  # a run that ended less than a second ago is in the tables once the second is over
         else:
             record = read_record(run.run_dir / "run.json") if payload is None else payload
@@ -478,4 +475,4 @@ def _execute(plan: StudyPlan, todo: list[StudyRun], options: StudyOptions, emit,
             tables.records[run.run_dir] = read_record(run.run_dir / "run.json")
 
     execute_runs(plan.grid.spec, todo, options, lambda run: run.spec, lambda runs, fused: _groups(runs, options, fused), on_event,
-                 on_died, on_stopped)  # fmt: skip
+                 on_died, on_stopped, ray)  # fmt: skip

@@ -53,9 +53,9 @@ class SweepOptions:
 
     parallel: runs at once; 1 trains in this process, more on worker processes (or Ray actors).
     threads: CPU threads per run; None means all cores when sequential and cores // workers per
-    worker when parallel. ray: execute on a Ray cluster (a RayConfig) instead of this machine.
-    engine: fit, fused or auto (None: the spec's). fuse: with the fused engine, at most this many
-    rates share one program (None: all, capped by the device memory estimate).
+    worker when parallel. engine: fit, fused or auto (None: the spec's). fuse: with the fused engine,
+    at most this many rates share one program (None: all, capped by the device memory estimate).
+    Where the runs execute (this machine or a Ray cluster) is not an option: it is `run_sweep`'s `ray`.
     """
 
     device: str = "auto"
@@ -64,7 +64,6 @@ class SweepOptions:
     threads: int | None = None
     engine: str | None = None
     fuse: int | None = None
-    ray: RayConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -323,11 +322,7 @@ class _Summary:
 
 def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
     path = plan.sweep_dir / "sweep.json"
-    previous, problem = results.inspect_record(path)
-    if problem:
-        results.set_aside(path)  # an untrusted sweep.json is kept beside the new one
-        previous = None
-    previous = previous or {}
+    previous = results.previous_index(path)
     options_doc = {"device": options.device, "backend": options.backend, "parallel": options.parallel, "threads": options.threads,
                    "engine": options.engine, "fuse": options.fuse}  # fmt: skip
     index = {
@@ -349,9 +344,12 @@ def _write_index(plan: SweepPlan, options: SweepOptions) -> None:
 # --- running ---------------------------------------------------------------------------------
 
 
-def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event: Callable[[SweepEvent], None] | None = None) -> SweepResult:
+def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event: Callable[[SweepEvent], None] | None = None,
+              ray: RayConfig | None = None) -> SweepResult:  # fmt: skip
     """Train every planned run that is not kept, writing sweep.json and summary.csv (at the start, at most once a
     second while runs finish, and at the end: `cnnbench.aggregates`).
+
+    `ray` (a RayConfig, see `cnnbench.executor.ray_config`) sends the runs to a Ray cluster; None trains them here.
 
     Diverged and failed runs are recorded and the sweep goes on. Ctrl-C marks the run(s) in
     progress `interrupted`, writes the summary and re-raises KeyboardInterrupt; a bad spec or
@@ -383,7 +381,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions = SweepOptions(), on_event:
         summary = Throttled(_Summary(plan, records).write)  # rewritten at most once a second, and at the end
         summary.flush()
         try:
-            _execute(plan, todo, options, emit, records, summary)
+            _execute(plan, todo, options, emit, records, summary, ray)
             raise_if_stopped()  # a SIGTERM or SIGHUP swallowed while the last run was recorded still ends the sweep as stopped
         except BaseException as exc:
             if isinstance(exc, CnnbenchError) and new_folder and not any(run.run_dir.exists() for run in plan.runs):
@@ -424,6 +422,7 @@ def execute_runs(
     on_event: Callable[[str, Any, int, int, Any], None],
     on_died: Callable[[Any, str], None],
     on_stopped: Callable[[BaseException], None],
+    ray: RayConfig | None = None,
 ) -> None:
     """Hand the planned runs of a sweep or study to an executor (this process, local workers or Ray); report what comes back.
 
@@ -431,14 +430,15 @@ def execute_runs(
     together. Runs that continue from their checkpoint go first, in a pass of their own (`train --resume`), then the
     rest. `on_event(kind, run, done, total, payload)`: "info" (run None, payload the message), "start" (the initial
     record), "epoch" (a history row), "end" (the final record; None when the run's worker died, after `on_died(run,
-    reason)`). On Ctrl-C or any error, `on_stopped(exc)` is called before it is raised again.
+    reason)`). On Ctrl-C or any error, `on_stopped(exc)` is called before it is raised again. `ray`: a Ray cluster's
+    RayConfig, or None for this machine.
     """
     if not todo:
         return
     fused = engines.get(planned_engine(spec, options)).lanes_together
     if options.fuse and not fused:
         warnings.warn("`fuse` has no effect: these runs train with model.fit (the fused engine is JAX-only; see `engine`)", stacklevel=3)
-    on_ray = options.ray is not None  # a Ray worker trains in its own folder: the checkpoint is not there to continue from
+    on_ray = ray is not None  # a Ray worker trains in its own folder: the checkpoint is not there to continue from
     total, done = len(todo), 0
     passes = [(True, [run for run in todo if run.resume and not on_ray]), (False, [run for run in todo if not run.resume or on_ray])]
     for resume, runs in passes:
@@ -448,7 +448,7 @@ def execute_runs(
         parallel = min(options.parallel, len(groups)) or 1
         run_options = RunOptions(device=options.device, backend=options.backend, threads=options.threads, engine=options.engine,
                                  resume=resume)  # the threads per run: executor.resources  # fmt: skip
-        executor = make_executor(parallel, run_options, spec, len(groups), options.ray)
+        executor = make_executor(parallel, run_options, spec, len(groups), ray)
         tasks = [Task(key, tuple((spec_of(run), run.run_dir) for run in members), "train_run" if len(members) == 1 else "train_group")
                  for key, members in enumerate(groups)]  # fmt: skip
         if hasattr(executor, "on_info"):
@@ -472,15 +472,20 @@ def execute_runs(
             raise
 
 
+def progress_event(event_type: type, kind: str, run: Any, done: int, total: int, payload: Any):
+    """An "info", "start" or "epoch" event of `execute_runs` as the caller's event type (SweepEvent, StudyEvent)."""
+    if kind == "info":
+        return event_type("info", None, 0, total, message=payload)
+    return event_type(kind, run, done, total, **{"record" if kind == "start" else "row": payload})
+
+
 def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emit, records: dict[Path, Any],
-             summary: Throttled) -> None:  # fmt: skip
+             summary: Throttled, ray: RayConfig | None) -> None:  # fmt: skip
     """Train the runs of a learning-rate sweep, keeping `records` (what summary.csv shows) as runs start and end."""
 
     def on_event(kind: str, run: PlannedRun | None, done: int, total: int, payload: Any) -> None:
-        if kind == "info":
-            emit(SweepEvent("info", None, 0, total, message=payload))
-        elif kind in ("start", "epoch"):
-            emit(SweepEvent(kind, run, done, total, **{"record" if kind == "start" else "row": payload}))
+        if kind != "end":
+            emit(progress_event(SweepEvent, kind, run, done, total, payload))
             if kind == "start":
                 records[run.run_dir] = payload  # shown `running` from the next write on
             summary.tick()  # a run that ended less than a second ago is in the summary once the second is over
@@ -497,4 +502,5 @@ def _execute(plan: SweepPlan, todo: list[PlannedRun], options: SweepOptions, emi
         for run in todo:
             run_record.mark_ended(run.run_dir, "interrupted", interrupt_reason(exc), ("running",))
 
-    execute_runs(plan.spec, todo, options, plan.spec_for, lambda runs, fused: _groups(runs, options, fused), on_event, on_died, on_stopped)
+    execute_runs(plan.spec, todo, options, plan.spec_for, lambda runs, fused: _groups(runs, options, fused), on_event, on_died, on_stopped,
+                 ray)  # fmt: skip

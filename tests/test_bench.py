@@ -92,6 +92,7 @@ def test_bench_measures_cpu_records_oom_and_unavailable_gpu_then_resumes(tmp_pat
     assert pinning["CUDA_VISIBLE_DEVICES"] == "-1" and pinning["KERAS_BACKEND"] == "tensorflow"
     record = read_json(folder / "bench.json")
     assert record["status"] == "complete" and record["options"]["filters"] == [2, 4]
+    assert record["options"]["ray"] is None  # where it ran: recorded as before, though Ray is no longer a BenchOptions field
     assert record["machine"]["cpu"] == devices.cpu_model() and record["machine"]["gpus"] == []
     assert record["versions"]["keras"] and record["spec"]["name"] == "convolutional_nn"
 

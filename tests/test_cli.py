@@ -219,6 +219,26 @@ def test_help_shows_flags_without_a_value_and_offers_completion():
     assert "--install-completion" in top.stdout and "<bool>" not in top.stdout
 
 
+def test_the_shared_options_are_on_every_command_and_a_commands_own_declaration_keeps_its_help(tmp_path):
+    """train, sweep-lr, sweep and bench take the option groups of cnnbench/cli/options.py; sweep's --seed and bench's
+    --train-samples keep their own help, and every grouped value reaches the run's spec (--dry-run shows its folder)."""
+    from typer.main import get_command
+
+    commands = get_command(app).commands
+    options = {name: {flag: p for p in commands[name].params for flag in p.opts} for name in ("train", "sweep-lr", "sweep", "bench")}
+    spec_flags = {"--epochs", "--batch-size", "--data", "--seed", "--train-samples", "--val-samples", "--test-samples", "--offline"}
+    for name, flags in options.items():
+        assert spec_flags | {"--tensorboard", "--mlflow"} <= flags.keys(), name
+        assert name == "train" or {"--ray", "--address", "--cpus-per-run", "--gpus-per-run"} <= flags.keys(), name
+    assert options["sweep"]["--seed"].help == "Override training.seed (seed k of a point is this + k)."
+    assert options["bench"]["--train-samples"].help == "Override data.train_samples."
+    assert options["sweep-lr"]["--seed"].help == options["train"]["--seed"].help == "Override training.seed."
+    base = ["--values", "0.1", "convolutional_nn", "--data", "synthetic", "--train-samples", "64", "--val-samples", "32",
+            "--test-samples", "32", "--dry-run", "--out", str(tmp_path)]  # fmt: skip
+    folders = {runner.invoke(app, ["sweep-lr", *base, "--epochs", str(epochs)]).stdout.splitlines()[0] for epochs in (1, 2, 1)}
+    assert len(folders) == 2  # the sweep folder is named after the spec the grouped options made
+
+
 def test_a_small_npz_gets_a_hint_to_set_the_split_sizes(tmp_path):
     import numpy as np
 

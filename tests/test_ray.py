@@ -87,8 +87,8 @@ def test_a_sweep_on_ray_matches_the_local_one_and_survives_killed_workers(local_
             kills.append(event.run.label)
             worker.kill()
 
-    options = SweepOptions(ray=RayConfig("local", "--ray", cpus_per_run=2, retries=1))
-    on_ray = run_sweep(plan_sweep(spec, "0.05,0.1,0.2", tmp_path / "ray"), options, on_event=on_event)
+    on_ray = run_sweep(plan_sweep(spec, "0.05,0.1,0.2", tmp_path / "ray"), SweepOptions(), on_event=on_event,
+                       ray=RayConfig("local", "--ray", cpus_per_run=2, retries=1))
     assert kills == ["0.05", "0.2", "0.2"]
     assert statuses(on_ray) == ["ok", "ok", "failed"] and statuses(local) == ["ok", "ok"]
     assert on_ray.rows[2]["error"].startswith("its Ray worker or node died (") and on_ray.rows[2]["error"].endswith("(tried 2 times)")
@@ -111,7 +111,7 @@ def test_sighup_on_ray_records_interrupted_by_sighup_keeps_finished_runs(local_r
 
     plan = plan_sweep(tiny_spec.with_overrides(epochs=12), "0.05,0.1,0.2", tmp_path)
     with pytest.raises(Terminated):
-        run_sweep(plan, SweepOptions(ray=RayConfig(cpus_per_run=2)), on_event=on_event)
+        run_sweep(plan, SweepOptions(), on_event=on_event, ray=RayConfig(cpus_per_run=2))
     with open(plan.sweep_dir / "summary.csv", newline="") as f:
         assert [row["status"] for row in csv.DictReader(f)] == ["ok", "interrupted", "pending"]
     record = read_json(plan.sweep_dir / "lr-0.1" / "run.json")
@@ -132,7 +132,7 @@ def test_on_ray_the_driver_writes_each_run_to_both_sinks_once_its_files_land(loc
     uri = f"sqlite:///{mlflow_db}"
     plan = plan_sweep(tiny_spec, "0.05,0.1", tmp_path / "results")
     with open_sinks(tensorboard=tmp_path / "tb", mlflow=uri) as sinks:  # the sinks live in this process, Ray's driver
-        result = run_sweep(plan, SweepOptions(ray=RayConfig("local", "--ray", cpus_per_run=2)), on_event=sinks.watching())
+        result = run_sweep(plan, SweepOptions(), on_event=sinks.watching(), ray=RayConfig("local", "--ray", cpus_per_run=2))
     counts = sinks.counts
     assert statuses(result) == ["ok", "ok"]
     assert counts == {"tensorboard": {"written": 2}, "mlflow": {"written": 2}}  # each run written here, once
@@ -159,8 +159,8 @@ def test_a_bench_through_ray_runs_each_combination_in_a_fresh_pinned_child(local
     monkeypatch.setattr(devices, "nvidia_gpus", lambda: [])
     spec = load_spec("convolutional_nn").with_overrides(epochs=2, dataset="synthetic", train_samples=256)
     events = []
-    options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(4,), ray=RayConfig(cpus_per_run=1))
-    result = run_bench(spec, options, tmp_path, on_event=events.append)
+    options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(4,))
+    result = run_bench(spec, options, tmp_path, on_event=events.append, ray=RayConfig(cpus_per_run=1))
     assert [row["status"] for row in result.rows] == ["ok"]
     assert "Ray" in events[0].message
     run_dir = result.path / "runs" / "cpu-tensorflow-f4-r1"
@@ -169,6 +169,7 @@ def test_a_bench_through_ray_runs_each_combination_in_a_fresh_pinned_child(local
     assert child["pid"] not in {p.pid for p in psutil.Process().children(recursive=True)}  # it was fresh, and it is gone
     assert (run_dir / "history.csv").is_file()
     assert read_json(result.path / "bench.json")["executed"]["runs_at_once"] == 1  # one node: one timed run at a time
+    assert read_json(result.path / "bench.json")["options"]["ray"]["cpus_per_run"] == 1  # `ray=` is recorded as the option was
 
 
 # --- processes of their own: a CLI on a private instance, a head node, a two-node cluster -------------
@@ -312,8 +313,8 @@ def test_on_two_nodes_a_bench_times_one_run_per_node_and_a_killed_node_requeues_
         monkeypatch.setattr(devices, "nvidia_gpus", lambda: [])
         bench_spec = tiny_spec.with_overrides(epochs=2)
         events = []
-        options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(4, 8), ray=RayConfig(cluster.address, "--address"))
-        bench = run_bench(bench_spec, options, tmp_path / "bench", on_event=events.append)
+        options = BenchOptions(devices=("cpu",), backends=("tensorflow",), filters=(4, 8))
+        bench = run_bench(bench_spec, options, tmp_path / "bench", on_event=events.append, ray=RayConfig(cluster.address, "--address"))
         assert [row["status"] for row in bench.rows] == ["ok", "ok"]
         assert [e.kind for e in events if e.kind in ("start", "done")] == ["start", "start", "done", "done"]
         executed = read_json(bench.path / "bench.json")["executed"]
@@ -329,8 +330,8 @@ def test_on_two_nodes_a_bench_times_one_run_per_node_and_a_killed_node_requeues_
                 cluster.remove_node(worker_node)  # one of the two runs was on it (one CPU per node, one run per CPU)
 
         spec = tiny_spec.with_overrides(epochs=6)
-        options = SweepOptions(parallel=2, ray=RayConfig(cpus_per_run=1))
-        result = run_sweep(plan_sweep(spec, "0.05,0.1", tmp_path), options, on_event=on_event)
+        plan = plan_sweep(spec, "0.05,0.1", tmp_path)
+        result = run_sweep(plan, SweepOptions(parallel=2), on_event=on_event, ray=RayConfig(cpus_per_run=1))
         assert removed.is_set() and statuses(result) == ["ok", "ok"]
     finally:
         ray.shutdown()

@@ -14,33 +14,15 @@ from cnnbench.cli.options import (
     MAX_MEMORY_LIMIT_MB,
     MAX_REPEATS,
     MAX_TIMEOUT_S,
-    AddressOption,
-    BatchSizeOpt,
-    CpusPerRunOption,
-    DataOpt,
     DefaultSpecArg,
-    EpochsOpt,
     ForceOpt,
-    GpusPerRunOption,
-    MlflowOption,
-    OfflineOpt,
-    RayOption,
-    SeedOpt,
-    TensorboardOption,
-    TestSamplesOpt,
+    RayOptions,
+    SinkOptions,
+    SpecOptions,
     ThreadsOpt,
-    ValSamplesOpt,
-    _go_offline,
-    _spec_from_options,
+    grouped,
 )
-from cnnbench.cli.output import (
-    _output_may_fail,
-    _resumable,
-    _table,
-    err,
-    say,
-    user_errors,
-)
+from cnnbench.cli.output import _output_may_fail, _resumable, _table, err, say, user_errors
 from cnnbench.completion import offer as _offer
 from cnnbench.errors import count, safe
 
@@ -104,8 +86,10 @@ def _bench_rows(rows: list[dict]) -> list[list]:
 
 @app.command()
 @user_errors
+@grouped
 def bench(
     spec: DefaultSpecArg = DEFAULT_SPEC,
+    *,  # the rest are options; the option groups expand here (cli.options.grouped)
     devices: Annotated[
         str | None,
         typer.Option(
@@ -122,12 +106,10 @@ def bench(
     repeats: Annotated[
         int, typer.Option(min=1, max=MAX_REPEATS, help="Training runs per combination; their steady epochs are pooled.")
     ] = 1,
-    epochs: EpochsOpt = None,
     measure_epochs: Annotated[int | None, typer.Option(min=1, help="Train only k epochs and extrapolate to --epochs.")] = None,
-    data: DataOpt = None,
+    # --train-samples with bench's own help; `grouped` passes its value into spec_options too
     train_samples: Annotated[int | None, typer.Option(min=1, help="Override data.train_samples.")] = None,
-    batch_size: BatchSizeOpt = None,
-    seed: SeedOpt = None,
+    spec_options: SpecOptions,
     threads: ThreadsOpt = None,
     memory_limit_mb: Annotated[
         int | None, typer.Option(min=1, max=MAX_MEMORY_LIMIT_MB, help="Cap each training process's address space (MB).")
@@ -137,9 +119,6 @@ def bench(
     ] = None,
     out: Annotated[Path, typer.Option(help="Results folder; the bench gets a sub-folder.")] = Path("results"),
     force: ForceOpt = False,
-    val_samples: ValSamplesOpt = None,
-    test_samples: TestSamplesOpt = None,
-    offline: OfflineOpt = False,
     engines: Annotated[
         str,
         typer.Option(
@@ -147,22 +126,16 @@ def bench(
             autocompletion=_offer(*_ENGINES, comma_list=True),
         ),
     ] = "auto",
-    ray: RayOption = False,
-    address: AddressOption = None,
-    cpus_per_run: CpusPerRunOption = None,
-    gpus_per_run: GpusPerRunOption = None,
-    tensorboard: TensorboardOption = None,
-    mlflow: MlflowOption = None,
+    where: RayOptions,
+    sinks: SinkOptions,
 ) -> None:
     """Time training per device x Keras backend x filter count (x engine), each run in a fresh process."""
-    _go_offline(offline)
+    spec_options.go_offline()
     from cnnbench.bench import BenchOptions, parse_list, run_bench
     from cnnbench.device import check_threads
-    from cnnbench.executor import ray_config
     from cnnbench.results import check_out_dir
 
-    loaded = _spec_from_options(spec, data, epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples,
-                                val_samples=val_samples, test_samples=test_samples)  # fmt: skip
+    loaded = spec_options.load(spec)
     check_out_dir(out)
     check_threads(threads)  # a missing backend becomes an `unavailable` row, as bench always did
     options = BenchOptions(
@@ -171,13 +144,11 @@ def bench(
         filters=parse_list(filters, "--filters", int),
         repeats=repeats, measure_epochs=measure_epochs, threads=threads,
         memory_limit_mb=memory_limit_mb, timeout_s=timeout, force=force, engines=parse_list(engines, "--engines"),
-        ray=ray_config(ray, address, cpus_per_run, gpus_per_run),
     )  # fmt: skip
-    from cnnbench.sinks import open_sinks
-
+    on_ray = where.config()
     progress = _BenchProgress()
-    with _resumable(progress, lambda: progress.path), open_sinks(tensorboard, mlflow) as sinks:
-        result = run_bench(loaded, options, out, on_event=sinks.watching(progress))
+    with _resumable(progress, lambda: progress.path), sinks.open() as opened:
+        result = run_bench(loaded, options, out, on_event=opened.watching(progress), ray=on_ray)
     columns = ["device", "backend", "filters", "params", "first epoch s", "steady epoch s", "total s", "samples/s", "GFLOP/s",
                "peak MB", "status", "engine"]  # fmt: skip
     t = loaded.training

@@ -110,6 +110,35 @@ def user_errors(command):
     return wrapper
 
 
+class _RunsProgress:
+    """A rich progress bar over runs on stderr, with lines printed above it. The bar counts runs, advanced by the epochs
+    of the runs in flight (`in_flight`: key -> epochs finished), so that the ETA moves during long runs."""
+
+    def __init__(self, total: int, epochs: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.total, self.epochs, self.done = total, epochs, 0
+        self.in_flight: dict[str, int] = {}
+        columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+        self.progress = Progress(*columns, console=Console(stderr=True))
+        self.task = self.progress.add_task("starting", total=max(total, 1), runs=f"0/{total} runs")
+        if total:  # when every run is kept: their lines, no bar
+            self.progress.start()
+
+    def advance(self, description: str) -> None:
+        completed = self.done + sum(min(v, self.epochs) / self.epochs for v in self.in_flight.values())
+        self.progress.update(self.task, completed=completed, description=description, runs=f"{self.done}/{self.total} runs")
+
+    def print(self, line: str) -> None:
+        self.progress.console.print(safe(_with_flags(line)), soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
+
+    @_output_may_fail
+    def stop(self) -> None:
+        self.progress.stop()
+
+
 def _shown(value: object) -> str:
     """Text for a rich cell or title: names and paths read from disk are neither markup (`[/x]`) nor control characters."""
     from rich.markup import escape

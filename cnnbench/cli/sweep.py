@@ -2,64 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cnnbench.cli.options import (
     DEFAULT_SPEC,
-    AddressOption,
     BackendOpt,
-    BatchSizeOpt,
-    CpusPerRunOption,
-    DataOpt,
     DeviceOpt,
-    EpochsOpt,
-    GpusPerRunOption,
-    MlflowOption,
-    OfflineOpt,
-    RayOption,
+    RayOptions,
     SharedThreadsOpt,
-    TensorboardOption,
-    TestSamplesOpt,
-    TrainSamplesOpt,
-    ValSamplesOpt,
+    SinkOptions,
+    SpecOptions,
     _check_run_options,
     _engine_option,
-    _go_offline,
-    _spec_from_options,
+    grouped,
+    sweep_options,
 )
-from cnnbench.cli.output import (
-    _fmt,
-    _output_may_fail,
-    _resumable,
-    _table,
-    _with_flags,
-    err,
-    say,
-    user_errors,
-)
-from cnnbench.errors import count, safe
+from cnnbench.cli.output import _fmt, _output_may_fail, _resumable, _RunsProgress, _table, err, say, user_errors
+from cnnbench.errors import count
+
+if TYPE_CHECKING:
+    from cnnbench.study import StudyOptions
 
 app = typer.Typer()
 
 
-class _StudyProgress:
+class _StudyProgress(_RunsProgress):
     """A progress bar over a study's runs (on stderr) and one line per finished or kept run, from `run_study`'s events."""
-
-    def __init__(self, total: int, epochs: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.total, self.epochs, self.done = total, epochs, 0
-        self.in_flight: dict[str, int] = {}
-        columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-        self.progress = Progress(*columns, console=Console(stderr=True))
-        self.task = self.progress.add_task("starting", total=max(total, 1), runs=f"0/{total} runs")
-        if total:
-            self.progress.start()
 
     @staticmethod
     def line(run, record: dict | None) -> str:
@@ -90,16 +62,7 @@ class _StudyProgress:
             self.in_flight.pop(key, None)
             self.done = event.done
             self.print(self.line(event.run, event.record))
-        completed = self.done + sum(min(v, self.epochs) / self.epochs for v in self.in_flight.values())
-        self.progress.update(self.task, completed=completed, description=", ".join(self.in_flight)[:60],
-                             runs=f"{self.done}/{self.total} runs")  # fmt: skip
-
-    def print(self, line: str) -> None:
-        self.progress.console.print(safe(_with_flags(line)), soft_wrap=True, markup=False, highlight=False)
-
-    @_output_may_fail
-    def stop(self) -> None:
-        self.progress.stop()
+        self.advance(", ".join(self.in_flight)[:60])
 
 
 def _study_point_cells(point: dict) -> list:
@@ -156,8 +119,10 @@ def _study_width(columns: list[str]) -> int:
 
 @app.command("sweep")
 @user_errors
+@grouped
 def sweep(
     spec: Annotated[str, typer.Argument(help="A spec file (.json/.yaml) or a built-in spec name.")] = DEFAULT_SPEC,
+    *,  # the rest are options; the option groups expand here (cli.options.grouped)
     set_: Annotated[list[str] | None, typer.Option("--set", help="An axis PATH=VALUES (repeatable): training.learning_rate=0.01:0.16:0.02, "
                     "'layers.*.filters=8,16,32', layers[type=Conv2D].kernel_size=3,5, training.optimizer=sgd,adam, or lo..hi to sample.",
                     show_default=False)] = None,  # fmt: skip
@@ -176,41 +141,55 @@ def sweep(
     parallel: Annotated[int, typer.Option(min=1, help="Trainings at once, each in its own process with cores / N threads.")] = 1,
     threads: SharedThreadsOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the study gets a sub-folder named after spec and axes.")] = Path("results"),
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    data: DataOpt = None,
+    # --seed with sweep's own help; `grouped` passes its value into spec_options too
     seed: Annotated[int | None, typer.Option(min=0, help="Override training.seed (seed k of a point is this + k).")] = None,
+    spec_options: SpecOptions,
     device: DeviceOpt = "auto",
     backend: BackendOpt = None,
-    train_samples: TrainSamplesOpt = None,
-    val_samples: ValSamplesOpt = None,
-    test_samples: TestSamplesOpt = None,
-    offline: OfflineOpt = False,
     engine: Annotated[str | None, typer.Option(help="fit, fused (runs differing only in the rate train as lanes of one JAX program) "
                       "or auto (default: training.engine).")] = None,  # fmt: skip
     fuse: Annotated[int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all).")] = None,
-    ray: RayOption = False,
-    address: AddressOption = None,
-    cpus_per_run: CpusPerRunOption = None,
-    gpus_per_run: GpusPerRunOption = None,
-    tensorboard: TensorboardOption = None,
-    mlflow: MlflowOption = None,
+    where: RayOptions,
+    sinks: SinkOptions,
 ) -> None:
     """Study any fields of a spec: axes by path, crossed or zipped, repeated over seeds; resumes by run identity."""
-    _go_offline(offline)
-    from cnnbench.executor import ray_config
-    from cnnbench.grid import make_grid, merge_sets, read_sweep_file
-    from cnnbench.study import StudyOptions, plan_study, run_study
+    spec_options.go_offline()
+    axes = StudyAxes(set_ or [], zip_ or [], seeds, tune, method, n, sweep_file, rank, show_all)
+    study(spec, spec_options, axes, sweep_options(device, backend, parallel, threads, engine, fuse), where, sinks, out, force, dry_run)
 
-    on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
-    loaded = _spec_from_options(spec, data, epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples,
-                                val_samples=val_samples, test_samples=test_samples)  # fmt: skip
-    _check_run_options(out, threads, backend)
-    given = read_sweep_file(sweep_file) if sweep_file is not None else {}
-    grid = make_grid(loaded, merge_sets(given.get("set", []), set_ or []), zip_ or given.get("zip", []),
-                     seeds if seeds is not None else given.get("seeds"), method or given.get("method", "grid"),
-                     n if n is not None else given.get("n"))  # fmt: skip
-    plan = plan_study(grid, out, force=force, tune=tune or given.get("tune"), rank=rank or given.get("rank", "mean"), show_all=show_all)
+
+@dataclass(frozen=True)
+class StudyAxes:
+    """What a study varies, as the command line gave it: axes, zips, seeds, sampling, the verdict's tune and rank.
+    A --sweep file fills in what the options leave out."""
+
+    sets: list[str] = field(default_factory=list)
+    zips: list[str] = field(default_factory=list)
+    seeds: str | None = None
+    tune: str | None = None
+    method: str | None = None
+    n: int | None = None
+    sweep_file: Path | None = None
+    rank: str | None = None
+    show_all: bool = False
+
+
+def study(spec: str, spec_options: SpecOptions, axes: StudyAxes, options: StudyOptions, where: RayOptions, sinks: SinkOptions,
+          out: Path, force: bool, dry_run: bool) -> None:  # fmt: skip
+    """A study from parsed options, printed as `cnnbench sweep` prints it (also `sweep-lr --seeds N`); `options` from
+    `sweep_options`."""
+    from cnnbench.grid import make_grid, merge_sets, read_sweep_file
+    from cnnbench.study import plan_study, run_study
+
+    on_ray = where.config()
+    loaded = spec_options.load(spec)
+    _check_run_options(out, options.threads, options.backend)
+    given = read_sweep_file(axes.sweep_file) if axes.sweep_file is not None else {}
+    grid = make_grid(loaded, merge_sets(given.get("set", []), axes.sets), axes.zips or given.get("zip", []),
+                     axes.seeds if axes.seeds is not None else given.get("seeds"), axes.method or given.get("method", "grid"),
+                     axes.n if axes.n is not None else given.get("n"))  # fmt: skip
+    plan = plan_study(grid, out, force=force, tune=axes.tune or given.get("tune"), rank=axes.rank or given.get("rank", "mean"),
+                      show_all=axes.show_all)  # fmt: skip
     todo = plan.to_train
     runs_text = f"{count(len(grid.points), 'point')} x {count(len(grid.seeds), 'seed')} = {count(len(plan.runs), 'run')}"
     if dry_run:
@@ -235,21 +214,16 @@ def sweep(
             typer.echo(f"  {run.run_dir.relative_to(plan.study_dir)}  {action}")
         typer.echo(f"{runs_text}: {len(todo)} to train, {len(plan.runs) - len(todo)} kept; nothing trained (--dry-run)")
         return
-    from cnnbench.sinks import open_sinks
-
-    tensorboard = tensorboard if tensorboard is not None else given.get("tensorboard")  # the options win over the file
-    mlflow = mlflow if mlflow is not None else given.get("mlflow")
-    sinks = open_sinks(tensorboard, mlflow)  # a missing extra or a refused URI: one line, before anything is printed or trained
+    opened = sinks.open(given)  # a missing extra or a refused URI: one line, before anything is printed or trained
     t = loaded.training
     err(f"sweep {loaded.name}: {runs_text}, {count(t.epochs, 'epoch')}, batch {t.batch_size}")
     err(f"sweep folder: {plan.study_dir}")
     if len(plan.runs) > len(todo):
         err(f"resuming: {len(plan.runs) - len(todo)} finished run(s) kept, {len(todo)} to train")
     progress = _StudyProgress(len(todo), t.epochs)
-    with _resumable(progress, lambda: plan.study_dir), sinks:
-        options = StudyOptions(device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine),
-                               fuse=fuse, ray=on_ray)  # fmt: skip
-        result = run_study(plan, options, on_event=sinks.watching(progress))
+    with _resumable(progress, lambda: plan.study_dir), opened:
+        _engine_option(options.engine)  # checked as the runs start: --dry-run shows the plan whatever it names
+        result = run_study(plan, options, on_event=opened.watching(progress), ray=on_ray)
     _study_table(result)
     verdict = result.verdict
     if verdict.best is not None:

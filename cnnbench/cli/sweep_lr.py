@@ -11,43 +11,22 @@ from cnnbench.cli.options import (
     _ENGINES,
     DEFAULT_SPEC,
     MAX_PARALLEL,
-    AddressOption,
     BackendOpt,
-    BatchSizeOpt,
-    CpusPerRunOption,
-    DataOpt,
     DefaultSpecArg,
     DeviceOpt,
-    EpochsOpt,
     ForceOpt,
-    GpusPerRunOption,
-    MlflowOption,
-    OfflineOpt,
-    RayOption,
-    SeedOpt,
+    RayOptions,
     SharedThreadsOpt,
-    TensorboardOption,
-    TestSamplesOpt,
-    TrainSamplesOpt,
-    ValSamplesOpt,
+    SinkOptions,
+    SpecOptions,
     _check_run_options,
     _engine_option,
-    _go_offline,
-    _spec_from_options,
+    grouped,
+    sweep_options,
 )
-from cnnbench.cli.output import (
-    _fmt,
-    _never_learned,
-    _output_may_fail,
-    _resumable,
-    _table,
-    _with_flags,
-    err,
-    say,
-    user_errors,
-)
+from cnnbench.cli.output import _fmt, _never_learned, _output_may_fail, _resumable, _RunsProgress, _table, err, say, user_errors
 from cnnbench.completion import offer as _offer
-from cnnbench.errors import count, safe
+from cnnbench.errors import count
 
 app = typer.Typer()
 
@@ -67,24 +46,12 @@ def _sweep_run_line(lr: str, record: dict | None) -> str:
     return line
 
 
-class _SweepProgress:
+class _SweepProgress(_RunsProgress):
     """A rich progress bar over a sweep's runs (on stderr) and one line per finished run, from `run_sweep`'s events."""
 
     def __init__(self, total: int, epochs: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.total, self.epochs = total, epochs
-        self.in_flight: dict[str, int] = {}  # learning rate -> epochs finished, for the runs in progress
+        super().__init__(total, epochs)  # in_flight: learning rate -> epochs finished, for the runs in progress
         self.lanes_to_start = 0  # runs of the current fused program not yet started
-        columns = (TextColumn("{task.description:<30}"), BarColumn(), TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-        self.progress = Progress(*columns, console=Console(stderr=True))
-        # The bar counts runs, advanced by epochs within a run, so that the ETA moves during long runs.
-        self.task = self.progress.add_task("starting", total=max(total, 1), runs=f"0/{total} runs")
-        self.done = 0
-        if total:  # a sweep whose runs are all kept shows their lines, no bar
-            self.progress.start()
 
     @_output_may_fail
     def __call__(self, event) -> None:
@@ -111,16 +78,7 @@ class _SweepProgress:
             self.in_flight.pop(lr, None)
             self.done = event.done
             self.print(_sweep_run_line(lr, event.record))
-        running = ", ".join(f"lr {k} ({v}/{self.epochs})" for k, v in self.in_flight.items())
-        completed = self.done + sum(min(v, self.epochs) / self.epochs for v in self.in_flight.values())
-        self.progress.update(self.task, completed=completed, description=running or "", runs=f"{self.done}/{self.total} runs")
-
-    def print(self, line: str) -> None:
-        self.progress.console.print(safe(_with_flags(line)), soft_wrap=True, markup=False, highlight=False)  # errors may hold [brackets]
-
-    @_output_may_fail
-    def stop(self) -> None:
-        self.progress.stop()
+        self.advance(", ".join(f"lr {k} ({v}/{self.epochs})" for k, v in self.in_flight.items()))
 
 
 def _record_of(result, row: dict) -> dict:
@@ -159,6 +117,7 @@ def _sweep_table(result) -> None:
 
 @app.command("sweep-lr")
 @user_errors
+@grouped
 def sweep_lr(
     values: Annotated[
         str,
@@ -168,6 +127,7 @@ def sweep_lr(
         ),
     ],
     spec: DefaultSpecArg = DEFAULT_SPEC,
+    *,  # the rest are options; the option groups expand here (cli.options.grouped)
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and train nothing.")] = False,
     parallel: Annotated[
         int, typer.Option(min=1, max=MAX_PARALLEL, help="Trainings at once, each in its own process with cores / N threads.")
@@ -175,16 +135,9 @@ def sweep_lr(
     threads: SharedThreadsOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the sweep gets a sub-folder named after spec and rates.")] = Path("results"),
     force: ForceOpt = False,
-    epochs: EpochsOpt = None,
-    batch_size: BatchSizeOpt = None,
-    data: DataOpt = None,
-    seed: SeedOpt = None,
+    spec_options: SpecOptions,
     device: DeviceOpt = "auto",
     backend: BackendOpt = None,
-    train_samples: TrainSamplesOpt = None,
-    val_samples: ValSamplesOpt = None,
-    test_samples: TestSamplesOpt = None,
-    offline: OfflineOpt = False,
     engine: Annotated[
         str | None,
         typer.Option(help="fit, fused (rates train together as lanes of one JAX program) or auto (default: training.engine).",
@@ -193,34 +146,26 @@ def sweep_lr(
     fuse: Annotated[
         int | None, typer.Option(min=1, help="Fused engine: at most K rates per program (default: all, capped by device memory).")
     ] = None,
-    ray: RayOption = False,
-    address: AddressOption = None,
-    cpus_per_run: CpusPerRunOption = None,
-    gpus_per_run: GpusPerRunOption = None,
-    tensorboard: TensorboardOption = None,
-    mlflow: MlflowOption = None,
+    where: RayOptions,
+    sinks: SinkOptions,
     seeds: Annotated[str | None, typer.Option(help="Repeat every rate: N seeds (spec seed + 0..N-1) or offsets such as 0,3,7; "
                      "more than one seed is a study laid out as `cnnbench sweep` (points.csv, <point>/seed-<s>/).")] = None,  # fmt: skip
 ) -> None:
     """Train a spec once per learning rate; resumes an interrupted sweep, keeps every learning curve."""
-    _go_offline(offline)
+    spec_options.go_offline()
+    options = sweep_options(device, backend, parallel, threads, engine, fuse)
     if seeds is not None:
-        from cnnbench.cli.sweep import sweep
+        from cnnbench.cli.sweep import StudyAxes, study
         from cnnbench.grid import parse_seeds
 
         if parse_seeds(seeds) != (0,):  # several seeds: the general study over the one axis, training.learning_rate
-            return sweep(spec, set_=[f"training.learning_rate={values}"], seeds=seeds, dry_run=dry_run, force=force, parallel=parallel,
-                         threads=threads, out=out, epochs=epochs, batch_size=batch_size, data=data, seed=seed, device=device,
-                         backend=backend, train_samples=train_samples, val_samples=val_samples, test_samples=test_samples,
-                         offline=offline, engine=engine, fuse=fuse, ray=ray, address=address, cpus_per_run=cpus_per_run,
-                         gpus_per_run=gpus_per_run, tensorboard=tensorboard, mlflow=mlflow)  # fmt: skip
-    from cnnbench.executor import ray_config
+            axes = StudyAxes(sets=[f"training.learning_rate={values}"], seeds=seeds)
+            return study(spec, spec_options, axes, options, where, sinks, out, force, dry_run)
     from cnnbench.results import FINISHED
-    from cnnbench.sweep import SweepOptions, format_value, plan_sweep, run_sweep
+    from cnnbench.sweep import format_value, plan_sweep, run_sweep
 
-    on_ray = ray_config(ray, address, cpus_per_run, gpus_per_run)
-    loaded = _spec_from_options(spec, data, epochs=epochs, batch_size=batch_size, seed=seed, train_samples=train_samples,
-                                val_samples=val_samples, test_samples=test_samples)  # fmt: skip
+    on_ray = where.config()
+    loaded = spec_options.load(spec)
     _check_run_options(out, threads, backend)
     plan = plan_sweep(loaded, values, out, force=force)
     todo = plan.to_train
@@ -240,9 +185,7 @@ def sweep_lr(
         typer.echo(f"{len(plan.runs)} runs: {len(todo)} to train, {kept} kept; nothing trained (--dry-run)")
         return
 
-    from cnnbench.sinks import open_sinks
-
-    sinks = open_sinks(tensorboard, mlflow)  # a missing extra or a refused URI: one line, before anything is printed or trained
+    opened = sinks.open()  # a missing extra or a refused URI: one line, before anything is printed or trained
     t = loaded.training
     from cnnbench.data import expected_dataset
 
@@ -252,12 +195,9 @@ def sweep_lr(
     if kept:
         err(f"resuming: {kept} finished run(s) kept, {len(todo)} to train{' (--force redoes all)' if not force else ''}")
     progress = _SweepProgress(len(todo), t.epochs)
-    with _resumable(progress, lambda: plan.sweep_dir), sinks:
-        sweep_options = SweepOptions(
-            device=device, backend=backend, parallel=parallel, threads=threads, engine=_engine_option(engine), fuse=fuse,
-            ray=on_ray,
-        )
-        result = run_sweep(plan, sweep_options, on_event=sinks.watching(progress))
+    with _resumable(progress, lambda: plan.sweep_dir), opened:
+        _engine_option(options.engine)  # checked as the runs start: --dry-run shows the plan whatever it names
+        result = run_sweep(plan, options, on_event=opened.watching(progress), ray=on_ray)
     _sweep_table(result)
     for row in result.never_learned:
         err(f"warning: {_never_learned({**_record_of(result, row), **row})}")

@@ -12,31 +12,14 @@ from cnnbench.cli.options import (
     _SPEC_HELP,
     DEFAULT_SPEC,
     BackendOpt,
-    BatchSizeOpt,
-    DataOpt,
     DeviceOpt,
-    EpochsOpt,
-    MlflowOption,
-    OfflineOpt,
-    SeedOpt,
-    TensorboardOption,
-    TestSamplesOpt,
+    SinkOptions,
+    SpecOptions,
     ThreadsOpt,
-    TrainSamplesOpt,
-    ValSamplesOpt,
     _engine_option,
-    _go_offline,
-    _spec_from_options,
+    grouped,
 )
-from cnnbench.cli.output import (
-    _fmt,
-    _interruptible,
-    _never_learned,
-    _table,
-    err,
-    say,
-    user_errors,
-)
+from cnnbench.cli.output import _fmt, _interruptible, _never_learned, _table, err, say, user_errors
 from cnnbench.completion import complete_spec as _complete_spec
 from cnnbench.completion import offer as _offer
 from cnnbench.errors import count
@@ -65,46 +48,40 @@ def _nothing_beside_resume(spec: str | None, overrides: dict) -> None:
 
 @app.command()
 @user_errors
+@grouped
 def train(
     spec: Annotated[
         str | None, typer.Argument(help=f"{_SPEC_HELP} [default: {DEFAULT_SPEC}].",
                                    show_default=False, autocompletion=_complete_spec)
     ] = None,
-    epochs: EpochsOpt = None,
+    *,  # the rest are options; the option groups expand here (cli.options.grouped)
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Override training.learning_rate.")] = None,
-    batch_size: BatchSizeOpt = None,
-    data: DataOpt = None,
-    seed: SeedOpt = None,
+    spec_options: SpecOptions,
     device: DeviceOpt = "auto",
     backend: BackendOpt = None,
     out: Annotated[Path, typer.Option(help="Results folder; the run gets a sub-folder.")] = Path("results"),
     threads: ThreadsOpt = None,
-    train_samples: TrainSamplesOpt = None,
-    val_samples: ValSamplesOpt = None,
-    test_samples: TestSamplesOpt = None,
     resume: Annotated[
         Path | None,
         typer.Option(metavar="RUN_DIR", help="Continue an interrupted run from its last finished epoch (model and optimizer state)."),
     ] = None,
-    offline: OfflineOpt = False,
     engine: Annotated[
         str | None,
         typer.Option(help="fit (model.fit), fused (one compiled program per epoch; JAX) or auto (default: training.engine).",
                      autocompletion=_offer(*_ENGINES)),
     ] = None,
-    tensorboard: TensorboardOption = None,
-    mlflow: MlflowOption = None,
+    sinks: SinkOptions,
 ) -> None:
     """Train a spec (model.fit, or the fused JAX engine), recording learning curves and timings in a run folder."""
-    _go_offline(offline)
+    spec_options.go_offline()
     from cnnbench.run import plan_resume, plan_run, run_train
     from cnnbench.train import RunOptions
 
-    overrides = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
-                 "train_samples": train_samples, "val_samples": val_samples, "test_samples": test_samples}  # fmt: skip
+    given = spec_options.overrides()
+    overrides = {"epochs": given.pop("epochs"), "learning_rate": learning_rate, **given}
     options = RunOptions(device=device, backend=backend, threads=threads, engine=engine)
     if resume is not None:
-        _nothing_beside_resume(spec, {**overrides, "data": data})
+        _nothing_beside_resume(spec, {**overrides, "data": spec_options.data})
         plan = plan_resume(resume, options)
         if plan.finished:
             previous = plan.previous
@@ -112,7 +89,7 @@ def train(
                 "nothing to resume")  # fmt: skip
             return
     else:
-        plan = plan_run(_spec_from_options(spec or DEFAULT_SPEC, data, **overrides), out, options)
+        plan = plan_run(spec_options.load(spec or DEFAULT_SPEC, learning_rate=learning_rate), out, options)
     _engine_option(plan.options.engine)
     loaded, run_dir = plan.spec, plan.run_dir  # a new run's folder is made and held by run_train
     t = loaded.training
@@ -128,9 +105,7 @@ def train(
     def kept() -> str:
         return f"finished epochs are kept in {run_dir}; continue with: cnnbench train --resume {run_dir}"
 
-    from cnnbench.sinks import open_sinks
-
-    with _interruptible(kept), open_sinks(tensorboard, mlflow) as sinks:
+    with _interruptible(kept), sinks.open() as opened:
 
         def held(folder: Path) -> None:
             nonlocal run_dir
@@ -138,14 +113,14 @@ def train(
 
         def begin(record: dict) -> None:
             started(record)
-            sinks.run_started(run_dir, record)
+            opened.run_started(run_dir, record)
 
         def epoch(row: dict) -> None:
             err(_epoch_line(row, t.epochs))
-            sinks.epoch(run_dir, row)
+            opened.epoch(run_dir, row)
 
         record = run_train(plan, on_epoch=epoch, on_start=begin, on_folder=held).record
-        sinks.run_ended(run_dir)
+        opened.run_ended(run_dir)
     timing = record["timing"]
     data_info = record.get("data") or {}
     warning = _never_learned(record)
