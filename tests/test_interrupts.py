@@ -19,6 +19,15 @@ from cnnbench.executor.local import _Pool
 from cnnbench.train import RunOptions, train_run
 
 
+@pytest.fixture(autouse=True)
+def _as_in_a_terminal():
+    """Ctrl-C handled here as in a terminal's foreground command, however pytest was started (a shell's background job
+    starts with SIGINT ignored, and cnnbench, like Python, leaves a signal it was started ignoring ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _record(run_dir):
     path = run_dir / "run.json"
     return json.loads(path.read_text()) if path.exists() else None

@@ -35,6 +35,7 @@ from cnnbench.executor.process import (
     ORPHAN_GRACE_S,
     START_TIMEOUT_S,
     bootstrap,
+    handled_stop_signals,
     prepare_worker,
     quiet_retracing,
     release_previous_run,
@@ -77,6 +78,7 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
     became (errors.raise_if_stopped).
     """
     busy = threading.Event()
+    deadline: list[threading.Timer] = []
 
     def on_stop(signum, frame) -> None:
         if not busy.is_set():
@@ -84,12 +86,14 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
                 request_stop(signum)  # the next task is not started
                 return
             os._exit(128 + signum)
-        if request_stop(signum):  # a second signal must not cut the first one's recording short
-            if signum != signal.SIGINT:
-                threading.Timer(ORPHAN_GRACE_S, os._exit, (128 + signum,)).start()  # a run that ignores the interrupt
+        first = request_stop(signum)  # a second signal must not cut the first one's recording short
+        if signum != signal.SIGINT and not deadline:  # SIGTERM (the parent died, perhaps) or SIGHUP: a run that ignores
+            deadline.append(threading.Timer(ORPHAN_GRACE_S, os._exit, (128 + signum,)))  # the interrupt is ended anyway
+            deadline[0].start()
+        if first:
             raise stop_exception(signum)  # the run's record names the signal
 
-    for sig in ALL_STOP_SIGNALS:
+    for sig in handled_stop_signals():  # one the parent ignores (`nohup`) the worker inherited ignored, and ignores
         signal.signal(sig, on_stop)
     unblock_stop_signals()
     bootstrap(parent_pid)

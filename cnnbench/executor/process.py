@@ -35,7 +35,8 @@ ALL_STOP_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)  # and a terminal's Ctrl-C
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block (main thread only), SIGTERM and SIGHUP raise Terminated, a KeyboardInterrupt; SIGINT
-    (Ctrl-C) raises KeyboardInterrupt, as Python's own handler does, each time.
+    (Ctrl-C) raises KeyboardInterrupt, as Python's own handler does, each time. A signal the process was started
+    ignoring stays ignored (`handled_stop_signals`).
 
     Every one is also noted (errors.request_stop): a raise that Python swallowed (inside a finaliser), or that
     third-party code caught and turned into another error, is raised again at the next epoch or run boundary,
@@ -48,13 +49,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
             raise stop_exception(signum)
 
     clear_stop()
-    previous = {sig: signal.signal(sig, handler) for sig in ALL_STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, handler) for sig in handled_stop_signals()}
     try:
         yield
     finally:
         for sig, action in previous.items():
             signal.signal(sig, action)
         clear_stop()  # the stop belonged to this block: a later command (in the same process) starts afresh
+
+
+def handled_stop_signals() -> tuple[int, ...]:
+    """The stop signals this process handles: all but those it was started ignoring (SIGHUP under `nohup`, SIGINT in a
+    shell script's background job), which stay ignored, as Python leaves an ignored SIGINT and as `nohup` means."""
+    return tuple(sig for sig in ALL_STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN)
 
 
 def as_raised(exc: BaseException) -> BaseException:
