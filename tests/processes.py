@@ -15,12 +15,13 @@ import psutil
 import pytest
 
 
-def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_cli(*args: str, env: dict[str, str] | None = None, ignored: tuple[int, ...] = ()) -> subprocess.Popen:
     """`python -m cnnbench ARGS` in a session of its own (a terminal's Ctrl-C is `os.killpg(pid, SIGINT)`).
 
     It gets Ctrl-C and SIGHUP as a terminal's foreground command does, however the tests were started: an ignored
-    signal is inherited (a shell's background job ignores SIGINT, `nohup` SIGHUP), a handler is not."""
-    ignored = [sig for sig in (signal.SIGINT, signal.SIGHUP) if signal.getsignal(sig) == signal.SIG_IGN]
+    signal is inherited (a shell's background job ignores SIGINT, `nohup` SIGHUP), a handler is not. `ignored`: the
+    signals it is started ignoring, as under `nohup`."""
+    ignored = [sig for sig in (signal.SIGINT, signal.SIGHUP) if signal.getsignal(sig) == signal.SIG_IGN and sig not in ignored]
     for sig in ignored:
         signal.signal(sig, signal.SIG_DFL if sig == signal.SIGHUP else signal.default_int_handler)
     try:

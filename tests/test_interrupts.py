@@ -13,6 +13,7 @@ import signal
 import time
 
 import pytest
+from processes import finish, start_cli, stop, wait_for
 
 from cnnbench.executor import Event, LocalExecutor, Task, sigterm_as_interrupt
 from cnnbench.executor.local import _Pool
@@ -102,3 +103,29 @@ def test_a_ctrl_c_that_reaches_an_idle_pool_worker_stops_it_before_its_next_run(
     assert _record(tmp_path / "lr-0.01")["status"] == "ok"
     assert (_record(tmp_path / "lr-0.1") or {}).get("status") in (None, "interrupted")
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_parallel_sweep_started_under_nohup_is_not_stopped_by_a_closed_terminal(tiny_spec, write_spec, tmp_path):
+    """`nohup` starts a command with SIGHUP ignored: the sweep and its workers keep ignoring it; Ctrl-C still stops it."""
+    spec_file = write_spec(tiny_spec.with_overrides(epochs=300).to_dict(), "long.json")
+    out = tmp_path / "results"
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` does; a child inherits an ignored signal
+    try:
+        args = ["sweep-lr", str(spec_file), "--values", "0.01,0.02", "--parallel", "2", "--out", str(out)]
+        process = start_cli(*args, ignored=(signal.SIGHUP,))
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    try:
+        def rows() -> list[int]:
+            return sorted(len(p.read_text().splitlines()) for p in out.glob("*/lr-*/history.csv"))
+
+        wait_for(lambda: len(rows()) == 2 and min(rows()) >= 2, process)  # both workers train
+        os.killpg(process.pid, signal.SIGHUP)  # the terminal closes
+        seen = rows()
+        wait_for(lambda: len(rows()) == 2 and all(now > then for now, then in zip(rows(), seen, strict=True)), process)  # both go on
+        stdout, stderr = stop(process, signal.SIGINT, group=True, timeout=120)
+    finally:
+        finish(process)
+    assert process.returncode == 130, stderr
+    statuses = {json.loads(p.read_text())["status"] for p in out.glob("*/lr-*/run.json")}
+    assert statuses == {"interrupted"} and "SIGHUP" not in stderr + "".join(p.read_text() for p in out.glob("*/lr-*/run.json"))
