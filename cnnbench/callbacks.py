@@ -186,7 +186,8 @@ class EpochNotifier(keras.callbacks.Callback):
 
 
 class StopAtEpochEnd(keras.callbacks.Callback):
-    """An epoch boundary: a SIGTERM or SIGHUP whose first raise was swallowed (in a finaliser) stops the run here.
+    """An epoch boundary: a stop signal (Ctrl-C, SIGTERM, SIGHUP) whose first raise was swallowed (in a finaliser, or by
+    a bare `except:` in Keras) stops the run here.
 
     It comes after every other callback of the run: the epoch's row and checkpoint are taken by then.
     """

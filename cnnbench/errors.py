@@ -135,9 +135,9 @@ class Terminated(KeyboardInterrupt):
 
 def stop_class(signum: int | None) -> type[KeyboardInterrupt]:
     """The exception class that stops a run in another thread or a Ray worker (which are handed a class, not an
-    instance) the way `signum` stopped the driver: Terminated by that signal, or a Ctrl-C (None), so the run's
-    record names the same signal as the driver's."""
-    if signum is None:
+    instance) the way `signum` stopped the driver: Terminated by that signal, or a Ctrl-C (None or SIGINT), so the
+    run's record names the same signal as the driver's."""
+    if signum is None or signum == signal.SIGINT:
         return KeyboardInterrupt
     return type("Terminated", (Terminated,), {"__init__": lambda self: Terminated.__init__(self, signum)})
 
@@ -147,13 +147,20 @@ def interrupt_reason(exc: BaseException) -> str:
     return f"interrupted by {exc.name}" if isinstance(exc, Terminated) else "interrupted by the user (Ctrl-C)"
 
 
-# A stop signal whose handler raised where Python swallows exceptions (a finaliser, a weakref
-# callback) would be lost: it is also kept here, and raised again at the next epoch or run boundary.
+def stop_exception(signum: int) -> KeyboardInterrupt:
+    """What a stop signal raises: a KeyboardInterrupt for SIGINT (a Ctrl-C), Terminated for SIGTERM or SIGHUP."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+# A stop signal whose handler raised where the exception is lost would be lost with it: Python swallows it in a
+# finaliser or a weakref callback, and third-party code catches it with a bare `except:` (Keras does, while it
+# builds a model, traces a step or saves) and goes on, or raises another error instead. So it is also kept here:
+# raised again at the next epoch or run boundary, and an error raised after it is the stop, not a failure.
 _stop_signals: list[int] = []
 
 
 def request_stop(signum: int) -> bool:
-    """Note a stop signal (SIGTERM, SIGHUP); True for the first one since `clear_stop()`."""
+    """Note a stop signal (SIGINT, SIGTERM, SIGHUP); True for the first one since `clear_stop()`."""
     _stop_signals.append(int(signum))
     return len(_stop_signals) == 1
 
@@ -164,9 +171,10 @@ def stop_requested() -> int | None:
 
 
 def raise_if_stopped() -> None:
-    """At an epoch or run boundary: raise Terminated when a stop signal has arrived (even if its first raise was swallowed)."""
+    """At an epoch or run boundary, or where an error is handled: raise the stop (`stop_exception`) when a stop
+    signal has arrived, even if its first raise was swallowed or turned into another error on the way."""
     if _stop_signals:
-        raise Terminated(_stop_signals[0])
+        raise stop_exception(_stop_signals[0])
 
 
 def clear_stop() -> None:

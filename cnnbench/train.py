@@ -23,7 +23,7 @@ from cnnbench import engines
 from cnnbench import record as run_record
 from cnnbench.chance import chance_error, learned, learned_margin
 from cnnbench.engines import Program
-from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason
+from cnnbench.errors import CnnbenchError, OutputError, SpecError, UsageError, brief, interrupt_reason, raise_if_stopped
 from cnnbench.files import UnsafeFileError, check_target
 from cnnbench.precision import metric_value
 from cnnbench.provenance import environment
@@ -352,6 +352,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
     except CnnbenchError:
         raise
     except Exception as exc:  # too large to allocate (synthetic data of a huge input_shape): a result, not a crash
+        raise_if_stopped()  # a stop signal that Keras caught (a bare `except:` while it builds) and turned into this error
         if not is_oom(exc):
             raise
         record = _record_oom_at_start(spec, run_dir, options, exc, started_at)
@@ -439,6 +440,7 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
                     if options.save_model:
                         _save_model(model, lane.run_dir / "model.keras")
                 except Exception as exc:
+                    raise_if_stopped()  # a stop signal turned into this error on the way: the run is interrupted, not failed
                     status, error = ("oom" if is_oom(exc) else "failed"), _error_line(exc)
                     _write_traceback(lane.run_dir)
         record["error"] = error
@@ -472,7 +474,11 @@ def _train_lanes(specs, run_dirs, options, on_epoch, on_start, on_end) -> list[d
 
     program = Program(model, data, spec, specs, lanes, timer, first_epoch, fit_epochs, finish, setup_s)
     try:
-        engine.train(program)
+        try:
+            engine.train(program)
+        except Exception:
+            raise_if_stopped()  # a stop signal that Keras or TensorFlow caught and turned into another error is the stop
+            raise
     except KeyboardInterrupt as exc:
         for k, lane in enumerate(lanes):
             if not lane.done:

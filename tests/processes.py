@@ -15,10 +15,21 @@ import psutil
 import pytest
 
 
-def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`python -m cnnbench ARGS` in a session of its own (a terminal's Ctrl-C is `os.killpg(pid, SIGINT)`)."""
-    return subprocess.Popen([sys.executable, "-m", "cnnbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)  # fmt: skip
+def start_cli(*args: str, env: dict[str, str] | None = None, ignored: tuple[int, ...] = ()) -> subprocess.Popen:
+    """`python -m cnnbench ARGS` in a session of its own (a terminal's Ctrl-C is `os.killpg(pid, SIGINT)`).
+
+    It gets Ctrl-C and SIGHUP as a terminal's foreground command does, however the tests were started: an ignored
+    signal is inherited (a shell's background job ignores SIGINT, `nohup` SIGHUP), a handler is not. `ignored`: the
+    signals it is started ignoring, as under `nohup`."""
+    ignored = [sig for sig in (signal.SIGINT, signal.SIGHUP) if signal.getsignal(sig) == signal.SIG_IGN and sig not in ignored]
+    for sig in ignored:
+        signal.signal(sig, signal.SIG_DFL if sig == signal.SIGHUP else signal.default_int_handler)
+    try:
+        return subprocess.Popen([sys.executable, "-m", "cnnbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, env=env)  # fmt: skip
+    finally:
+        for sig in ignored:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout: float = 240.0) -> None:

@@ -18,19 +18,31 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnbench.errors import CnnbenchError, Terminated, error_payload, raise_if_stopped, raise_payload, request_stop
+from cnnbench.errors import (
+    CnnbenchError,
+    Terminated,
+    error_payload,
+    raise_if_stopped,
+    raise_payload,
+    request_stop,
+    stop_exception,
+    stop_requested,
+)
 from cnnbench.executor.process import (
+    ALL_STOP_SIGNALS,
     INTERRUPT_GRACE_S,
     INTERRUPT_WAIT_S,
     ORPHAN_GRACE_S,
     START_TIMEOUT_S,
-    STOP_SIGNALS,
     bootstrap,
+    handled_stop_signals,
     prepare_worker,
     quiet_retracing,
     release_previous_run,
     spawn_context,
     start_resource_tracker,
+    stop_signals_blocked,
+    unblock_stop_signals,
 )
 from cnnbench.executor.protocol import Event, Task, execute_task
 from cnnbench.spec import Spec
@@ -56,25 +68,36 @@ class InlineExecutor:
 def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm: Spec | None) -> None:
     """A pool worker: configure threads and device, import Keras and load the data once, then execute tasks.
 
-    Messages to the parent are (kind, task key, lane, pid, payload). SIGINT is ignored between
-    tasks, so the parent decides what an interrupt means; during a task it interrupts the run
-    (train_run records `interrupted`) and the worker exits. SIGTERM (also what the kernel sends when
-    the parent dies) does the same, and exits at once between tasks.
+    Messages to the parent are (kind, task key, lane, pid, payload). It starts with the stop signals blocked
+    (`_Pool.spawn`), so one that arrives before its handlers are installed waits for them. During a task the first
+    SIGINT, SIGTERM or SIGHUP interrupts the run (train_run records `interrupted`, naming the signal) and the worker
+    exits; later ones are only noted, so they never cut the first one's recording short. Between tasks a SIGINT is
+    noted and the next task is not started (the parent decides what an interrupt means, and stops too); SIGTERM
+    (also what the kernel sends when the parent dies) exits at once. A stop noted but swallowed on the way (by a
+    bare `except:` in Keras, say) still ends the run as `interrupted`, at its next epoch boundary or as the error it
+    became (errors.raise_if_stopped).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    busy = threading.Event()
+    deadline: list[threading.Timer] = []
+
+    def on_stop(signum, frame) -> None:
+        if not busy.is_set():
+            if signum == signal.SIGINT:
+                request_stop(signum)  # the next task is not started
+                return
+            os._exit(128 + signum)
+        first = request_stop(signum)  # a second signal must not cut the first one's recording short
+        if signum != signal.SIGINT and not deadline:  # SIGTERM (the parent died, perhaps) or SIGHUP: a run that ignores
+            deadline.append(threading.Timer(ORPHAN_GRACE_S, os._exit, (128 + signum,)))  # the interrupt is ended anyway
+            deadline[0].start()
+        if first:
+            raise stop_exception(signum)  # the run's record names the signal
+
+    for sig in handled_stop_signals():  # one the parent ignores (`nohup`) the worker inherited ignored, and ignores
+        signal.signal(sig, on_stop)
+    unblock_stop_signals()
     bootstrap(parent_pid)
     pid = os.getpid()
-    busy = threading.Event()
-
-    def on_term(signum, frame) -> None:
-        if not busy.is_set():
-            os._exit(128 + signum)
-        if request_stop(signum):  # a second signal must not cut the first one's recording short
-            threading.Timer(ORPHAN_GRACE_S, os._exit, (128 + signum,)).start()  # a run that ignores the interrupt
-            raise Terminated(signum)  # the run's record names the signal
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, on_term)
     warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
     try:
         prepare_worker(options)
@@ -91,26 +114,41 @@ def _worker_main(tasks, events, stop, parent_pid: int, options: RunOptions, warm
         events.put(("take", task.key, 0, pid, None))
         if executed:
             release_previous_run()
-        busy.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
-            if stop.is_set():  # checked after the handler is set, so a stop is never missed
+            busy.set()  # inside the try: a signal's raise from here on is this task's interrupt
+            if stop.is_set():  # checked once busy, so a stop is never missed
                 raise KeyboardInterrupt
+            raise_if_stopped()  # a signal that arrived between tasks
             records = execute_task(task, options, lambda kind, lane, payload, key=task.key: events.put((kind, key, lane, pid, payload)))
         except KeyboardInterrupt:
-            if os.getppid() != parent_pid:
-                os._exit(128 + signal.SIGTERM)  # nobody reads the queue any more: flushing it could block forever
-            events.put(("interrupted", task.key, 0, pid, None))
+            _interrupted(events, task.key, pid, parent_pid)
             return
-        except Exception as exc:  # a bad spec or dataset: every other run would fail the same way
-            events.put(("fatal", task.key, 0, pid, error_payload(exc)))
+        except Exception as exc:
+            if stop_requested() is not None:  # the stop signal, turned into another error on the way: not a failure
+                _interrupted(events, task.key, pid, parent_pid)
+                return
+            events.put(("fatal", task.key, 0, pid, error_payload(exc)))  # a bad spec or dataset: every other run would fail the same way
             return
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
             busy.clear()
         executed += 1
         for lane, record in enumerate(records):
             events.put(("end", task.key, lane, pid, record))
+
+
+def stop_signal(exit_code: int | None) -> int | None:
+    """The stop signal (SIGINT, SIGTERM, SIGHUP) a worker's exit code says ended it: killed by it (-N), or exited
+    128 + N after it (a worker whose parent is gone, or whose run ignored the interrupt); else None."""
+    for sig in ALL_STOP_SIGNALS:
+        if exit_code in (-sig, 128 + sig):
+            return sig
+    return None
+
+
+def _interrupted(events, key: int, pid: int, parent_pid: int) -> None:
+    if os.getppid() != parent_pid:
+        os._exit(128 + signal.SIGTERM)  # nobody reads the queue any more: flushing it could block forever
+    events.put(("interrupted", key, 0, pid, None))
 
 
 @dataclass
@@ -134,7 +172,8 @@ class _Pool:
     def spawn(self) -> None:
         args = (self.tasks, self.events, self.stop, os.getpid(), self.options, self.warm)
         process = self.context.Process(target=_worker_main, args=args, daemon=True)
-        process.start()
+        with stop_signals_blocked():  # until the worker has its handlers: a Ctrl-C meanwhile is neither lost nor a traceback
+            process.start()
         self.processes[process.pid] = process
 
     def dead(self) -> list[tuple[int, int]]:
@@ -144,15 +183,18 @@ class _Pool:
             self.processes.pop(pid)
         return gone
 
-    def interrupt(self, busy: Sequence[int], sig: int = signal.SIGINT) -> None:
+    def interrupt(self, sig: int = signal.SIGINT) -> None:
         """Stop: no task starts any more, tasks in progress are interrupted (by `sig`: SIGINT is a
-        Ctrl-C, SIGTERM a termination, as their records say) and write their records."""
+        Ctrl-C, SIGTERM a termination, as their records say) and write their records.
+
+        Every worker still alive gets `sig`, not only those known to be busy: one may have taken a task whose
+        "take" this process has not read (an idle one notes a SIGINT, or exits on SIGTERM)."""
         self.stop.set()
         for _ in self.processes:
             self.tasks.put(None)
         self._wait(INTERRUPT_GRACE_S)
-        for pid in busy:
-            if pid in self.processes and self.processes[pid].exitcode is None:
+        for pid, process in self.processes.items():
+            if process.exitcode is None:
                 try:
                     os.kill(pid, sig)
                 except ProcessLookupError:
@@ -225,6 +267,9 @@ class LocalExecutor:
                     message = None
                 if message is None:
                     for pid, code in pool.dead():
+                        stopped = stop_signal(code)
+                        if stopped and any(p == pid for p in taken.values()):
+                            raise stop_exception(stopped)  # killed by a stop signal (or gave up after one): interrupted, not failed
                         if pid not in pool.ready:
                             raise CnnbenchError(f"a worker process exited while starting (exit code {code}); try `parallel` 1 to see why")
                         for key in [k for k, p in taken.items() if p == pid]:
@@ -256,7 +301,7 @@ class LocalExecutor:
                     raise_if_stopped()
                     raise KeyboardInterrupt
         except BaseException as exc:  # Ctrl-C, SIGTERM, SIGHUP, or an error every run would hit: stop the others cleanly
-            pool.interrupt(list(taken.values()), exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+            pool.interrupt(exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
             raise
         finally:
             pool.close()

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cnnbench import device as devices
-from cnnbench.errors import Terminated, clear_stop, request_stop, stop_requested
+from cnnbench.errors import clear_stop, request_stop, stop_exception, stop_requested
 from cnnbench.train import RunOptions
 
 START_TIMEOUT_S = 600.0  # a worker that is not ready by then (import + data) is considered stuck
@@ -29,34 +29,68 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # --- SIGTERM and SIGHUP take the Ctrl-C path -----------------------------------------------
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # `kill` and a closed terminal or SSH session
+ALL_STOP_SIGNALS = (signal.SIGINT, *STOP_SIGNALS)  # and a terminal's Ctrl-C
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block (main thread only), SIGTERM and SIGHUP raise Terminated, a KeyboardInterrupt.
+    """Within the block (main thread only), SIGTERM and SIGHUP raise Terminated, a KeyboardInterrupt; SIGINT
+    (Ctrl-C) raises KeyboardInterrupt, as Python's own handler does, each time. A signal the process was started
+    ignoring stays ignored (`handled_stop_signals`).
 
-    The handler stays installed and the signal is also noted (errors.request_stop): a raise that Python
-    swallowed (inside a finaliser) is raised again at the next epoch or run boundary, and a later signal
-    never kills the process before the runs in flight are recorded.
+    Every one is also noted (errors.request_stop): a raise that Python swallowed (inside a finaliser), or that
+    third-party code caught and turned into another error, is raised again at the next epoch or run boundary,
+    and a run that then fails is recorded `interrupted`. A later SIGTERM or SIGHUP never kills the process
+    before the runs in flight are recorded.
     """
 
     def handler(signum, frame) -> None:
-        if request_stop(signum):  # later ones: the first is already on its way
-            raise Terminated(signum)
+        if request_stop(signum) or signum == signal.SIGINT:  # later SIGTERMs: the first is already on its way
+            raise stop_exception(signum)
 
     clear_stop()
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, handler) for sig in handled_stop_signals()}
     try:
         yield
     finally:
         for sig, action in previous.items():
             signal.signal(sig, action)
+        clear_stop()  # the stop belonged to this block: a later command (in the same process) starts afresh
+
+
+def handled_stop_signals() -> tuple[int, ...]:
+    """The stop signals this process handles: all but those it was started ignoring (SIGHUP under `nohup`, SIGINT in a
+    shell script's background job), which stay ignored, as Python leaves an ignored SIGINT and as `nohup` means."""
+    return tuple(sig for sig in ALL_STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN)
 
 
 def as_raised(exc: BaseException) -> BaseException:
     """Ray's `get` and `wait` turn whatever a signal handler raised into a plain KeyboardInterrupt:
     the Terminated that SIGTERM or SIGHUP raised is given back, so records name the signal and the exit code is 128 + it."""
-    return Terminated(stop_requested()) if type(exc) is KeyboardInterrupt and stop_requested() else exc
+    return stop_exception(stop_requested()) if type(exc) is KeyboardInterrupt and stop_requested() else exc
+
+
+@contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP blocked in this thread within the block: a process started in it starts with them
+    blocked (a signal mask survives fork and exec), and a signal that reaches it before it has installed its handlers
+    waits, pending, until it unblocks them (`unblock_stop_signals`): it is neither lost nor a traceback. One that
+    reaches this process meanwhile is delivered when the block ends. (CPython starts its resource tracker so too.)"""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, ALL_STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_stop_signals() -> None:
+    """In a process started within `stop_signals_blocked`, once its handlers are installed: signals that arrived
+    while it started are handled now."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, ALL_STOP_SIGNALS)
 
 
 # --- a child never outlives its parent --------------------------------------------------------
