@@ -354,12 +354,14 @@ def plan_part(part: Part, out: str | Path, run_options=None, force: bool = False
     return PartPlan(part, folder, total, 0, options)
 
 
-def run_part(plan: PartPlan, run_options, parallel: int = 1, on_event: Callable[[Any], None] | None = None, sinks=None) -> Any:
+def run_part(plan: PartPlan, run_options, parallel: int = 1, on_event: Callable[[Any], None] | None = None, sinks=None,
+             ray=None) -> Any:  # fmt: skip
     """Run a planned part through its command's pipeline: `run_train`, `run_sweep`, `run_study` or `run_bench`;
     returns that pipeline's result (None for a kept `train` part). Locks, resume and interrupts are theirs.
 
     `sinks` (cnnbench.sinks.Sinks) hears a `train` part's run as `cnnbench train` tells them (started, each epoch,
-    ended; a kept run when it is kept); sweeps and benches reach them through `on_event` (`Sinks.watching`)."""
+    ended; a kept run when it is kept); sweeps and benches reach them through `on_event` (`Sinks.watching`).
+    `ray` (a RayConfig, `cnnbench.executor.ray_config`) runs a sweep's or bench's runs on Ray; a `train` part trains here."""
     part, folder = plan.part, plan.folder
     folder.mkdir(parents=True, exist_ok=True)
     if part.kind == "train":
@@ -369,14 +371,14 @@ def run_part(plan: PartPlan, run_options, parallel: int = 1, on_event: Callable[
         from cnnbench.bench import run_bench
 
         options = dataclasses.replace(plan.plan, threads=run_options.threads if run_options else None)
-        return run_bench(part.spec, options, folder, on_event=on_event)
+        return run_bench(part.spec, options, folder, on_event=on_event, ray=ray)
     from cnnbench.sweep import SweepPlan, run_sweep
 
     if isinstance(plan.plan, SweepPlan):
-        return run_sweep(plan.plan, sweep_options, on_event=on_event)
+        return run_sweep(plan.plan, sweep_options, on_event=on_event, ray=ray)
     from cnnbench.study import run_study
 
-    return run_study(plan.plan, sweep_options, on_event=on_event)
+    return run_study(plan.plan, sweep_options, on_event=on_event, ray=ray)
 
 
 def _run_train_part(plan: PartPlan, on_epoch: Callable[[Any], None] | None, sinks) -> Any:

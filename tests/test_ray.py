@@ -27,6 +27,7 @@ from processes import descendants, finish, start_cli, stop, survivors, wait_for 
 from cnnbench.errors import Terminated  # noqa: E402
 from cnnbench.executor import RayConfig  # noqa: E402
 from cnnbench.results import read_json  # noqa: E402
+from tests.conftest import TINY_SPLIT  # noqa: E402
 from cnnbench.sweep import SweepOptions, plan_sweep, run_sweep  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -100,6 +101,24 @@ def test_a_sweep_on_ray_matches_the_local_one_and_survives_killed_workers(local_
     first = on_ray.plan.sweep_dir / on_ray.rows[0]["run_dir"]
     assert sorted(p.name for p in first.iterdir()) == ["history.csv", "model.keras", "run.json", "spec.json"]  # shipped back
     assert read_json(first / "run.json")["epochs_run"] == 25
+
+
+def test_a_study_files_sweep_part_runs_on_ray_as_the_sweep_command_does(local_ray, tmp_path):
+    """`cnnbench study --ray` hands a sweep part to Ray through `run_part(ray=...)`: the runs end ok, and the part's
+    events say where they executed, as `sweep-lr --ray` prints it."""
+    from cnnbench.studyfile import load_study, plan_part, run_part
+    from cnnbench.train import RunOptions
+
+    doc = {"spec": "convolutional_nn", "data": "synthetic", "defaults": {"epochs": 1, **TINY_SPLIT},
+           "parts": [{"sweep-lr": "0.05,0.1"}]}  # fmt: skip
+    (tmp_path / "study.json").write_text(json.dumps(doc))
+    (part,) = load_study(tmp_path / "study.json").parts
+    plan = plan_part(part, tmp_path / "out", RunOptions(device="cpu"))
+    events = []
+    result = run_part(plan, RunOptions(device="cpu"), on_event=events.append, ray=RayConfig("local", "--ray", cpus_per_run=2))
+    assert statuses(result) == ["ok", "ok"]
+    assert events[0].kind == "info" and events[0].message.endswith("1 node, 2 CPUs, 0 GPUs")
+    assert [read_json(result.plan.sweep_dir / row["run_dir"] / "run.json")["status"] for row in result.rows] == ["ok", "ok"]
 
 
 def test_sighup_on_ray_records_interrupted_by_sighup_keeps_finished_runs(local_ray, tiny_spec, tmp_path):

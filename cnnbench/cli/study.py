@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from cnnbench.cli.options import MAX_PARALLEL, DataOpt, DeviceOpt, OfflineOpt, SharedThreadsOpt, _check_run_options, _go_offline
+from cnnbench.cli.options import (
+    MAX_PARALLEL,
+    DataOpt,
+    DeviceOpt,
+    OfflineOpt,
+    RayOptions,
+    SharedThreadsOpt,
+    _check_run_options,
+    _go_offline,
+    grouped,
+)
 from cnnbench.cli.output import _resumable, err, say, user_errors
 from cnnbench.errors import count
 
@@ -37,6 +47,7 @@ def _progress(plan):
 
 @app.command("study")
 @user_errors
+@grouped
 def study(
     file: Annotated[
         str, typer.Argument(help="A study file (.yaml/.json; docs/study-files.md) or a built-in study (course).", show_default=False)
@@ -49,6 +60,8 @@ def study(
     device: DeviceOpt = "auto",
     threads: SharedThreadsOpt = None,
     offline: OfflineOpt = False,
+    *,
+    where: RayOptions,
 ) -> None:
     """Run a study file: its trainings, sweeps and benches in order, each through its command's pipeline, then the report."""
     _go_offline(offline)
@@ -60,6 +73,7 @@ def study(
     command = f"cnnbench study {file} --out {folder}"
     if not report_only:
         _check_run_options(folder, threads)
+        on_ray = where.config()  # sweeps and benches on Ray as their commands run them; trainings stay here
         run_options = RunOptions(device=device, threads=threads)
         plans = [plan_part(part, folder, run_options) for part in loaded.parts]
         if dry_run:
@@ -82,7 +96,7 @@ def study(
                     run_part(plan, run_options, parallel, on_event=progress, sinks=sinks)
                     continue
                 with _resumable(progress, lambda plan=plan: plan.folder):
-                    run_part(plan, run_options, parallel, on_event=sinks.watching(progress))
+                    run_part(plan, run_options, parallel, on_event=sinks.watching(progress), ray=on_ray)
     if report_only:  # the page is all that was asked for: its failure is the command's
         if folder.is_dir():
             record_study(folder, loaded)
