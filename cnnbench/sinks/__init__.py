@@ -192,8 +192,8 @@ class Sinks:
     With `background=True` (what `open_sinks` makes) one writer thread does all of the sinks' work in the
     order the driver hands it over: first each sink's `open()`, then every run start, epoch and end, then
     `close()`. It begins once a run has started or ended in this command (the driver's own imports, Keras',
-    are done by then, so MLflow's import overlaps training, not them). The driver never waits on a sink between runs; `close()` waits
-    for the queue to be written (on Ctrl-C at most INTERRUPT_WAIT_S, then one warning per sink names what
+    are done by then, so MLflow's import overlaps training, not them). The driver never waits on a sink
+    between runs; `close()` waits for the queue to be written (on Ctrl-C at most INTERRUPT_WAIT_S, then one warning per sink names what
     `cnnbench export` should fill in). Warnings are shown by the driver, at its next call or at close.
     """
 
@@ -226,6 +226,11 @@ class Sinks:
             start = time.perf_counter()
             try:
                 self._do(*job)
+            except Exception as exc:  # a run folder that cannot be read: that run is missing, the thread goes on
+                reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+                for sink in list(self.active):
+                    self._warn(f"{sink.name}: {job[1] if len(job) > 1 else job[0]}: not written ({reason}); "
+                               f"fill the gap later with `cnnbench export {sink.name}`")  # fmt: skip
             finally:
                 self.writer_seconds += time.perf_counter() - start
             if job[0] == "close":
@@ -265,9 +270,12 @@ class Sinks:
     def _drop(self, sink: Sink, reason: str) -> None:
         if sink in self.active:
             self.active.remove(sink)
+        self._warn(f"{sink.name}: {reason}; nothing more is written there by this command (the results are "
+                   f"unaffected; fill the gap later with `cnnbench export {sink.name}`)")  # fmt: skip
+
+    def _warn(self, message: str) -> None:
         with self._lock:
-            self._warnings.append(f"{sink.name}: {reason}; nothing more is written there by this command (the results are "
-                                  f"unaffected; fill the gap later with `cnnbench export {sink.name}`)")  # fmt: skip
+            self._warnings.append(message)
 
     def _show_warnings(self) -> None:
         with self._lock:
