@@ -377,7 +377,7 @@ class Sinks:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: Any) -> None:
-        interrupted = kind is not None and not issubclass(kind, Exception)  # Ctrl-C, a stop signal: exit soon
+        interrupted = kind is not None and issubclass(kind, KeyboardInterrupt)  # Ctrl-C, SIGTERM/SIGHUP (Terminated): exit soon
         self.close(INTERRUPT_WAIT_S if interrupted else None)
 
 
