@@ -128,7 +128,7 @@ def test_a_sink_failing_in_the_writer_thread_is_a_warning_the_other_sink_and_the
     client.delete_experiment(client.create_experiment("cnnbench"))  # MLflow refuses new runs in a deleted experiment
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps(TINY_NET))
-    result = runner.invoke(app, ["sweep-lr", str(spec), "--values", "0.05,0.1", "--out", str(tmp_path / "results"), "--device", "cpu",
+    result = runner.invoke(app, ["sweep-lr", str(spec), "--values", "0.1", "--out", str(tmp_path / "results"), "--device", "cpu",
                                  "--tensorboard", str(tmp_path / "tb"), "--mlflow", f"sqlite:///{mlflow_db}"])  # fmt: skip
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: mlflow:")]
@@ -136,7 +136,7 @@ def test_a_sink_failing_in_the_writer_thread_is_a_warning_the_other_sink_and_the
     assert "warning: tensorboard" not in result.stderr
     (sweep_dir,) = (tmp_path / "results").iterdir()
     runs = sorted(p for p in sweep_dir.iterdir() if (p / "run.json").is_file())
-    assert [json.loads((r / "run.json").read_text())["status"] for r in runs] == ["ok", "ok"]
+    assert [json.loads((r / "run.json").read_text())["status"] for r in runs] == ["ok"]
     assert written_to_tensorboard(tmp_path / "tb") == {f"{sweep_dir.name}/{r.name}" for r in runs}
 
 
