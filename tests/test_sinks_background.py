@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -81,17 +82,20 @@ def newer_mlflow_database(path: Path) -> None:
     db.close()
 
 
-@pytest.mark.parametrize("case", ["file store", "missing folder", "no database", "newer schema"])
+@pytest.mark.parametrize("case", ["file store", "missing folder", "a folder", "no database", "newer schema"])
 def test_a_refused_mlflow_uri_exits_2_before_anything_trains_without_importing_mlflow(tmp_path, case):
     uri = {"file store": str(tmp_path / "mlruns"), "missing folder": f"sqlite:///{tmp_path / 'nowhere' / 'm.db'}",
+           "a folder": f"sqlite:///{tmp_path / 'a-folder'}",
            "no database": f"sqlite:///{tmp_path / 'm.db'}", "newer schema": f"sqlite:///{tmp_path / 'new.db'}"}[case]  # fmt: skip
     (tmp_path / "m.db").write_text("not a database")
+    (tmp_path / "a-folder").mkdir()
     newer_mlflow_database(tmp_path / "new.db")
     expected = {"file store": "MLflow refuses a plain file store", "missing folder": "no such folder for the database",
+                "a folder": "not a database file",
                 "no database": "file is not a database", "newer schema": "the database was made by a newer MLflow"}[case]  # fmt: skip
     spec = tmp_path / "tiny.json"
     spec.write_text(json.dumps(TINY_NET))
-    env = {k: v for k, v in __import__("os").environ.items() if k != "MLFLOW_ALLOW_FILE_STORE"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ALLOW_FILE_STORE"}
     result = subprocess.run([sys.executable, "-c", PROBE, "sweep-lr", str(spec), "--values", "0.1", "--out", str(tmp_path / "results"),
                              "--tensorboard", str(tmp_path / "tb"), "--mlflow", uri], capture_output=True, text=True, env=env)  # fmt: skip
     (line,) = result.stderr.strip().splitlines()

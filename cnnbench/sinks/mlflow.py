@@ -94,11 +94,19 @@ def _database_state(path: Path, shown: str) -> str | None:
     newer MLflow, both of which MLflow refuses."""
     import sqlite3
 
-    if not path.is_file() or path.stat().st_size == 0:
+    if path.exists() and not path.is_file():
+        raise SinkError(f"{shown}: not a database file: {path}")
+    if not path.exists() or path.stat().st_size == 0:
         return "new"
-    with open(path, "rb") as f:
-        if f.read(16) != b"SQLite format 3\x00":
-            raise SinkError(f"{shown}: file is not a database: {path}")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise SinkError(f"{shown}: the database cannot be written: {path}")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError:
+        return None  # MLflow's own open says what it is
+    if header != b"SQLite format 3\x00":
+        raise SinkError(f"{shown}: file is not a database: {path}")
     try:
         db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
         try:
