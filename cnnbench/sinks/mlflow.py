@@ -23,6 +23,7 @@ FINAL_METRICS = ("best_val_error", "final_val_error", "test_error", "total_time_
 ARTIFACTS = ("run.json", "spec.json", "history.csv")
 GROUP_ARTIFACTS = ("sweep.json", "summary.csv", "runs.csv", "points.csv", "bench.json", "bench.csv", "report.html")
 STATUS = {"ok": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "oom": "FAILED", "interrupted": "KILLED"}
+DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's default store, unless ./mlruns holds a file store
 FILE_STORE_HINT = ("MLflow refuses a plain file store: use a database, e.g. {option} sqlite:///mlruns.db, "
                    "or set MLFLOW_ALLOW_FILE_STORE=true")  # fmt: skip
 
@@ -58,24 +59,106 @@ def _refuses_file_store() -> bool:
     return False
 
 
-def check_uri(uri: str | None, option: str = "--mlflow") -> None:
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///FILE` URI (relative or, with four slashes, absolute); None for others."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:" or "?" in uri:
+        return None
+    return Path(uri[len("sqlite:///") :]).absolute()
+
+
+def _migrations() -> tuple[str, set[str]] | None:
+    """(the schema revision this MLflow writes, every revision it knows), read from its migration scripts without
+    importing MLflow; None when they cannot be read (a layout this code does not know)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("mlflow")  # the top-level package's location only: nothing of MLflow runs
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
+    revisions, downs = set(), set()
+    for script in folder.glob("*.py"):
+        text = script.read_text(errors="replace")
+        if found := re.search(r"^revision\s*=\s*[\"'](\w+)[\"']", text, re.M):
+            revisions.add(found.group(1))
+        if found := re.search(r"^down_revision\s*=(.*)$", text, re.M):
+            downs.update(re.findall(r"[\"'](\w+)[\"']", found.group(1)))
+    heads = revisions - downs
+    return (next(iter(heads)), revisions) if len(heads) == 1 else None
+
+
+def _database_state(path: Path, shown: str) -> str | None:
+    """What a SQLite file holds for MLflow, read with the standard library: "new" (no file, empty, no MLflow
+    schema yet), "current" (this MLflow's schema), None when only MLflow can tell (an older schema it may
+    upgrade, a database it cannot read now). SinkError for a file that is no database or a schema from a
+    newer MLflow, both of which MLflow refuses."""
+    import sqlite3
+
+    if path.exists() and not path.is_file():
+        raise SinkError(f"{shown}: not a database file: {path}")
+    if not path.exists() or path.stat().st_size == 0:
+        return "new"
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise SinkError(f"{shown}: the database cannot be written: {path}")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError:
+        return None  # MLflow's own open says what it is
+    if header != b"SQLite format 3\x00":
+        raise SinkError(f"{shown}: file is not a database: {path}")
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            versions = [row[0] for row in db.execute("SELECT version_num FROM alembic_version")] if "alembic_version" in tables else []
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return None  # locked, unreadable: MLflow's own open says what it is
+    if not versions:
+        return "new"
+    known = _migrations()
+    if known is None or len(versions) != 1:
+        return None
+    head, revisions = known
+    if versions[0] == head:
+        return "current"
+    if versions[0] not in revisions:
+        raise SinkError(f"{shown}: the database was made by a newer MLflow (schema {versions[0]}, unknown to this one): "
+                        f"upgrade MLflow, or use another database")  # fmt: skip
+    return None
+
+
+def check_uri(uri: str | None, option: str = "--mlflow") -> bool:
     """What can be said of a tracking URI without importing MLflow (seconds): a file store MLflow would refuse,
-    a SQLite database in a folder that does not exist, a server that does not answer. SinkError, one line."""
+    a SQLite database in a folder that does not exist or cannot be written, a file that is no database or
+    holds a newer MLflow's schema, a server that does not answer. SinkError, one line.
+
+    True when that is every way MLflow could refuse the store when it opens it (a SQLite file, new or at this
+    MLflow's schema): the store can then be opened later, away from the driver's path (`MlflowSink(deferred=True)`).
+    """
     import urllib.error
     import urllib.parse
     import urllib.request
 
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     if not uri:
-        return
+        if _has_file_store_data(Path("mlruns")):
+            return False  # MLflow's default is then ./mlruns, a file store: MLflow says what it makes of it
+        uri = DEFAULT_URI
     scheme = urllib.parse.urlparse(uri).scheme
     if scheme in ("", "file"):
         if _refuses_file_store():
             raise SinkError(f"{option} {uri}: {FILE_STORE_HINT.format(option=option)}")
     elif scheme == "sqlite" and uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
-        folder = Path(uri[len("sqlite:///") :]).absolute().parent
+        folder = Path(uri[len("sqlite:///") :].split("?")[0]).absolute().parent
         if not folder.is_dir():
             raise SinkError(f"{option} {uri}: no such folder for the database: {folder}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise SinkError(f"{option} {uri}: the database's folder cannot be written: {folder}")
+        path = _sqlite_path(uri)
+        return path is not None and _database_state(path, f"{option} {uri}") is not None
     elif scheme in ("http", "https"):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10):
@@ -85,6 +168,15 @@ def check_uri(uri: str | None, option: str = "--mlflow") -> None:
         except (OSError, ValueError) as exc:
             reason = " ".join(str(getattr(exc, "reason", exc)).split())[:200]
             raise SinkError(f"{option} {uri}: the tracking server does not answer ({reason})") from None
+    return False
+
+
+def _has_file_store_data(folder: Path) -> bool:
+    """Whether `folder` holds a file store's experiments (MLflow's default URI is then that folder, not DEFAULT_URI)."""
+    try:
+        return any(p.is_dir() and p.name.isdigit() and (p / "meta.yaml").exists() for p in folder.iterdir())
+    except OSError:
+        return False
 
 
 def _artifact_location(uri: str | None) -> str | None:
@@ -99,33 +191,45 @@ class MlflowSink:
 
     name = "mlflow"
 
-    def __init__(self, uri: str | None = None, option: str = "--mlflow") -> None:
+    def __init__(self, uri: str | None = None, option: str = "--mlflow", deferred: bool = False) -> None:
+        """Check the URI now (SinkError); open the store now too, unless `deferred` and the check covered every
+        way MLflow could refuse it: then `open()` (MLflow's import, seconds) is left to the caller's writer thread."""
         # A server that is gone must cost a warning, not MLflow's default 7 retries with back-off (minutes per call).
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         # MLflow 3 sends usage telemetry by default; like Ray's usage statistics, off unless the user turned it on.
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        check_uri(uri, option)  # the plainest cases, named plainly, before MLflow's import (seconds) and its own messages
+        checked = check_uri(uri, option)  # named plainly, before MLflow's import (seconds) and its own messages
+        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+        self.option = option
+        self.client: Any = None
+        self.opened: dict[str, Path] = {}  # parent run id -> its group folder, terminated at close()
+        if not (deferred and checked):
+            self.open()
+
+    def open(self) -> None:
+        """Import MLflow and open the store and the experiment (once); SinkError, one line, when MLflow refuses it."""
+        if self.client is not None:
+            return
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):  # schema migrations log INFO lines on a new database (mlflow sets its level on import)
             logging.getLogger(name).setLevel(logging.WARNING)
-
-        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None
         shown = self.uri or "(MLflow's default)"
         try:
-            self.client = MlflowClient(tracking_uri=self.uri)
+            client = MlflowClient(tracking_uri=self.uri)
             name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
-            experiment = self.client.get_experiment_by_name(name)
+            experiment = client.get_experiment_by_name(name)
             if experiment is None:
-                self.experiment_id = self.client.create_experiment(name, artifact_location=_artifact_location(self.uri))
+                self.experiment_id = client.create_experiment(name, artifact_location=_artifact_location(self.uri))
             else:
                 self.experiment_id = experiment.experiment_id
+            self.client = client
             self.runs = self._find(RUN_TAG)  # name -> run, for idempotent writing
             self.groups = self._find(GROUP_TAG)
         except Exception as exc:
-            raise SinkError(f"{option} {shown}: {_reason(exc, option)}") from None
-        self.opened: dict[str, Path] = {}  # parent run id -> its group folder, terminated at close()
+            self.client = None
+            raise SinkError(f"{self.option} {shown}: {_reason(exc, self.option)}") from None
 
     def _find(self, tag: str) -> dict[str, Any]:
         found, token = {}, None
@@ -157,6 +261,7 @@ class MlflowSink:
     def on_run_end(self, run: RunFolder) -> str:
         from mlflow.entities import Metric, Param
 
+        self.open()
         old = self.runs.get(run.name)
         if old is not None and old.data.tags.get(DIGEST_TAG) == run.digest:
             return "unchanged"
@@ -196,6 +301,8 @@ class MlflowSink:
         return "updated" if old is not None else "written"
 
     def close(self) -> None:
+        if self.client is None:
+            return
         for run_id, folder in self.opened.items():  # the sweep's or bench's own files, as they are now
             for name in GROUP_ARTIFACTS:
                 if (folder / name).is_file():

@@ -130,11 +130,16 @@ class TensorBoardSink:
 
     name = "tensorboard"
 
-    def __init__(self, target: str | Path, option: str = "--tensorboard") -> None:
-        import tensorboardX  # noqa: F401  (the extra is there; fail now, not after the first run)
-
+    def __init__(self, target: str | Path, option: str = "--tensorboard", deferred: bool = False) -> None:
         self.root = results.check_out_dir(target, option)
+        if not deferred:
+            self.open()
         self.live: dict[Path, tuple[Path, dict[str, Any]]] = {}  # run folder -> (its DIR/<run>, writers for train/ and validation/)
+
+    def open(self) -> None:
+        """Import tensorboardX's writer (its extra was found when the sink was made): a fraction of a second."""
+        import tensorboardX.summary  # noqa: F401
+        import tensorboardX.writer  # noqa: F401
 
     def on_run_start(self, run_dir: Path, record: dict[str, Any]) -> None:
         from tensorboardX.writer import FileWriter
