@@ -27,8 +27,8 @@ from processes import descendants, finish, start_cli, stop, survivors, wait_for 
 from cnnbench.errors import Terminated  # noqa: E402
 from cnnbench.executor import RayConfig  # noqa: E402
 from cnnbench.results import read_json  # noqa: E402
-from tests.conftest import TINY_SPLIT  # noqa: E402
 from cnnbench.sweep import SweepOptions, plan_sweep, run_sweep  # noqa: E402
+from tests.conftest import TINY_SPLIT  # noqa: E402
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent
