@@ -9,6 +9,8 @@ tensorboardX's protobufs: no TensorFlow import, so JAX and torch processes stay 
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,26 @@ TRAIN_TAGS = {"loss": "epoch_loss", "accuracy": "epoch_accuracy", "error": "epoc
 VALIDATION_TAGS = {"val_loss": "epoch_loss", "val_accuracy": "epoch_accuracy", "val_error": "epoch_error"}
 SUMMARY_TAGS = ("best_val_error", "final_val_error", "test_error")
 HPARAMS = ("learning_rate", "filters", "batch_size", "optimizer", "epochs", "seed", "dataset", "device", "backend", "engine")
+
+
+def load_tensorboardx() -> None:
+    """Import tensorboardX's writer and summaries, without torch.
+
+    tensorboardX's package imports torch whenever it is installed (to accept torch tensors, which cnnbench never
+    hands it): seconds and hundreds of MB that a JAX or TensorFlow process never needs. Unless torch is already
+    loaded (a torch-backend process), it is hidden for the length of this import, so tensorboardX takes numpy's path.
+    """
+    if "tensorboardX.writer" in sys.modules:
+        return
+    hide = "torch" not in sys.modules and importlib.util.find_spec("torch") is not None
+    if hide:
+        sys.modules["torch"] = None  # the standard way to make a module unimportable
+    try:
+        import tensorboardX.summary  # noqa: F401
+        import tensorboardX.writer  # noqa: F401
+    finally:
+        if hide and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
 
 
 def hparams(run: RunFolder) -> dict[str, Any]:
@@ -47,6 +69,7 @@ def hparams(run: RunFolder) -> dict[str, Any]:
 
 
 def _session_summaries(run: RunFolder, start_s: float | None) -> list:
+    load_tensorboardx()
     from tensorboardX.proto.api_pb2 import Status
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
     from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
@@ -83,6 +106,7 @@ def _epoch_scalars(row: dict[str, Any]):
 
 def write_run(folder: Path, run: RunFolder) -> None:
     """Write `run` under `folder` (its own event files: one in folder, one in train/, one in validation/)."""
+    load_tensorboardx()
     from tensorboardX.summary import scalar
     from tensorboardX.writer import FileWriter
 
@@ -138,10 +162,10 @@ class TensorBoardSink:
 
     def open(self) -> None:
         """Import tensorboardX's writer (its extra was found when the sink was made): a fraction of a second."""
-        import tensorboardX.summary  # noqa: F401
-        import tensorboardX.writer  # noqa: F401
+        load_tensorboardx()
 
     def on_run_start(self, run_dir: Path, record: dict[str, Any]) -> None:
+        load_tensorboardx()
         from tensorboardX.writer import FileWriter
 
         folder = self.root / run_name(run_dir)
@@ -154,6 +178,7 @@ class TensorBoardSink:
         self.live[Path(run_dir).resolve()] = (folder, writers)
 
     def on_epoch(self, run_dir: Path, row: dict[str, Any]) -> None:
+        load_tensorboardx()
         from tensorboardX.summary import scalar
 
         if (entry := self.live.get(Path(run_dir).resolve())) is None or "epoch" not in row:
