@@ -15,6 +15,22 @@ from cnnbench.spec import load_spec
 TINY_SPLIT = {"train_samples": 512, "val_samples": 128, "test_samples": 128}
 
 
+def sink_net(**training) -> dict:
+    """The sinks' tests' spec: a 2-filter net on 128/64/64 synthetic images, 2 epochs; `training` overrides its fields."""
+    return {
+        "name": "tiny",
+        "input_shape": [28, 28, 1],
+        "layers": [
+            {"type": "Conv2D", "filters": 2, "kernel_size": 3, "activation": "relu"},
+            {"type": "MaxPooling2D", "pool_size": 4},
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 10, "activation": "softmax"},
+        ],
+        "training": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 32, "epochs": 2, "seed": 0, **training},
+        "data": {"dataset": "synthetic", "train_samples": 128, "val_samples": 64, "test_samples": 64},
+    }
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_homes(tmp_path_factory):
     """Keep tests off the user's caches: a private cnnbench cache and an empty Keras home."""

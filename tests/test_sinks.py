@@ -18,24 +18,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnbench.cli import app
+from tests.conftest import sink_net
 
 pytest.importorskip("tensorboardX")
 pytest.importorskip("mlflow")
 pytest.importorskip("tensorboard")
 
 runner = CliRunner()
-TINY_NET = {
-    "name": "tiny",
-    "input_shape": [28, 28, 1],
-    "layers": [
-        {"type": "Conv2D", "filters": 2, "kernel_size": 3, "activation": "relu"},
-        {"type": "MaxPooling2D", "pool_size": 4},
-        {"type": "Flatten"},
-        {"type": "Dense", "units": 10, "activation": "softmax"},
-    ],
-    "training": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 32, "epochs": 2, "seed": 0},
-    "data": {"dataset": "synthetic", "train_samples": 128, "val_samples": 64, "test_samples": 64},
-}
+TINY_NET = sink_net()
 RATES = ("--values", "0.05,0.1")
 
 
@@ -184,7 +174,7 @@ def test_a_failing_sink_is_a_warning_and_the_run_stays_ok(tmp_path):
     from cnnbench.sweep import sweep_name
 
     spec = tmp_path / "tiny.json"
-    spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
+    spec.write_text(json.dumps(sink_net(epochs=1)))
     tb = tmp_path / "tb"
     tb.mkdir()
     (tb / sweep_name(load_spec(str(spec)), [0.1])).write_text("a file where the sweep's TensorBoard folder goes")
@@ -335,7 +325,7 @@ def test_live_curves_show_each_epoch_then_give_way_to_the_finished_run(swept, tm
 
 def test_train_writes_its_run_to_both_sinks_without_a_parent(tmp_path, mlflow_db):
     spec = tmp_path / "tiny.json"
-    spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
+    spec.write_text(json.dumps(sink_net(epochs=1)))
     db = mlflow_db
     result = runner.invoke(app, ["train", str(spec), "--out", str(tmp_path / "results"), "--device", "cpu",
                                  "--tensorboard", str(tmp_path / "tb"), "--mlflow", f"sqlite:///{db}"])  # fmt: skip
@@ -360,7 +350,7 @@ def test_help_imports_no_sink_library():
 
 def test_a_study_writes_each_run_to_both_sinks_from_the_keys_of_its_sweep_file(tmp_path, mlflow_db):
     spec = tmp_path / "tiny.json"
-    spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 1}}))
+    spec.write_text(json.dumps(sink_net(epochs=1)))
     db = mlflow_db
     sweep_file = tmp_path / "study.json"
     sweep_file.write_text(json.dumps({"set": {"layers.0.kernel_size": [3, 5]}, "tensorboard": str(tmp_path / "tb"),
@@ -454,7 +444,7 @@ def test_an_mlflow_run_cut_off_while_written_is_written_again_by_export(swept, t
 
 def test_a_study_file_s_train_part_writes_its_run_to_both_sinks_and_again_when_kept(tmp_path, mlflow_db):
     spec = tmp_path / "tiny.json"
-    spec.write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "epochs": 2}}))
+    spec.write_text(json.dumps(sink_net(epochs=2)))
     study = tmp_path / "study.json"
     study.write_text(json.dumps({"spec": "tiny.json", "parts": [{"name": "single", "train": None}],
                                  "tensorboard": str(tmp_path / "tb"), "mlflow": f"sqlite:///{mlflow_db}"}))  # fmt: skip

@@ -16,23 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnbench.cli import app
+from tests.conftest import sink_net
 
 pytest.importorskip("tensorboardX")
 pytest.importorskip("mlflow")
 
 runner = CliRunner()
-TINY_NET = {
-    "name": "tiny",
-    "input_shape": [28, 28, 1],
-    "layers": [
-        {"type": "Conv2D", "filters": 2, "kernel_size": 3, "activation": "relu"},
-        {"type": "MaxPooling2D", "pool_size": 4},
-        {"type": "Flatten"},
-        {"type": "Dense", "units": 10, "activation": "softmax"},
-    ],
-    "training": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 32, "epochs": 1, "seed": 0},
-    "data": {"dataset": "synthetic", "train_samples": 128, "val_samples": 64, "test_samples": 64},
-}
+TINY_NET = sink_net(epochs=1)
 # The CLI in a fresh process; at its exit: was MLflow (or TensorFlow) ever imported, and the exit code.
 PROBE = ("import sys\nfrom cnnbench.cli import main\nsys.argv = ['cnnbench', *sys.argv[1:]]\n"
          "try:\n    main()\nexcept SystemExit as exc:\n"
@@ -50,7 +40,7 @@ def finished_runs(root: Path, count: int) -> list[Path]:
         run_dir = sweep / f"lr-{0.1 * (i + 1):g}"
         run_dir.mkdir()
         rate = 0.1 * (i + 1)
-        (run_dir / "spec.json").write_text(json.dumps({**TINY_NET, "training": {**TINY_NET["training"], "learning_rate": rate}}))
+        (run_dir / "spec.json").write_text(json.dumps(sink_net(epochs=1, learning_rate=rate)))
         record = {"status": "ok", "learning_rate": rate, "started_at": "2026-12-06T03:00:00+00:00",
                   "ended_at": "2026-12-06T03:00:02+00:00", "best_val_error": 0.5 - i / 100}
         (run_dir / "run.json").write_text(json.dumps(record))
